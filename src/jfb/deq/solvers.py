@@ -1,0 +1,274 @@
+"""Batched fixed-point solvers for x = T(x), with per-sample stopping and freezing.
+
+Both solvers stop a sample once its relative residual r_i = ||T(x)_i - x_i|| / (||T(x)_i|| + eps)
+falls below ``tol``; the sample is then frozen at T(x)_i while the rest of the batch iterates.
+Freezing is done on the device with ``torch.where`` (no host sync); whether every sample is done is
+checked every ``check_every`` iterations (one host sync each time). The code is out-of-place, so the
+same solve is differentiable when run with autograd enabled (the ``Unrolled`` strategy uses that).
+
+They know nothing of images: ``x`` is any tensor whose first dimension is the batch, and T must act
+on each sample alone (sample i of T(x) depends only on sample i of x).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from jfb.deq.stats import SolverStats
+from jfb.errors import SolverError
+
+Map = Callable[[torch.Tensor], torch.Tensor]
+
+_ON_FAILURE = ("ignore", "warn", "raise")
+
+
+def per_sample_norm(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each sample: ||v_i||_2 over all non-batch dimensions -> Tensor[N]."""
+    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1)
+
+
+def relative_residual(fx: torch.Tensor, x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """r_i = ||T(x)_i - x_i|| / (||T(x)_i|| + eps), the stopping quantity -> Tensor[N]."""
+    return per_sample_norm(fx - x) / (per_sample_norm(fx) + eps)
+
+
+def _batch_where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """where(mask_i, a_i, b_i) with a per-sample mask broadcast over the other dimensions."""
+    return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
+
+
+@dataclass
+class _SolverBase:
+    """Settings shared by every solver (see the subclasses for the update rule).
+
+    Args:
+        tol: per-sample relative-residual tolerance in training.
+        max_iter: most applications of T per sample in training.
+        eval_tol: tolerance in evaluation (default: ``tol``).
+        eval_max_iter: budget in evaluation (default: ``max_iter``); usually larger.
+        check_every: test "all samples done" (a host sync) every this many iterations.
+        record_trace: keep every iteration's residuals in ``stats.trace``.
+        on_failure: what a sample that did not converge or went NaN/Inf does:
+            "ignore" (reported in the stats), "warn", or "raise" (SolverError).
+        eps: the epsilon of the relative residual.
+    """
+
+    tol: float = 1e-4
+    max_iter: int = 50
+    eval_tol: float | None = None
+    eval_max_iter: int | None = None
+    check_every: int = 1
+    record_trace: bool = False
+    on_failure: str = "ignore"
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        for name in ("tol", "eval_tol"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        for name in ("max_iter", "eval_max_iter", "check_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.on_failure not in _ON_FAILURE:
+            raise ValueError(f"on_failure must be one of {_ON_FAILURE}, got {self.on_failure!r}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be positive, got {self.eps!r}")
+
+    def budget(self, training: bool) -> tuple[float, int]:
+        """(tol, max_iter) for a training or an evaluation solve."""
+        if training:
+            return self.tol, self.max_iter
+        tol = self.tol if self.eval_tol is None else self.eval_tol
+        max_iter = self.max_iter if self.eval_max_iter is None else self.eval_max_iter
+        return tol, max_iter
+
+    def solve(
+        self, f: Map, x0: torch.Tensor, *, training: bool = True
+    ) -> tuple[torch.Tensor, SolverStats]:
+        """Iterate from ``x0`` to a fixed point of ``f``; returns (x*, stats)."""
+        if x0.dim() < 1 or x0.shape[0] == 0:
+            raise ValueError(
+                f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}"
+            )
+        tol, max_iter = self.budget(training)
+        state = _Tracker(x0.shape[0], x0.device, tol, self.eps, self.record_trace)
+        x = x0
+        memory: dict = {}
+        for k in range(max_iter):
+            fx = f(x)
+            if fx.shape != x.shape:
+                raise ValueError(
+                    f"the map changed the shape of its input: {tuple(x.shape)} -> {tuple(fx.shape)}"
+                )
+            res = relative_residual(fx, x, self.eps)
+            done_now = state.update(res)
+            x_next = self._step(x, fx, memory)
+            # Samples that converged now freeze at T(x); frozen ones keep their value.
+            x = _batch_where(state.active_before, _batch_where(done_now, fx, x_next), x)
+            if (k + 1) % self.check_every == 0 and not bool(state.active.any()):
+                break
+        stats = state.finish(max_iter, tol)
+        self._report(stats)
+        return x, stats
+
+    def _step(self, x: torch.Tensor, fx: torch.Tensor, memory: dict) -> torch.Tensor:
+        """The update rule: next iterate from x, T(x) and this solve's own ``memory``."""
+        raise NotImplementedError
+
+    def _report(self, stats: SolverStats) -> None:
+        if self.on_failure == "ignore":
+            return
+        bad_nan = int(stats.nonfinite.sum())
+        bad_conv = int((~stats.converged & ~stats.nonfinite).sum())
+        if bad_nan == 0 and bad_conv == 0:
+            return
+        msg = (
+            f"{type(self).__name__}: {bad_conv} of {stats.batch_size} samples did not reach "
+            f"tol {stats.tol:g} in {stats.max_iter} iterations (max residual "
+            f"{float(stats.residual.nan_to_num(nan=float('inf')).max()):.3g})"
+        )
+        if bad_nan:
+            msg += f"; {bad_nan} became NaN/Inf"
+        if self.on_failure == "raise":
+            raise SolverError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+class _Tracker:
+    """Book-keeping of per-sample activity, iteration counts and residuals."""
+
+    def __init__(self, n: int, device: torch.device, tol: float, eps: float, trace: bool):
+        self.tol = tol
+        self.active = torch.ones(n, dtype=torch.bool, device=device)
+        self.active_before = self.active
+        self.converged = torch.zeros(n, dtype=torch.bool, device=device)
+        self.nonfinite = torch.zeros(n, dtype=torch.bool, device=device)
+        self.iterations = torch.zeros(n, dtype=torch.long, device=device)
+        self.residual = torch.full((n,), float("inf"), device=device)
+        self.trace: list[torch.Tensor] | None = [] if trace else None
+        self.n_evals = 0
+
+    def update(self, res: torch.Tensor) -> torch.Tensor:
+        """Record one application of T; returns the mask of samples that converged now."""
+        res = res.detach().float()
+        self.n_evals += 1
+        active = self.active
+        self.active_before = active
+        self.iterations = self.iterations + active.long()
+        self.residual = torch.where(active, res, self.residual)
+        finite = torch.isfinite(res)
+        done_now = active & finite & (res < self.tol)
+        self.converged = self.converged | done_now
+        self.nonfinite = self.nonfinite | (active & ~finite)
+        self.active = active & ~done_now & finite
+        if self.trace is not None:
+            self.trace.append(res)
+        return done_now
+
+    def finish(self, max_iter: int, tol: float) -> SolverStats:
+        trace = torch.stack(self.trace) if self.trace else None
+        return SolverStats(
+            iterations=self.iterations,
+            residual=self.residual,
+            converged=self.converged,
+            nonfinite=self.nonfinite,
+            n_evals=self.n_evals,
+            tol=tol,
+            max_iter=max_iter,
+            trace=trace,
+        )
+
+
+@dataclass
+class Picard(_SolverBase):
+    """Krasnoselskii-Mann iteration x_{k+1} = (1 - alpha) x_k + alpha T(x_k).
+
+    ``damping`` is alpha in (0, 1]; alpha = 1 is plain Picard iteration. For a nonexpansive T,
+    alpha < 1 still converges to a fixed point where plain Picard may cycle.
+    """
+
+    damping: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (0.0 < self.damping <= 1.0):
+            raise ValueError(f"damping must be in (0, 1], got {self.damping!r}")
+
+    def _step(self, x: torch.Tensor, fx: torch.Tensor, memory: dict) -> torch.Tensor:
+        if self.damping == 1.0:
+            return fx
+        return x + self.damping * (fx - x)
+
+
+@dataclass
+class Anderson(_SolverBase):
+    """Anderson acceleration (type II) with memory ``m``.
+
+    With residuals g_j = T(x_j) - x_j of the last n <= m iterates, solve per sample
+        alpha = argmin ||sum_j alpha_j g_j||^2 + lam * s * ||alpha||^2  s.t.  sum_j alpha_j = 1,
+    (s = tr(G G^T) / n makes ``lam`` scale-free) by its bordered linear system, then
+        x_{k+1} = beta * sum_j alpha_j T(x_j) + (1 - beta) * sum_j alpha_j x_j.
+    A sample whose small system is singular or gives non-finite weights falls back to the
+    damped Picard step x + beta (T(x) - x) for that iteration.
+    """
+
+    m: int = 5
+    lam: float = 1e-4
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.m, int) or self.m < 1:
+            raise ValueError(f"m must be an integer >= 1, got {self.m!r}")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"lam must be a non-negative finite number, got {self.lam!r}")
+        if not (0.0 < self.beta <= 1.0):
+            raise ValueError(f"beta must be in (0, 1], got {self.beta!r}")
+
+    def _step(self, x: torch.Tensor, fx: torch.Tensor, memory: dict) -> torch.Tensor:
+        n_batch = x.shape[0]
+        keep = self.m - 1  # history kept besides the newest pair
+        xs_hist = memory.get("xs", [])[-keep:] if keep else []
+        fs_hist = memory.get("fs", [])[-keep:] if keep else []
+        memory["xs"] = [*xs_hist, x.reshape(n_batch, -1)]
+        memory["fs"] = [*fs_hist, fx.reshape(n_batch, -1)]
+        if len(memory["xs"]) == 1:
+            return x + self.beta * (fx - x) if self.beta != 1.0 else fx
+        xs = torch.stack(memory["xs"], dim=1)  # (N, n, D)
+        fs = torch.stack(memory["fs"], dim=1)
+        g = fs - xs
+        gram = torch.bmm(g, g.transpose(1, 2)).double()  # (N, n, n), solved in float64
+        alpha = _anderson_weights(gram, self.lam)  # (N, n)
+        ok = torch.isfinite(alpha).all(dim=1)
+        last = torch.zeros_like(alpha)
+        last[:, -1] = 1.0
+        alpha = torch.where(ok[:, None], alpha, last).to(x.dtype)
+        mixed = torch.bmm(alpha[:, None, :], fs).squeeze(1)
+        if self.beta != 1.0:
+            mixed = self.beta * mixed + (1 - self.beta) * torch.bmm(alpha[:, None, :], xs).squeeze(
+                1
+            )
+        return mixed.reshape(x.shape)
+
+
+def _anderson_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
+    """Solve [[0, 1^T], [1, GG^T + lam s I]] [nu; alpha] = [1; 0] per sample -> alpha (N, n)."""
+    n_batch, n, _ = gram.shape
+    scale = torch.diagonal(gram, dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)
+    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
+    h = torch.zeros(n_batch, n + 1, n + 1, dtype=gram.dtype, device=gram.device)
+    h[:, 0, 1:] = 1.0
+    h[:, 1:, 0] = 1.0
+    h[:, 1:, 1:] = gram + (lam * scale)[:, None, None] * eye
+    rhs = torch.zeros(n_batch, n + 1, dtype=gram.dtype, device=gram.device)
+    rhs[:, 0] = 1.0
+    sol, info = torch.linalg.solve_ex(h, rhs)
+    alpha = sol[:, 1:]
+    return torch.where((info == 0)[:, None], alpha, torch.full_like(alpha, float("nan")))

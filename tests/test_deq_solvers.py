@@ -1,0 +1,207 @@
+"""Forward solvers: known fixed points, speed of Anderson, per-sample freezing, every option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jfb.deq import Anderson, Picard, fixed_point, relative_residual
+from jfb.errors import SolverError
+
+torch.set_default_dtype(torch.float64)
+
+
+def affine_problem(n=3, d=40, radius=0.95, seed=0):
+    """T(x) = W x + b per sample, W symmetric with eigenvalues in [-radius, radius]."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, d, d, generator=g))
+    ev = (torch.rand(n, d, generator=g) * 2 - 1) * radius
+    w = q @ torch.diag_embed(ev) @ q.transpose(1, 2)
+    b = torch.randn(n, d, generator=g)
+
+    def f(x):
+        return torch.einsum("nij,nj->ni", w, x) + b
+
+    x_true = torch.linalg.solve(torch.eye(d) - w, b[..., None])[..., 0]
+    return f, x_true, w, b
+
+
+@pytest.mark.parametrize(
+    "solver", [Picard(tol=1e-10, max_iter=3000), Anderson(tol=1e-10, max_iter=500)]
+)
+def test_solvers_reach_the_known_fixed_point(solver):
+    f, x_true, _, _ = affine_problem()
+    x, stats = fixed_point(f, torch.zeros_like(x_true), solver=solver, training=True)
+    assert stats.all_converged
+    assert torch.allclose(x, x_true, atol=1e-7, rtol=0)
+    assert float(relative_residual(f(x), x).max()) < 1e-9
+
+
+def test_anderson_needs_clearly_fewer_evaluations_than_picard():
+    f, x_true, _, _ = affine_problem(radius=0.97)
+    x0 = torch.zeros_like(x_true)
+    _, sp = fixed_point(f, x0, solver=Picard(tol=1e-6, max_iter=5000))
+    _, sa = fixed_point(f, x0, solver=Anderson(tol=1e-6, max_iter=5000, m=10))
+    assert sp.all_converged and sa.all_converged
+    assert sa.n_evals * 2 < sp.n_evals, (sa.n_evals, sp.n_evals)
+
+
+@pytest.mark.parametrize(
+    "solver", [Picard(tol=1e-8, max_iter=2000), Anderson(tol=1e-8, max_iter=2000)]
+)
+def test_per_sample_freezing_easy_and_hard_sample(solver):
+    """An easy (radius 0.1) and a hard (radius 0.95) sample in one batch stop separately, and the
+    easy one's answer is what it gets alone: the hard one cannot drag it on."""
+    fe, _, we, be = affine_problem(n=1, radius=0.1, seed=1)
+    fh, _, wh, bh = affine_problem(n=1, radius=0.95, seed=2)
+    w, b = torch.cat([we, wh]), torch.cat([be, bh])
+
+    def f(x):
+        return torch.einsum("nij,nj->ni", w, x) + b
+
+    x, stats = fixed_point(f, torch.zeros(2, w.shape[1]), solver=solver)
+    assert stats.iterations[0] < stats.iterations[1] / 3
+    assert stats.n_evals == int(stats.iterations.max())
+    x_easy, st_easy = fixed_point(fe, torch.zeros(1, w.shape[1]), solver=solver)
+    assert int(st_easy.iterations[0]) == int(stats.iterations[0])
+    assert torch.allclose(x[0], x_easy[0], atol=1e-12, rtol=0)
+
+
+def test_tolerance_and_budget_take_effect():
+    f, x_true, _, _ = affine_problem()
+    x0 = torch.zeros_like(x_true)
+    _, loose = fixed_point(f, x0, solver=Picard(tol=1e-3, max_iter=5000))
+    _, tight = fixed_point(f, x0, solver=Picard(tol=1e-9, max_iter=5000))
+    assert loose.iterations.max() < tight.iterations.max()
+    _, capped = fixed_point(f, x0, solver=Picard(tol=1e-12, max_iter=7))
+    assert int(capped.iterations.max()) == 7 and not capped.converged.any()
+    assert capped.max_iter == 7
+
+
+def test_eval_budget_is_used_when_not_training():
+    f, x_true, _, _ = affine_problem()
+    solver = Picard(tol=1e-2, max_iter=5, eval_tol=1e-9, eval_max_iter=3000)
+    x0 = torch.zeros_like(x_true)
+    _, tr = fixed_point(f, x0, solver=solver, training=True)
+    _, ev = fixed_point(f, x0, solver=solver, training=False)
+    assert int(tr.iterations.max()) <= 5 and tr.tol == 1e-2
+    assert ev.all_converged and ev.tol == 1e-9 and ev.iterations.max() > 5
+    with torch.no_grad():  # default: grad mode off -> evaluation budget
+        _, default = fixed_point(f, x0, solver=solver)
+    assert default.tol == 1e-9
+
+
+def test_check_every_only_delays_the_exit_test():
+    f, x_true, _, _ = affine_problem()
+    x0 = torch.zeros_like(x_true)
+    x1, s1 = fixed_point(f, x0, solver=Picard(tol=1e-8, max_iter=3000, check_every=1))
+    x7, s7 = fixed_point(f, x0, solver=Picard(tol=1e-8, max_iter=3000, check_every=7))
+    assert torch.equal(s1.iterations, s7.iterations)  # per-sample counts unchanged
+    assert torch.equal(x1, x7)  # frozen samples stay frozen during the extra calls
+    assert s7.n_evals % 7 == 0 and s1.n_evals <= s7.n_evals < s1.n_evals + 7
+
+
+def test_trace_is_recorded_on_request():
+    f, x_true, _, _ = affine_problem()
+    _, st = fixed_point(f, torch.zeros_like(x_true), solver=Picard(tol=1e-6, max_iter=3000))
+    assert st.trace is None
+    _, st = fixed_point(
+        f, torch.zeros_like(x_true), solver=Picard(tol=1e-6, max_iter=3000, record_trace=True)
+    )
+    assert st.trace.shape == (st.n_evals, x_true.shape[0])
+    assert torch.allclose(st.trace[st.iterations[0] - 1, 0], st.residual[0].to(st.trace.dtype))
+
+
+def test_damping_and_anderson_parameters_change_the_iteration():
+    f, x_true, _, _ = affine_problem()
+    x0 = torch.zeros_like(x_true)
+
+    def iters(solver):
+        x, st = fixed_point(f, x0, solver=solver)
+        assert torch.allclose(x, x_true, atol=1e-5)
+        return st.iterations.tolist()
+
+    base = dict(tol=1e-8, max_iter=5000)
+    assert iters(Picard(**base)) != iters(Picard(**base, damping=0.5))
+    assert iters(Anderson(**base, m=2)) != iters(Anderson(**base, m=8))
+    assert iters(Anderson(**base)) != iters(Anderson(**base, beta=0.5))
+    assert iters(Anderson(**base)) != iters(Anderson(**base, lam=1.0))
+
+
+def test_anderson_survives_a_singular_least_squares_system():
+    """T(x) = x + c has identical residuals every step: G G^T is rank one, the bordered system
+    singular without regularisation. Anderson must fall back, not produce NaN."""
+    c = torch.ones(2, 5)
+
+    def f(x):
+        return x + c
+
+    for lam in (0.0, 1e-4):
+        x, st = fixed_point(f, torch.zeros(2, 5), solver=Anderson(tol=1e-6, max_iter=10, lam=lam))
+        assert torch.isfinite(x).all()
+        assert not st.nonfinite.any() and not st.converged.any()
+
+
+def test_nonfinite_samples_are_reported_frozen_and_can_raise():
+    f0, x_true, _, _ = affine_problem(n=2)
+
+    def f(x):
+        out = f0(x)
+        return torch.cat([out[:1], out[1:] * float("nan")])
+
+    x, st = fixed_point(f, torch.zeros_like(x_true), solver=Anderson(tol=1e-8, max_iter=500))
+    assert st.nonfinite.tolist() == [False, True]
+    assert st.converged.tolist() == [True, False]
+    assert torch.allclose(x[0], x_true[0], atol=1e-6)
+    with pytest.raises(SolverError, match="NaN"):
+        fixed_point(f, torch.zeros_like(x_true), solver=Anderson(max_iter=50, on_failure="raise"))
+
+
+def test_non_convergence_warns_or_raises_on_request():
+    f, x_true, _, _ = affine_problem()
+    x0 = torch.zeros_like(x_true)
+    with pytest.warns(RuntimeWarning, match="did not reach"):
+        fixed_point(f, x0, solver=Picard(tol=1e-12, max_iter=3, on_failure="warn"))
+    with pytest.raises(SolverError, match="did not reach tol"):
+        fixed_point(f, x0, solver=Picard(tol=1e-12, max_iter=3, on_failure="raise"))
+    fixed_point(f, x0, solver=Picard(tol=1e-12, max_iter=3))  # "ignore": silent
+
+
+def test_works_on_image_shaped_batches_and_float32():
+    x0 = torch.zeros(3, 2, 5, 7, dtype=torch.float32)
+    target = torch.randn(3, 2, 5, 7, dtype=torch.float32)
+
+    def f(x):
+        return 0.5 * x + 0.5 * target
+
+    x, st = fixed_point(f, x0, solver=Anderson(tol=1e-5, max_iter=100))
+    assert x.dtype == torch.float32 and x.shape == x0.shape
+    assert torch.allclose(x, target, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(tol=0),
+        dict(tol=float("nan")),
+        dict(max_iter=0),
+        dict(check_every=0),
+        dict(on_failure="explode"),
+        dict(eval_max_iter=-1),
+    ],
+)
+def test_bad_solver_settings_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        Picard(**kwargs)
+
+
+def test_bad_anderson_settings_and_bad_calls_are_rejected():
+    for kw in (dict(m=0), dict(lam=-1.0), dict(beta=0.0), dict(beta=1.5)):
+        with pytest.raises(ValueError):
+            Anderson(**kw)
+    with pytest.raises(ValueError, match="damping"):
+        Picard(damping=0.0)
+    with pytest.raises(TypeError, match="solver"):
+        fixed_point(lambda x: x, torch.zeros(1, 2), solver="anderson")
+    with pytest.raises(ValueError, match="shape"):
+        fixed_point(lambda x: x[:, :1], torch.zeros(2, 3), solver=Picard())
