@@ -1,0 +1,34 @@
+"""Feedforward reconstructor x_hat = R(x0(y)), the non-implicit baseline with the same nets."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jfb.models.init import INITS, initial_estimate
+from jfb.physics import LinearOperator
+
+
+class Feedforward(nn.Module):
+    """x_hat = net(x0), x0 = A^T y, y or Tikhonov (``init``). BatchNorm is allowed here.
+
+    With a residual net (``DnCNN(residual=True)``) this is the classic x0 - N(x0) deblurrer.
+    ``last_stats`` is always None (there is no solve), so callers can treat every model alike.
+    """
+
+    def __init__(self, op: LinearOperator, net: nn.Module, *, init: str = "adjoint") -> None:
+        super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.op = op
+        self.net = net
+        self.init = init
+        self.last_stats = None
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if y.dim() != 4:
+            raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(y.shape)}")
+        return self.net(initial_estimate(self.op, y, self.init))
+
+    def pretrain_forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self(y)

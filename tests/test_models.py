@@ -1,0 +1,251 @@
+"""Implicit and feedforward models: the maps, the gradients through them, every option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jfb.deq import IFT, JFB, Anderson, Neumann, Picard, Unrolled
+from jfb.errors import ConfigError
+from jfb.models import DEGrad, DEProx, Feedforward, build_model
+from jfb.nets import DnCNN
+from jfb.physics import Blur, kernels
+
+DT = torch.float64
+
+
+def make_op(padding: str = "zeros") -> Blur:
+    k = kernels.motion(5, seed=3).to(DT)
+    return Blur(k, padding=padding).to(DT)
+
+
+def tiny_net(**kw) -> DnCNN:
+    """R(x) = x - N(x) (the RED form): with it DE-GRAD contracts from the first step."""
+    torch.manual_seed(0)
+    return DnCNN(in_channels=2, depth=3, width=4, **{"residual": True, **kw}).to(DT)
+
+
+def batch(n=2, h=8, w=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 2, h, w, generator=g, dtype=DT)
+
+
+def test_degrad_and_deprox_maps_are_the_documented_formulas():
+    op, y, x = make_op(), batch(seed=1), batch(seed=2)
+    net = tiny_net()
+    m = DEGrad(op, net, eta=0.3)
+    expected = x - 0.3 * (op.A_adjoint(op.A(x) - y) + net(x))
+    assert torch.allclose(m.T(x, y), expected, atol=1e-12)
+    p = DEProx(op, net, eta=0.3)
+    assert torch.allclose(p.T(x, y), net(x - 0.3 * op.A_adjoint(op.A(x) - y)), atol=1e-12)
+
+
+def test_output_is_the_fixed_point_and_stats_are_kept():
+    op, y = make_op(), batch()
+    m = DEGrad(op, tiny_net(), solver=Anderson(tol=1e-10, max_iter=500), eta=0.5).eval()
+    with torch.no_grad():
+        x = m(y)
+        assert m.last_stats.all_converged
+        assert torch.allclose(m.T(x, y), x, atol=1e-8)
+    assert x.shape == y.shape and m.last_stats.batch_size == 2
+
+
+@pytest.mark.parametrize("backward", [JFB(), Neumann(3), IFT(tol=1e-10), Unrolled()])
+def test_gradients_reach_every_parameter(backward):
+    m = DEGrad(
+        make_op(),
+        tiny_net(spectral_norm=True),
+        backward=backward,
+        solver=Picard(tol=1e-8, max_iter=300),
+        eta=0.5,
+    )
+    m.train()
+    m(batch()).square().mean().backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+
+
+def test_ift_through_the_model_equals_unrolled_autograd_with_spectral_norm_in_training():
+    """If T changed during the solve (power iteration advancing at every call of the net),
+    the fixed point of the solve and the map differentiated would disagree and so would these."""
+
+    def grads(backward):
+        torch.manual_seed(0)
+        m = DEGrad(
+            make_op(),
+            tiny_net(spectral_norm=True),
+            backward=backward,
+            solver=Picard(tol=1e-13, max_iter=3000),
+            eta=0.5,
+        ).train()
+        m(batch()).square().sum().backward()
+        return torch.cat([p.grad.flatten() for p in m.parameters()])
+
+    g_ift, g_unr = grads(IFT(tol=1e-12, max_iter=500)), grads(Unrolled())
+    assert float((g_ift - g_unr).norm() / g_unr.norm()) < 1e-7
+
+
+def test_jfb_gradient_is_the_gradient_of_one_application_at_the_fixed_point():
+    op, y = make_op(), batch()
+    m = DEGrad(op, tiny_net(), solver=Picard(tol=1e-12, max_iter=2000), eta=0.5).train()
+    m(y).sum().backward()
+    g_model = torch.cat([p.grad.flatten() for p in m.parameters()])
+    with torch.no_grad():
+        x_star = m(y)
+    m.zero_grad()
+    m.T(x_star, y).sum().backward()
+    g_manual = torch.cat([p.grad.flatten() for p in m.parameters()])
+    assert torch.allclose(g_model, g_manual, rtol=1e-9, atol=1e-12)
+
+
+def test_spectral_norm_power_step_once_per_training_forward_and_never_in_eval():
+    m = DEGrad(make_op(), tiny_net(spectral_norm=True), solver=Picard(tol=1e-6, max_iter=20))
+    u_buffers = [b for n, b in m.named_buffers() if n.endswith(".u")]
+    assert u_buffers, "spectral norm should keep power-iteration vectors"
+    before = [b.clone() for b in u_buffers]
+    m.eval()
+    with torch.no_grad():
+        m(batch())
+    assert all(torch.equal(a, b) for a, b in zip(before, u_buffers, strict=True))
+    m.train()
+    m(batch())
+    assert any(not torch.equal(a, b) for a, b in zip(before, u_buffers, strict=True))
+
+
+def test_batch_norm_nets_are_refused_in_fixed_point_maps_but_allowed_feedforward():
+    net = DnCNN(in_channels=2, depth=3, width=4, batch_norm=True)
+    with pytest.raises(ValueError, match="BatchNorm"):
+        DEGrad(make_op().float(), net)
+    Feedforward(make_op().float(), net)
+
+
+def test_initial_iterates():
+    op, y = make_op(), batch()
+    adj = DEGrad(op, tiny_net(), init="adjoint").initial(y)
+    assert torch.allclose(adj, op.A_adjoint(y))
+    assert torch.equal(DEGrad(op, tiny_net(), init="y").initial(y), y)
+    tik = DEGrad(op, tiny_net(), init="tikhonov").initial(y)
+    assert not torch.allclose(tik, adj) and not torch.allclose(tik, y)
+    valid = make_op("valid")
+    y_small = valid.A(batch())
+    with pytest.raises(ValueError, match="init='y'"):
+        DEGrad(valid, tiny_net(), init="y").initial(y_small)
+    x = DEGrad(valid, tiny_net(), solver=Picard(max_iter=5)).eval()(y_small)
+    assert x.shape == batch().shape  # reconstructs the full image from a 'valid' measurement
+    with pytest.raises(ValueError, match="init"):
+        DEGrad(op, tiny_net(), init="zeros")
+
+
+def test_eta_is_positive_and_bounded_and_learned():
+    m = DEGrad(make_op(), tiny_net(), eta=0.5, eta_max=2.0)
+    assert abs(float(m.eta.detach()) - 0.5) < 1e-6
+    with torch.no_grad():
+        m.eta_raw.fill_(100.0)
+    assert 0 < float(m.eta.detach()) <= 2.0
+    with torch.no_grad():
+        m.eta_raw.fill_(-100.0)
+    assert float(m.eta.detach()) >= 0
+    free = DEGrad(make_op(), tiny_net(), eta=3.0, eta_max=None)
+    assert abs(float(free.eta.detach()) - 3.0) < 1e-5
+    for bad in (dict(eta=0.0), dict(eta=2.0, eta_max=1.0), dict(eta=float("nan"))):
+        with pytest.raises(ValueError):
+            DEGrad(make_op(), tiny_net(), **bad)
+
+
+def test_eval_mode_uses_the_eval_budget():
+    solver = Picard(tol=1e-12, max_iter=3, eval_max_iter=11)
+    m = DEGrad(make_op(), tiny_net(), solver=solver)
+    m.train()
+    m(batch())
+    assert m.last_stats.max_iter == 3
+    m.eval()
+    with torch.no_grad():
+        m(batch())
+    assert m.last_stats.max_iter == 11
+
+
+def test_each_sample_is_reconstructed_alone():
+    m = DEGrad(make_op(), tiny_net(), solver=Anderson(tol=1e-9, max_iter=300)).eval()
+    y = batch(n=3)
+    with torch.no_grad():
+        x = m(y)
+        iters = m.last_stats.iterations.clone()
+        for i in range(3):
+            xi = m(y[i : i + 1])
+            assert int(m.last_stats.iterations[0]) == int(iters[i])
+            assert torch.allclose(x[i], xi[0], atol=1e-10)
+
+
+def test_feedforward_and_pretrain_forward():
+    op, y = make_op(), batch()
+    net = tiny_net()
+    ff = Feedforward(op, net, init="adjoint")
+    assert torch.allclose(ff(y), net(op.A_adjoint(y)))
+    assert ff.last_stats is None
+    dg = DEGrad(op, net)
+    x0 = op.A_adjoint(y)
+    assert torch.allclose(dg.pretrain_forward(y), x0 - net(x0))
+    assert torch.allclose(DEProx(op, net).pretrain_forward(y), net(x0))
+
+
+def test_build_model_from_config_dicts():
+    op = make_op().float()
+    cfg = {
+        "kind": "degrad",
+        "net": {"name": "dncnn", "depth": 3, "width": 4},
+        "solver": {"name": "picard", "tol": 1e-3, "max_iter": 7, "damping": 0.5},
+        "backward": {"name": "ift", "solver": "gmres", "tol": 1e-5, "max_iter": 9},
+        "init": "y",
+        "eta": 0.25,
+        "eta_max": 1.0,
+    }
+    m = build_model(cfg, op, channels=3)
+    assert isinstance(m, DEGrad) and m.init == "y" and abs(float(m.eta.detach()) - 0.25) < 1e-6
+    assert isinstance(m.solver, Picard) and m.solver.damping == 0.5 and m.solver.max_iter == 7
+    assert m.backward == IFT(solver="gmres", tol=1e-5, max_iter=9)
+    assert len(m.net.body) > 0 if hasattr(m.net, "body") else True
+    m2 = build_model(
+        {
+            **cfg,
+            "kind": "deprox",
+            "backward": {"name": "neumann", "k": 4},
+            "solver": {"name": "anderson", "m": 3},
+        },
+        op,
+    )
+    assert isinstance(m2, DEProx) and m2.backward == Neumann(4) and m2.solver.m == 3
+    ff = build_model({"kind": "feedforward", "net": {"name": "unet", "base": 4, "levels": 1}}, op)
+    assert isinstance(ff, Feedforward)
+    assert build_model({**cfg, "backward": {"name": "jfb", "k": 2}}, op).backward == JFB(2)
+    assert isinstance(build_model({**cfg, "backward": {"name": "unrolled"}}, op).backward, Unrolled)
+    for bad in (
+        {"kind": "magic"},
+        {"solver": {"name": "newton"}},
+        {"backward": {"name": "adjoint"}},
+        {"net": {"name": "resnet"}},
+    ):
+        with pytest.raises(ConfigError):
+            build_model({**cfg, **bad}, op)
+
+
+def test_a_few_jfb_steps_learn_to_deblur():
+    """Training signal check: 40 Adam steps of JFB on one image batch beat the initial A^T y."""
+    torch.manual_seed(0)
+    op = Blur(kernels.gaussian(5, 2.0))
+    x = torch.rand(4, 1, 16, 16).cumsum(-1).cumsum(-2)
+    x = x / x.amax(dim=(2, 3), keepdim=True)  # smooth images
+    y = op.A(x) + 0.01 * torch.randn_like(x)
+    m = DEGrad(
+        op,
+        DnCNN(in_channels=1, depth=3, width=8, residual=True),
+        solver=Anderson(tol=1e-3, max_iter=30),
+        eta=0.9,
+    )
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    start = float((op.A_adjoint(y) - x).square().mean())
+    for _ in range(40):
+        opt.zero_grad()
+        loss = (m(y) - x).square().mean()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * start
