@@ -1,0 +1,110 @@
+"""Results a person can look at: markdown tables, figure grids with PSNR per panel, curves."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from jfb.atomic import atomic_path, write_text
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub markdown table of ``rows`` restricted to ``columns`` (missing cells: '-')."""
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Pretty JSON, written atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _to_hwc(img: torch.Tensor):
+    img = img.detach().float().clamp(0, 1).cpu()
+    if img.dim() == 3 and img.shape[0] == 1:
+        return img[0].numpy(), "gray"
+    return img.permute(1, 2, 0).numpy(), None
+
+
+def figure_grid(
+    path: str | os.PathLike[str],
+    columns: Sequence[str],
+    images: Sequence[Sequence[torch.Tensor]],
+    labels: Sequence[Sequence[str]] | None = None,
+    *,
+    title: str | None = None,
+) -> None:
+    """Save a grid: one row per example, one column per method; ``labels`` under each panel.
+
+    ``images[r][c]`` is a (C, H, W) tensor in [0, 1]; ``labels[r][c]`` e.g. "31.2 dB".
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(images), len(columns)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.5 * n_rows), squeeze=False)
+    for r in range(n_rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            arr, cmap = _to_hwc(images[r][c])
+            ax.imshow(arr, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=10)
+            if labels is not None and labels[r][c]:
+                ax.set_xlabel(labels[r][c], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def training_curve(
+    path: str | os.PathLike[str], records: Sequence[dict[str, Any]], *, title: str | None = None
+) -> None:
+    """Plot training loss and validation PSNR against the step from JSONL log records.
+
+    Records with a "loss" key are training steps; records with "val_psnr" are validations.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r]
+    val = [(r["step"], r["val_psnr"]) for r in records if "val_psnr" in r and "step" in r]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    if train:
+        axes[0].semilogy(*zip(*train, strict=True))
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("training loss (MSE)")
+    axes[0].grid(alpha=0.3)
+    if val:
+        axes[1].plot(*zip(*val, strict=True), marker="o")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("validation PSNR (dB)")
+    axes[1].grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,108 @@
+"""Evaluation (protocol metrics, repeatability), tiled restoration, reports and atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from jfb.atomic import atomic_path, write_text
+from jfb.deq import Anderson
+from jfb.evaluate import evaluate
+from jfb.metrics import psnr
+from jfb.models import DEGrad
+from jfb.nets import DnCNN
+from jfb.physics import Blur, kernels
+from jfb.report import figure_grid, markdown_table, training_curve, write_json
+from jfb.restore import restore_tiled, tile_starts
+
+
+def pairs(n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 16, 16, generator=g)
+    y = x + 0.1 * torch.randn(n, 3, 16, 16, generator=g)
+    return x, y
+
+
+def test_evaluate_clamps_and_reports_per_image_metrics():
+    x, y = pairs()
+    res = evaluate(lambda t: t, TensorDataset(x, y), name="identity", batch_size=2)
+    assert res.n_images == 5
+    assert torch.allclose(res.psnr, psnr(y.clamp(0, 1), x).double())
+    s = res.summary()
+    assert s["method"] == "identity" and s["mean_solver_iters"] is None
+    assert abs(s["psnr"] - float(res.psnr.mean())) < 1e-3
+    assert s["psnr_std"] > 0 and 0 < s["ssim"] < 1
+
+
+def test_evaluate_collects_solver_iterations_and_examples():
+    x, y = pairs(n=3)
+    op = Blur(kernels.gaussian(3, 1.0))
+    model = DEGrad(op, DnCNN(depth=3, width=4, residual=True), solver=Anderson(tol=1e-3))
+    res = evaluate(model, TensorDataset(x, op.A(x)), batch_size=2, keep=2)
+    assert res.iterations is not None and res.iterations.shape == (3,)
+    assert len(res.examples) == 2 and res.examples[0].shape == (3, 16, 16)
+    assert res.summary()["mean_solver_iters"] > 0
+    assert not model.training
+    with pytest.raises(ValueError, match="empty"):
+        evaluate(lambda t: t, TensorDataset(x[:0], y[:0]))
+
+
+def test_tile_starts_cover_the_image():
+    assert tile_starts(100, 128, 16) == [0]
+    s = tile_starts(300, 128, 32)
+    assert s[0] == 0 and s[-1] == 300 - 128
+    assert all(b - a <= 128 - 32 for a, b in zip(s, s[1:], strict=False))
+
+
+def test_tiled_restoration_is_exact_for_pixelwise_methods_and_close_for_a_model():
+    torch.manual_seed(0)
+    y = torch.rand(3, 70, 90)
+    out = restore_tiled(lambda t: 2 * t + 1, y, tile=32, overlap=8)
+    assert torch.allclose(out, 2 * y + 1, atol=1e-6)
+    op = Blur(kernels.gaussian(5, 1.5))
+    x = torch.rand(1, 3, 70, 90).cumsum(-1).cumsum(-2)
+    x = x / x.amax()
+    model = DEGrad(
+        op, DnCNN(depth=3, width=4, residual=True), solver=Anderson(tol=1e-6, max_iter=200)
+    )
+    model.eval()
+    yb = op.A(x)
+    with torch.no_grad():
+        full = model(yb)
+    tiled = restore_tiled(model, yb, tile=48, overlap=16)
+    assert tiled.shape == full.shape
+    assert float(psnr(tiled, full)) > 40  # seams/borders confined to the blended overlap
+    with pytest.raises(ValueError):
+        restore_tiled(lambda t: t, y, tile=32, overlap=20)
+    with pytest.raises(ValueError, match="size-preserving"):
+        restore_tiled(lambda t: t[..., 1:], y, tile=32, overlap=8)
+
+
+def test_markdown_table_and_json(tmp_path):
+    table = markdown_table([{"method": "a", "psnr": 30.12345}, {"method": "b"}], ["method", "psnr"])
+    assert table.splitlines()[0] == "| method | psnr |"
+    assert "30.12" in table and "| b | - |" in table
+    write_json(tmp_path / "r.json", [{"x": 1}])
+    assert json.loads((tmp_path / "r.json").read_text()) == [{"x": 1}]
+
+
+def test_figures_are_written_as_png(tmp_path):
+    imgs = [[torch.rand(3, 8, 8), torch.rand(1, 8, 8)]]
+    figure_grid(tmp_path / "g.png", ["a", "b"], imgs, [["1 dB", "2 dB"]], title="t")
+    training_curve(tmp_path / "c.png", [{"step": 1, "loss": 0.1}, {"step": 2, "val_psnr": 20.0}])
+    for name in ("g.png", "c.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "g.png"]  # no temp files left
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
+    target = tmp_path / "report.md"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
