@@ -1,0 +1,290 @@
+"""The `jfb` command line: demo, train, eval, deblur, tasks, bench.
+
+Errors in what the user handed in are one line on stderr and exit status 2 (no traceback unless
+``--debug``); an unexpected failure is exit status 1 with a pointer to ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DESCRIPTION = """Implicit networks (deep equilibrium models) trained with Jacobian-free
+backpropagation for image deblurring. Start with `jfb demo`."""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jfb", description=DESCRIPTION)
+    _add_common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo",
+        help="train a small model on built-in photos and write a report",
+        description="Train a small DE-GRAD with JFB on photos that ship with "
+        "scikit-image (CPU, a few minutes), compare it with the blurred input and "
+        "Tikhonov, and write report.md, results.json, figure.png and curve.png.",
+    )
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=50 (repeatable)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "train",
+        help="train a model from a config file",
+        description="Train the model a config describes; writes logs and "
+        "checkpoints (last.safetensors, best.safetensors) to the output folder.",
+    )
+    p.add_argument("--config", help="TOML or YAML config file (default: built-in defaults)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.backward.name=ift",
+    )
+    p.add_argument("--out", help="output folder (default: train.out_dir of the config)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue exactly from OUT/last.safetensors"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as TOML and exit"
+    )
+    _add_common(p)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a task's evaluation images",
+        description="PSNR/SSIM (PROTOCOL.md) of a checkpoint on a task's "
+        "evaluation split with seeded noise; writes results.json, results.md, "
+        "per_image.csv and a figure grid.",
+    )
+    p.add_argument("checkpoint", help="a .safetensors checkpoint written by `jfb train`")
+    p.add_argument("--task", help="task name or spec (default: the checkpoint's own task)")
+    p.add_argument("--max-images", type=int, help="evaluate on the first N images only")
+    p.add_argument(
+        "--eval-max-iter", type=int, help="test-time fixed-point iteration budget (implicit models)"
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--out", help="output folder (default: beside the checkpoint, eval-<task>)")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "deblur",
+        help="deblur an image file",
+        description="Deblur one image with a trained model (the shipped default "
+        "model when --checkpoint is not given). Large images are processed in "
+        "overlapping tiles.",
+    )
+    p.add_argument("input", help="blurred image (png, jpg, bmp, tif)")
+    p.add_argument("-o", "--output", required=True, help="output image (.png, .tif, .jpg, .bmp)")
+    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model)")
+    p.add_argument(
+        "--kernel",
+        help="blur kernel: gaussian:SIZE:SIGMA, motion:SIZE[:SEED], "
+        "disk:RADIUS or file:PATH (.npy or image); default: the model's task kernel",
+    )
+    p.add_argument(
+        "--padding",
+        default=None,
+        help="boundary of the blur model: zeros, circular, reflect (default: model's)",
+    )
+    p.add_argument("--max-iter", type=int, help="fixed-point iteration budget")
+    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    _add_common(p)
+
+    p = sub.add_parser("tasks", help="list the built-in tasks")
+    _add_common(p)
+
+    p = sub.add_parser("bench", help="benchmarks of training and inference cost", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    debug = bool(getattr(args, "debug", False)) or "--debug" in argv
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except KeyboardInterrupt:
+        print("jfb: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's one place that turns errors into lines
+        if debug:
+            raise
+        from jfb.errors import JFBError
+
+        user_error = isinstance(exc, (JFBError, ValueError, TypeError, OSError))
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if user_error:
+            print(f"jfb {args.command}: error: {msg}", file=sys.stderr)
+            return 2
+        print(
+            f"jfb {args.command}: internal error: {type(exc).__name__}: {msg} "
+            "(run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+# --------------------------------------------------------------------------------- commands
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jfb.demo import run_demo
+
+    t0 = time.perf_counter()
+    out = run_demo(args.out, args.overrides, progress=not args.quiet)
+    from jfb.report import markdown_table
+
+    print(markdown_table(out["rows"], ["method", "psnr", "ssim", "mean_solver_iters"]))
+    print(f"report: {Path(out['out_dir']) / 'report.md'}  ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from jfb.config import load_config
+    from jfb.pipeline import build_run
+    from jfb.train.trainer import Trainer
+
+    overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
+    cfg = load_config(args.config, overrides)
+    if args.print_config:
+        print(cfg.to_toml(), end="")
+        return 0
+    run = build_run(cfg)
+    summary = Trainer(run.model, run.train_pairs, run.val_pairs, cfg, progress=not args.quiet).fit(
+        resume=args.resume
+    )
+    print(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list))))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from jfb.atomic import write_text
+    from jfb.evaluate import evaluate
+    from jfb.pipeline import EVAL_SEED, load_model
+    from jfb.report import figure_grid, markdown_table, write_json
+    from jfb.tasks import get_task
+    from jfb.train.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model, cfg, info = load_model(args.checkpoint, device=device, eval_max_iter=args.eval_max_iter)
+    task = get_task(args.task or cfg.task)
+    if args.task:  # evaluate under the other task's physics
+        model.op = task.operator().to(device)
+    pairs = task.val_pairs(seed=EVAL_SEED, limit=args.max_images)
+    res = evaluate(
+        model,
+        pairs,
+        name=Path(args.checkpoint).stem,
+        batch_size=args.batch_size,
+        device=device,
+        keep=4,
+    )
+    row = res.summary()
+    row.update(
+        task=task.name,
+        step=info["step"],
+        device=str(device),
+        params=sum(p.numel() for p in model.parameters()),
+        command="jfb " + " ".join(sys.argv[1:]),
+    )
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{task.name}"
+    write_json(out / "results.json", row)
+    cols = [
+        "method",
+        "task",
+        "psnr",
+        "psnr_std",
+        "ssim",
+        "ssim_std",
+        "mean_solver_iters",
+        "infer_ms_per_image",
+        "n_images",
+    ]
+    write_text(out / "results.md", markdown_table([row], cols))
+    lines = ["index,psnr,ssim,iterations"]
+    for i in range(res.n_images):
+        it = "" if res.iterations is None else int(res.iterations[i])
+        lines.append(f"{i},{float(res.psnr[i]):.4f},{float(res.ssim[i]):.5f},{it}")
+    write_text(out / "per_image.csv", "\n".join(lines) + "\n")
+    n = len(res.examples)
+    images = [[pairs[i][0], pairs[i][1], res.examples[i]] for i in range(n)]
+    labels = [["", "", f"{float(res.psnr[i]):.2f} dB"] for i in range(n)]
+    if n:
+        figure_grid(
+            out / "figure.png", ["ground truth", "measurement", "reconstruction"], images, labels
+        )
+    print(markdown_table([row], cols), end="")
+    print(f"written: {out}")
+    return 0
+
+
+def cmd_deblur(args: argparse.Namespace) -> int:
+    from jfb.deblur import deblur_file
+
+    deblur_file(
+        args.input,
+        args.output,
+        checkpoint=args.checkpoint,
+        kernel=args.kernel,
+        padding=args.padding,
+        max_iter=args.max_iter,
+        tile=args.tile,
+        overlap=args.overlap,
+        device=args.device,
+        force=args.force,
+    )
+    print(f"written: {args.output}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from jfb.tasks import TASKS
+
+    for name, task in TASKS.items():
+        print(f"{name:16s} {task.description}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from jfb.bench import main as bench_main
+
+    return bench_main(args.args)
+
+
+COMMANDS = {
+    "demo": cmd_demo,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "deblur": cmd_deblur,
+    "tasks": cmd_tasks,
+    "bench": cmd_bench,
+}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Wiring: config -> task -> data and model; checkpoint -> model. Used by the CLI and by users.
+
+cfg = jfb.config.load_config("configs/celeba-gauss5-jfb.toml", ["train.steps=100"])
+run = build_run(cfg)
+Trainer(run.model, run.train_pairs, run.val_pairs, cfg).fit()
+model, cfg, info = load_model("runs/x/best.safetensors")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from jfb.config import Config
+from jfb.errors import CheckpointError
+from jfb.models import build_model
+from jfb.physics import LinearOperator
+from jfb.tasks import Task, get_task
+from jfb.train.checkpoint import load_weights
+
+#: Images are RGB throughout the pipeline; grey inputs are replicated (see ``jfb deblur``).
+CHANNELS = 3
+
+#: Seed of the evaluation noise: image i of a split gets noise from seed EVAL_SEED + i.
+EVAL_SEED = 0
+
+
+@dataclass
+class Run:
+    """Everything a training run needs, built from one config."""
+
+    config: Config
+    task: Task
+    model: nn.Module
+    train_pairs: Dataset
+    val_pairs: Dataset
+
+
+def build_run(cfg: Config, *, with_train: bool = True) -> Run:
+    """Task, (x, y) training pairs with fresh noise, fixed-noise val pairs and the model."""
+    task = get_task(cfg.task)
+    train = task.train_pairs(crop=cfg.data.patch_size, seed=cfg.train.seed) if with_train else None
+    val = task.val_pairs(seed=EVAL_SEED, limit=cfg.data.max_val_images)
+    model = build_model(cfg.to_dict()["model"], task.operator(), channels=CHANNELS)
+    return Run(cfg, task, model, train, val)  # type: ignore[arg-type]
+
+
+def load_model(
+    path: str | Path,
+    *,
+    op: LinearOperator | None = None,
+    device: str | torch.device = "cpu",
+    eval_max_iter: int | None = None,
+) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as, load its weights, put it in eval mode.
+
+    ``op`` replaces the task's operator (a physics-aware model can be applied to another blur);
+    ``eval_max_iter`` changes the test-time iteration budget of an implicit model.
+    Returns (model, config, info) with info = {"step", "config", "extra"} from the checkpoint.
+    """
+    weights, info = load_weights(path)
+    try:
+        cfg = Config.from_dict(info["config"])
+    except Exception as exc:  # a checkpoint of another program, or of an older config schema
+        raise CheckpointError(f"{path}: the checkpoint's config is not usable: {exc}") from exc
+    op = op if op is not None else get_task(cfg.task).operator()
+    model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
+    own = {k: v for k, v in weights.items() if not k.startswith("op.")}
+    expected = {k for k in model.state_dict() if not k.startswith("op.")}
+    missing, unexpected = sorted(expected - own.keys()), sorted(own.keys() - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit the model of its own config "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    try:
+        model.load_state_dict(own, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    if eval_max_iter is not None:
+        solver = getattr(model, "solver", None)
+        if solver is None:
+            raise ValueError("eval_max_iter applies to implicit models only")
+        if (
+            isinstance(eval_max_iter, bool)
+            or not isinstance(eval_max_iter, int)
+            or eval_max_iter < 1
+        ):
+            raise ValueError(f"eval_max_iter must be an integer >= 1, got {eval_max_iter!r}")
+        solver.eval_max_iter = eval_max_iter
+    return model.to(device).eval(), cfg, info

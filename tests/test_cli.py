@@ -1,0 +1,203 @@
+"""The command line: one clear line per user error, and a tiny train -> eval -> deblur run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from jfb.cli import main
+from jfb.data import load_image, save_image
+
+TINY = [
+    "--set",
+    "task=demo",
+    "--set",
+    "model.net.depth=3",
+    "--set",
+    "model.net.width=4",
+    "--set",
+    "model.solver.max_iter=8",
+    "--set",
+    "data.batch_size=2",
+    "--set",
+    "data.patch_size=24",
+    "--set",
+    "data.max_val_images=2",
+    "--set",
+    "train.steps=3",
+    "--set",
+    "train.val_every=3",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.device=cpu",
+    "--set",
+    "train.pretrain_steps=1",
+]
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_no_command_prints_help_and_tasks_lists_the_registry(capsys):
+    code, out, _ = run([], capsys)
+    assert code == 0 and "demo" in out and "deblur" in out
+    code, out, _ = run(["tasks"], capsys)
+    assert code == 0 and "celeba-gauss5" in out and "celeba-motion" in out
+
+
+def test_config_errors_are_one_line_naming_the_key(capsys, tmp_path):
+    code, _, err = run(["train", "--config", str(tmp_path / "nope.toml")], capsys)
+    assert_one_line_error(code, err, "nope.toml")
+    code, _, err = run(["train", "--set", "model.nett.depth=3", "--print-config"], capsys)
+    assert_one_line_error(code, err, "model.nett")
+    code, _, err = run(["train", "--set", "train.lr=-1", "--print-config"], capsys)
+    assert_one_line_error(code, err, "train.lr")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nkind = 3")
+    code, _, err = run(["train", "--config", str(bad)], capsys)
+    assert_one_line_error(code, err, "bad.toml")
+
+
+def test_print_config_resolves_overrides(capsys):
+    code, out, _ = run(["train", "--set", "model.backward.name=ift", "--print-config"], capsys)
+    assert code == 0 and 'name = "ift"' in out
+
+
+def test_missing_and_bad_checkpoints_and_images(capsys, tmp_path):
+    code, _, err = run(["eval", str(tmp_path / "none.safetensors")], capsys)
+    assert_one_line_error(code, err, "none.safetensors")
+    pickle_file = tmp_path / "model.safetensors"
+    torch.save({"w": torch.zeros(2)}, pickle_file)
+    code, _, err = run(["eval", str(pickle_file)], capsys)
+    assert_one_line_error(code, err)
+    code, _, err = run(
+        [
+            "deblur",
+            str(tmp_path / "in.png"),
+            "-o",
+            str(tmp_path / "o.png"),
+            "--checkpoint",
+            str(pickle_file),
+        ],
+        capsys,
+    )
+    assert_one_line_error(code, err, "in.png")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(Exception):  # noqa: B017 - any error: --debug re-raises it
+        main(["eval", str(tmp_path / "none.safetensors"), "--debug"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", *TINY, "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_train_eval_deblur_end_to_end(trained, capsys, tmp_path):
+    ckpt = trained / "best.safetensors"
+    assert ckpt.is_file() and (trained / "last.safetensors").is_file()
+    code, out, err = run(
+        ["eval", str(ckpt), "--max-images", "2", "--out", str(tmp_path / "ev"), "--device", "cpu"],
+        capsys,
+    )
+    assert code == 0, err
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["n_images"] == 2 and res["task"] == "demo" and res["psnr"] > 10
+    assert (tmp_path / "ev" / "per_image.csv").read_text().count("\n") == 3
+    assert (tmp_path / "ev" / "figure.png").is_file()
+
+    img = tmp_path / "blurred.png"
+    save_image(torch.rand(3, 40, 52), img)
+    dst = tmp_path / "sharp.png"
+    argv = [
+        "deblur",
+        str(img),
+        "-o",
+        str(dst),
+        "--checkpoint",
+        str(ckpt),
+        "--tile",
+        "32",
+        "--overlap",
+        "8",
+        "--device",
+        "cpu",
+    ]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert load_image(dst).shape == (3, 40, 52)
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "--force")
+    code, _, err = run([*argv, "--force"], capsys)
+    assert code == 0
+    code, _, err = run(
+        ["deblur", str(img), "-o", str(img), "--checkpoint", str(ckpt), "--force"], capsys
+    )
+    assert_one_line_error(code, err, "input")
+    grey = tmp_path / "grey.png"
+    save_image(torch.rand(1, 20, 20), grey)
+    code, _, err = run(
+        [
+            "deblur",
+            str(grey),
+            "-o",
+            str(tmp_path / "g.png"),
+            "--checkpoint",
+            str(ckpt),
+            "--kernel",
+            "motion:7:1",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert load_image(tmp_path / "g.png", mode="keep").shape == (1, 20, 20)
+    code, _, err = run(
+        [
+            "deblur",
+            str(grey),
+            "-o",
+            str(tmp_path / "h.png"),
+            "--checkpoint",
+            str(ckpt),
+            "--kernel",
+            "gaussian:4:1.0",
+        ],
+        capsys,
+    )
+    assert_one_line_error(code, err, "kernel")
+
+
+def test_resume_continues_a_finished_run(trained, capsys):
+    code, out, err = run(
+        ["train", *TINY, "--set", "train.steps=4", "--out", str(trained), "--resume", "--quiet"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "global_step=5" in out  # 1 pre-training + 4 steps: one more than the first run
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "jfb", "tasks"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "demo" in proc.stdout
