@@ -1,0 +1,130 @@
+"""Abstract linear forward operator y = A x with its exact adjoint A^T.
+
+Every operator is an ``nn.Module`` (so its buffers, e.g. a blur kernel, move with ``.to``) acting
+on batches whose first dimension is the batch; sample i of A(x) depends only on sample i of x.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["Identity", "LinearOperator"]
+
+
+def _as_shape(in_shape: Sequence[int]) -> tuple[int, ...]:
+    """Validate a shape given as a sequence of positive ints and return it as a tuple."""
+    try:
+        shape = tuple(int(s) for s in in_shape)
+    except TypeError as exc:
+        raise TypeError(f"in_shape must be a sequence of ints, got {in_shape!r}") from exc
+    if any(s <= 0 for s in shape) or len(shape) == 0:
+        raise ValueError(f"in_shape must be a non-empty sequence of positive ints, got {shape}")
+    return shape
+
+
+class LinearOperator(torch.nn.Module, ABC):
+    """A linear map A with its adjoint A^T, so that <A x, y> = <x, A^T y> for all x, y.
+
+    Subclasses implement :meth:`A` and :meth:`A_adjoint`; ``forward(x) = A(x)`` and
+    ``normal(x) = A^T A x`` follow. :meth:`out_shape` defaults to running A on a "meta" tensor
+    (no memory, no compute); subclasses may override it with a closed form.
+    """
+
+    @abstractmethod
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the forward operator: y = A x."""
+
+    @abstractmethod
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Apply the adjoint operator: x = A^T y."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`A`."""
+        return self.A(x)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the normal operator A^T A x (symmetric positive semi-definite)."""
+        return self.A_adjoint(self.A(x))
+
+    def _default_device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        """Device and floating dtype of the operator's first floating buffer/parameter, if any."""
+        for t in list(self.buffers()) + list(self.parameters()):
+            if t.is_floating_point():
+                return t.device, t.dtype
+        return torch.device("cpu"), torch.get_default_dtype()
+
+    def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of A(x) for an input x of shape ``in_shape`` (batch dimension included)."""
+        shape = _as_shape(in_shape)
+        _, dtype = self._default_device_dtype()
+        return tuple(self.A(torch.empty(shape, device="meta", dtype=dtype)).shape)
+
+    @torch.no_grad()
+    def norm_estimate(
+        self,
+        in_shape: Sequence[int],
+        *,
+        n_iter: int = 100,
+        tol: float = 1e-6,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> float:
+        """Estimate ||A||_2, the largest singular value, by power iteration on A^T A.
+
+        Iterates x <- A^T A x / ||A^T A x|| from a random unit x of shape ``in_shape`` (batch
+        dimension included); the Rayleigh quotient lam = <x, A^T A x> = ||A x||^2 increases to the
+        top eigenvalue of A^T A, and sqrt(lam) is returned. Stops after ``n_iter`` iterations or
+        once lam changes by at most ``tol * lam``. The estimate approaches ||A||_2 from below, and
+        slowly when the top singular values are clustered (as for blurs): raise ``n_iter`` and
+        lower ``tol`` for high accuracy. ``device``/``dtype`` default to those of the operator's
+        buffers (else CPU and the default dtype).
+        """
+        shape = _as_shape(in_shape)
+        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+            raise ValueError(f"n_iter must be an int >= 1, got {n_iter!r}")
+        if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+        dev0, dt0 = self._default_device_dtype()
+        device = torch.device(device) if device is not None else dev0
+        dtype = dtype if dtype is not None else dt0
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+        gen_device = generator.device if generator is not None else device
+        x = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+        x = x / torch.linalg.vector_norm(x)
+        lam_prev = None
+        lam = 0.0
+        for _ in range(n_iter):
+            z = self.normal(x)
+            lam = float(torch.sum(x * z))
+            z_norm = torch.linalg.vector_norm(z)
+            if not torch.isfinite(z_norm):
+                raise FloatingPointError("norm_estimate: A^T A x is not finite")
+            if z_norm == 0:
+                return 0.0
+            x = z / z_norm
+            if lam_prev is not None and abs(lam - lam_prev) <= tol * abs(lam):
+                break
+            lam_prev = lam
+        return math.sqrt(max(lam, 0.0))
+
+
+class Identity(LinearOperator):
+    """The identity operator: A x = x, A^T y = y (returns its input itself, not a copy)."""
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """Return x."""
+        return x
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Return y."""
+        return y
+
+    def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
+        """The input shape."""
+        return _as_shape(in_shape)

@@ -1,0 +1,235 @@
+"""Blur kernels: Gaussian, random camera-shake motion, uniform disk, from arrays or files.
+
+Every constructor returns a float32 CPU tensor of shape (kh, kw) with non-negative entries
+summing to 1 (``from_array(..., normalize=False)`` keeps the given scale). :func:`validate`
+checks a user kernel: 2-D (kh, kw), or 3-D (C, kh, kw) for one kernel per channel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from jfb.errors import DataError
+
+__all__ = ["disk", "from_array", "from_file", "gaussian", "motion", "validate"]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def validate(kernel: Any) -> torch.Tensor:
+    """Check a blur kernel and return it as a real floating tensor (same device).
+
+    Accepts a tensor or array-like of shape (kh, kw), or (C, kh, kw) for one kernel per channel.
+    Integer/bool input is converted to float32; floating input keeps its dtype. Raises
+    :class:`jfb.errors.DataError` (a ValueError) if the kernel is not 2-D/3-D, empty, complex,
+    non-finite, has a negative entry, or sums to zero (for 3-D: any channel sums to zero).
+    """
+    try:
+        k = torch.as_tensor(kernel)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"kernel cannot be converted to a tensor: {exc}") from exc
+    if k.is_complex():
+        raise DataError("kernel must be real, got a complex tensor")
+    if not k.is_floating_point():
+        k = k.to(torch.float32)
+    if k.dim() not in (2, 3):
+        raise DataError(
+            f"kernel must be 2-D (kh, kw) or 3-D (C, kh, kw), got {k.dim()}-D shape "
+            f"{tuple(k.shape)}"
+        )
+    if k.numel() == 0:
+        raise DataError(f"kernel is empty: shape {tuple(k.shape)}")
+    if not bool(torch.isfinite(k).all()):
+        raise DataError("kernel has non-finite entries (NaN or Inf)")
+    if bool((k < 0).any()):
+        raise DataError(f"kernel has negative entries (min {float(k.min()):.3g})")
+    sums = k.sum(dim=(-2, -1))
+    if bool((sums <= 0).any()):
+        if k.dim() == 3:
+            bad = [int(i) for i in torch.nonzero(sums <= 0).flatten()]
+            raise DataError(f"kernel sums to zero in channel(s) {bad}")
+        raise DataError("kernel sums to zero")
+    return k
+
+
+def from_array(array: Any, normalize: bool = True) -> torch.Tensor:
+    """Kernel from a numpy array, torch tensor or nested list, validated (see :func:`validate`).
+
+    With ``normalize`` the kernel is divided by its sum (per channel for a 3-D kernel), so blur
+    preserves the mean intensity. Returns a float32 CPU tensor (a new one, never a view).
+    """
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu()
+    k = validate(array).to(device="cpu", dtype=torch.float32).clone()
+    if normalize:
+        k = k / k.sum(dim=(-2, -1), keepdim=True)
+    return k
+
+
+def gaussian(size: int, sigma: float) -> torch.Tensor:
+    """Isotropic Gaussian kernel k[i, j] ∝ exp(-((i-c)^2 + (j-c)^2) / (2 sigma^2)), c = size//2.
+
+    ``size`` is an odd int >= 1 and ``sigma`` > 0; the kernel is normalised to sum 1.
+    """
+    size = _check_int("size", size, 1)
+    if size % 2 == 0:
+        raise ValueError(f"gaussian kernel size must be odd, got {size}")
+    sigma = _check_positive("sigma", sigma)
+    t = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(t**2) / (2.0 * sigma**2))
+    k = g[:, None] * g[None, :]
+    return (k / k.sum()).to(torch.float32)
+
+
+def disk(radius: float, antialias: bool = True) -> torch.Tensor:
+    """Uniform disk (out-of-focus) kernel of the given radius in pixels, normalised to sum 1.
+
+    Without anti-aliasing, k[i, j] = 1 if i^2 + j^2 <= radius^2 (offsets from the centre), on a
+    (2 floor(radius) + 1)^2 grid. With anti-aliasing, k[i, j] is the area of the pixel square
+    [i-1/2, i+1/2] x [j-1/2, j+1/2] inside the disk (estimated on a 16 x 16 sub-pixel grid), on a
+    (2 ceil(radius - 1/2) + 1)^2 grid. A radius below 1/2 gives the 1 x 1 identity kernel.
+    """
+    radius = _check_positive("radius", radius)
+    if not isinstance(antialias, bool):
+        raise TypeError(f"antialias must be a bool, got {antialias!r}")
+    if antialias:
+        half = max(math.ceil(radius - 0.5), 0)
+        sub = 16
+        offsets = (torch.arange(sub, dtype=torch.float64) + 0.5) / sub - 0.5
+        t = torch.arange(-half, half + 1, dtype=torch.float64)
+        pos = (t[:, None] + offsets[None, :]).reshape(-1)  # sub-pixel centres
+        inside = (pos[:, None] ** 2 + pos[None, :] ** 2 <= radius**2).to(torch.float64)
+        n = 2 * half + 1
+        k = inside.reshape(n, sub, n, sub).sum(dim=(1, 3))
+    else:
+        half = math.floor(radius)
+        t = torch.arange(-half, half + 1, dtype=torch.float64)
+        k = (t[:, None] ** 2 + t[None, :] ** 2 <= radius**2).to(torch.float64)
+    return (k / k.sum()).to(torch.float32)
+
+
+def motion(
+    size: int, seed: int = 0, intensity: float = 0.5, n_steps: int = 64
+) -> torch.Tensor:
+    """Random camera-shake motion-blur kernel (in the spirit of Boracchi & Foi, 2012).
+
+    A trajectory z_t in the plane is simulated for ``n_steps`` steps at constant speed: the
+    velocity gets a random Gaussian jerk, a pull back towards the origin, and (with a random
+    small probability) an impulsive reversal, all scaled by ``intensity`` in [0, 1] (0: a straight
+    line). The trajectory is scaled so that its larger extent spans size - 1 pixels, centred on
+    the grid, and rasterised with bilinear weights along densely resampled segments (so that the
+    exposure per unit length is constant), then normalised to sum 1. The same ``seed`` gives
+    the same kernel on every machine (numpy PCG64); kernels are not symmetric in general.
+    """
+    size = _check_int("size", size, 1)
+    seed = _check_int("seed", seed, 0)
+    n_steps = _check_int("n_steps", n_steps, 2)
+    if isinstance(intensity, bool) or not isinstance(intensity, (int, float, np.floating)):
+        raise TypeError(f"intensity must be a number, got {intensity!r}")
+    intensity = float(intensity)
+    if not (0.0 <= intensity <= 1.0):
+        raise ValueError(f"intensity must be in [0, 1], got {intensity}")
+    if size == 1:
+        return torch.ones(1, 1, dtype=torch.float32)
+
+    rng = np.random.default_rng(seed)
+    centripetal = 0.7 * rng.uniform()
+    p_big_shake = 0.2 * rng.uniform()
+    jitter = 10.0 * rng.uniform()
+    angle = 2.0 * math.pi * rng.uniform()
+    speed = 1.0 / (n_steps - 1)
+    v = complex(math.cos(angle), math.sin(angle)) * speed
+    z = np.zeros(n_steps, dtype=np.complex128)
+    for t in range(n_steps - 1):
+        big = p_big_shake * intensity > rng.uniform()
+        shake = -2.0 * v if big else 0.0
+        noise = complex(rng.standard_normal(), rng.standard_normal())
+        dv = shake + intensity * (jitter * noise - centripetal * z[t]) * speed
+        v = v + dv
+        v = v / max(abs(v), 1e-12) * speed
+        z[t + 1] = z[t] + v
+    return _rasterise(z, size)
+
+
+def _rasterise(z: np.ndarray, size: int) -> torch.Tensor:
+    """Scale a complex trajectory to span size-1 pixels, centre it, splat it bilinearly."""
+    xs, ys = z.real.copy(), z.imag.copy()
+    extent = max(np.ptp(xs), np.ptp(ys))
+    scale = (size - 1) / extent if extent > 0 else 0.0
+    xs = (xs - (xs.max() + xs.min()) / 2) * scale + (size - 1) / 2
+    ys = (ys - (ys.max() + ys.min()) / 2) * scale + (size - 1) / 2
+    # resample every segment at <= 0.1 px steps; weight each point by its share of path length
+    px, py, w = [], [], []
+    for i in range(len(xs) - 1):
+        seg = math.hypot(xs[i + 1] - xs[i], ys[i + 1] - ys[i])
+        n = max(int(math.ceil(seg / 0.1)), 1)
+        s = (np.arange(n) + 0.5) / n
+        px.append(xs[i] + s * (xs[i + 1] - xs[i]))
+        py.append(ys[i] + s * (ys[i + 1] - ys[i]))
+        w.append(np.full(n, seg / n if seg > 0 else 1e-12))
+    px, py, w = np.concatenate(px), np.concatenate(py), np.concatenate(w)
+    k = np.zeros((size, size), dtype=np.float64)
+    x0 = np.clip(np.floor(px).astype(np.int64), 0, size - 1)
+    y0 = np.clip(np.floor(py).astype(np.int64), 0, size - 1)
+    fx, fy = px - x0, py - y0
+    x1, y1 = np.minimum(x0 + 1, size - 1), np.minimum(y0 + 1, size - 1)
+    np.add.at(k, (y0, x0), w * (1 - fx) * (1 - fy))
+    np.add.at(k, (y0, x1), w * fx * (1 - fy))
+    np.add.at(k, (y1, x0), w * (1 - fx) * fy)
+    np.add.at(k, (y1, x1), w * fx * fy)
+    k = k / k.sum()
+    return torch.from_numpy(k).to(torch.float32)
+
+
+def from_file(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Load a kernel from a ``.npy`` array or a grey-level image file, normalised to sum 1.
+
+    Images are read with PIL; colour images are converted to grey as 0.299 R + 0.587 G +
+    0.114 B on the float values (alpha ignored). Raises :class:`jfb.errors.DataError` if the
+    file is missing, unreadable, or not a valid kernel.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"kernel file not found: {path}")
+    if path.lower().endswith(".npy"):
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read kernel file {path}: {exc}") from exc
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                img.load()
+                if img.mode in ("1", "L", "I", "F") or img.mode.startswith("I;"):
+                    arr = np.asarray(img, dtype=np.float64)
+                else:
+                    rgb = np.asarray(img.convert("RGB"), dtype=np.float64)
+                    arr = rgb @ np.array([0.299, 0.587, 0.114])
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DataError(f"cannot read kernel image {path}: {exc}") from exc
+    try:
+        return from_array(arr, normalize=True)
+    except DataError as exc:
+        raise DataError(f"invalid kernel in {path}: {exc}") from exc
