@@ -1,0 +1,258 @@
+"""Metric logging (JSONL + CSV, optional TensorBoard) and a dependency-free progress display.
+
+``MetricLogger.log(kind, step, **metrics)`` appends one JSON object per line to
+``<dir>/metrics.jsonl`` (``{"kind", "step", "time", ...}``) and one row to ``<dir>/<kind>.csv``,
+flushing both after every record so that a crash loses nothing already logged.
+``Progress`` shows step, loss, PSNR, mean solver iterations and step time: one self-overwriting
+line on a terminal, or a plain line every ``every`` steps otherwise (files, CI logs).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["MetricLogger", "Progress", "format_metrics", "tensorboard_available"]
+
+
+def tensorboard_available() -> bool:
+    """True when the optional ``tensorboard`` package can be imported."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _make_tb_writer(log_dir: Path) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def _clean(value: Any) -> Any:
+    """JSON-friendly scalar: tensors/numpy scalars to Python numbers; NaN/Inf as strings."""
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            value = value.item()
+        except (ValueError, RuntimeError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf": standard JSON has no NaN
+    return value
+
+
+class MetricLogger:
+    """Append-only metric records in ``metrics.jsonl`` and one CSV file per record kind.
+
+    ``tensorboard=True`` also writes numeric metrics as ``<kind>/<name>`` scalars when the
+    ``tensorboard`` package is installed (else ``warning`` holds the reason and it is skipped).
+    ``enabled=False`` (non-zero DDP ranks) makes every method a no-op.
+    """
+
+    def __init__(self, log_dir: str | Path, *, tensorboard: bool = False,
+                 enabled: bool = True) -> None:
+        self.dir = Path(log_dir)
+        self.enabled = enabled
+        self.warning: str | None = None
+        self._tb = None
+        if not enabled:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl_path = self.dir / "metrics.jsonl"
+        if tensorboard:
+            if tensorboard_available():
+                self._tb = _make_tb_writer(self.dir / "tensorboard")
+            else:
+                self.warning = "tensorboard requested but the 'tensorboard' package is not " \
+                               "installed; logging to JSONL/CSV only"
+
+    def csv_path(self, kind: str) -> Path:
+        return self.dir / f"{kind}.csv"
+
+    def log(self, kind: str, step: int, **metrics: Any) -> dict[str, Any]:
+        """Append one record; returns it (with ``kind``, ``step`` and wall ``time``)."""
+        record: dict[str, Any] = {"kind": kind, "step": int(step), "time": round(time.time(), 3)}
+        record.update({k: _clean(v) for k, v in metrics.items()})
+        if not self.enabled:
+            return record
+        with open(self.jsonl_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+        self._append_csv(kind, record)
+        if self._tb is not None:
+            for k, v in record.items():
+                if k not in ("kind", "step", "time") and isinstance(v, int | float) \
+                        and not isinstance(v, bool):
+                    self._tb.add_scalar(f"{kind}/{k}", v, int(step))
+            self._tb.flush()
+        return record
+
+    def _append_csv(self, kind: str, record: Mapping[str, Any]) -> None:
+        path = self.csv_path(kind)
+        row = {k: v for k, v in record.items() if k != "kind"}
+        header: list[str] = []
+        if path.exists() and path.stat().st_size > 0:
+            with open(path, newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), [])
+        new_keys = [k for k in row if k not in header]
+        if header and new_keys:  # a new column: rewrite the file with the wider header
+            rows = self._read_csv(path)
+            header = header + new_keys
+            self._write_csv(path, header, rows)
+        elif not header:
+            header = list(row)
+            self._write_csv(path, header, [])
+        with open(path, "a", newline="", encoding="utf-8") as fh:
+            csv.DictWriter(fh, fieldnames=header).writerow(row)
+            fh.flush()
+
+    @staticmethod
+    def _read_csv(path: Path) -> list[dict[str, str]]:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+    @staticmethod
+    def _write_csv(path: Path, header: list[str], rows: list[Mapping[str, Any]]) -> None:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def rewind(self, step: int) -> None:
+        """Drop records with ``step`` greater than the given one (used when resuming from a
+        checkpoint taken at ``step``, so that steps run after it are not logged twice)."""
+        if not self.enabled:
+            return
+        if self.jsonl_path.exists():
+            keep = []
+            with open(self.jsonl_path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut by a crash
+                    if int(rec.get("step", 0)) <= step:
+                        keep.append(line if line.endswith("\n") else line + "\n")
+            tmp = self.jsonl_path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(keep), encoding="utf-8")
+            os.replace(tmp, self.jsonl_path)
+        for path in self.dir.glob("*.csv"):
+            with open(path, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                header = list(reader.fieldnames or [])
+                rows = [r for r in reader if _int_or(r.get("step"), 0) <= step]
+            if header:
+                self._write_csv(path, header, rows)
+
+    def read(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """All JSONL records (of one ``kind`` if given)."""
+        if not self.enabled or not self.jsonl_path.exists():
+            return []
+        out = []
+        with open(self.jsonl_path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if kind is None or rec.get("kind") == kind:
+                    out.append(rec)
+        return out
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _int_or(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
+
+
+def format_metrics(step: int, total: int | None = None, **metrics: Any) -> str:
+    """``"step 120/1000 | loss 1.23e-03 | psnr 28.41 dB | iters 12.3 | 45.1 ms/step"``."""
+    width = len(str(total)) if total else 0
+    parts = [f"step {step:>{width}d}/{total}" if total else f"step {step}"]
+    fmt = {
+        "loss": lambda v: f"loss {v:.3e}",
+        "psnr": lambda v: f"psnr {v:.2f} dB",
+        "val_psnr": lambda v: f"val {v:.2f} dB",
+        "iters": lambda v: f"iters {v:.1f}",
+        "step_ms": lambda v: f"{v:.1f} ms/step",
+        "lr": lambda v: f"lr {v:.2e}",
+    }
+    for key, value in metrics.items():
+        if value is None:
+            continue
+        if key in fmt and isinstance(value, int | float):
+            parts.append(fmt[key](value))
+        else:
+            parts.append(f"{key} {value}")
+    return " | ".join(parts)
+
+
+class Progress:
+    """Text progress: an overwriting line on a TTY (at most every ``min_interval`` s), else
+    one plain line every ``every`` steps (and at the last step). ``enabled=False``: silent."""
+
+    def __init__(self, total: int | None, *, stream: TextIO | None = None, every: int = 50,
+                 is_tty: bool | None = None, enabled: bool = True,
+                 min_interval: float = 0.1) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.every = max(1, int(every))
+        if is_tty is None:
+            isatty = getattr(self.stream, "isatty", None)
+            is_tty = bool(isatty()) if callable(isatty) else False
+        self.is_tty = is_tty
+        self.enabled = enabled
+        self.min_interval = min_interval
+        self._last_draw = -math.inf
+        self._line_open = False
+
+    def update(self, step: int, force: bool = False, **metrics: Any) -> None:
+        if not self.enabled:
+            return
+        text = format_metrics(step, self.total, **metrics)
+        last = self.total is not None and step >= self.total
+        if self.is_tty:
+            now = time.monotonic()
+            if not (force or last) and now - self._last_draw < self.min_interval:
+                return
+            self._last_draw = now
+            self.stream.write("\r\x1b[2K" + text)
+            self._line_open = True
+        else:
+            if not (force or last or step % self.every == 0):
+                return
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        """A line that stays (above the progress line on a TTY)."""
+        if not self.enabled:
+            return
+        if self.is_tty and self._line_open:
+            self.stream.write("\r\x1b[2K")
+        self.stream.write(text + "\n")
+        self._line_open = False
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.is_tty and self._line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line_open = False
+
