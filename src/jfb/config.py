@@ -53,7 +53,11 @@ __all__ = [
 
 # Keys whose values change the *weights* a model has (their names, shapes or meaning). A checkpoint
 # may only be loaded into a model built with the same values (``jfb.train.checkpoint``).
-MODEL_DEFINING_KEYS: tuple[str, ...] = ("model.kind", "model.net", "model.init", "model.eta_max")
+#: Keys a checkpoint must agree on to be resumed into a run: the model, and the task (whose
+#: operator's kernel is saved with the model's buffers).
+MODEL_DEFINING_KEYS: tuple[str, ...] = (
+    "task", "model.kind", "model.net", "model.init", "model.eta_max",
+)
 
 
 def _f(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
