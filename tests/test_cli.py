@@ -201,3 +201,44 @@ def test_module_entry_point_runs():
         [sys.executable, "-m", "jfb", "tasks"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and "demo" in proc.stdout
+
+
+def test_compare_writes_one_table_for_classical_and_trained_methods(trained, capsys, tmp_path):
+    ckpt = str(trained / "best.safetensors")
+    out = tmp_path / "cmp"
+    code, stdout, err = run(
+        [
+            "compare",
+            "--task",
+            "demo",
+            "--methods",
+            f"blurred,tikhonov,{ckpt}",
+            "--max-images",
+            "2",
+            "--tune-images",
+            "2",
+            "--iterations",
+            "1,3",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    names = [r["method"] for r in res["rows"]]
+    assert names[0] == "blurred input y" and names[1].startswith("tikhonov (")
+    assert all(r["n_images"] == 2 and r["command"].startswith("jfb compare") for r in res["rows"])
+    assert res["tuning"]["tikhonov"]["best"] in [
+        t["weight"] for t in res["tuning"]["tikhonov"]["tried"]
+    ]
+    (curve,) = res["iterations_curves"].values()
+    assert [p["iterations"] for p in curve] == [1, 3]
+    for name in ("results.md", "figure.png", "iterations.png"):
+        assert (out / name).is_file()
+    code, _, err = run(
+        ["compare", "--task", "demo", "--methods", "magic", "--out", str(out)], capsys
+    )
+    assert_one_line_error(code, err, "magic")

@@ -73,8 +73,9 @@ class Tiny(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.2),
-                                  nn.Conv2d(4, 1, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.2), nn.Conv2d(4, 1, 3, padding=1)
+        )
         self.scale = nn.Parameter(torch.tensor(2.0))
         self.last_stats = None
         self.calls = {"forward": 0, "pretrain": 0}
@@ -84,8 +85,9 @@ class Tiny(nn.Module):
         self.calls["forward"] += 1
         self.batch_sizes.append(y.shape[0])
         n = y.shape[0]
-        self.last_stats = SimpleNamespace(iterations=torch.full((n,), 3, dtype=torch.long),
-                                          converged=torch.arange(n) % 2 == 0)
+        self.last_stats = SimpleNamespace(
+            iterations=torch.full((n,), 3, dtype=torch.long), converged=torch.arange(n) % 2 == 0
+        )
         return self.scale * y + self.body(y)
 
     def pretrain_forward(self, y):
@@ -103,16 +105,24 @@ class Plain(nn.Module):
 
 
 def make_cfg(**sections) -> Config:
-    base = {"data": {"batch_size": 4},
-            "train": {"steps": 6, "pretrain_steps": 3, "lr": 1e-2, "val_every": 2,
-                      "log_every": 1, "device": "cpu", "warmup_steps": 2}}
+    base = {
+        "data": {"batch_size": 4},
+        "train": {
+            "steps": 6,
+            "pretrain_steps": 3,
+            "lr": 1e-2,
+            "val_every": 2,
+            "log_every": 1,
+            "device": "cpu",
+            "warmup_steps": 2,
+        },
+    }
     for sec, vals in sections.items():
         base.setdefault(sec, {}).update(vals)
     return Config.from_dict(base)
 
 
-def make(out_dir, model_seed: int = 0, model_cls=Tiny, train_set=None, val_set=None,
-         **sections):
+def make(out_dir, model_seed: int = 0, model_cls=Tiny, train_set=None, val_set=None, **sections):
     torch.manual_seed(model_seed)
     model = model_cls()
     train = train_set if train_set is not None else NoisyPairs(N_TRAIN)
@@ -137,8 +147,12 @@ def records(out_dir, kind):
 
 # ---------------------------------------------------------------------- pure helpers
 def test_lr_factor_warmup_cosine_constant():
-    assert [lr_factor(s, total=10, warmup=4, schedule="cosine") for s in range(4)] == \
-        [0.25, 0.5, 0.75, 1.0]
+    assert [lr_factor(s, total=10, warmup=4, schedule="cosine") for s in range(4)] == [
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+    ]
     assert lr_factor(4, total=10, warmup=4, schedule="cosine") == pytest.approx(1.0)
     assert lr_factor(7, total=10, warmup=4, schedule="cosine") == pytest.approx(0.5)
     assert lr_factor(10, total=10, warmup=4, schedule="cosine") == pytest.approx(0.0, abs=1e-12)
@@ -182,8 +196,14 @@ def test_device_and_precision_helpers():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
         with pytest.raises(ConfigError, match="CUDA is not available"):
-            Trainer(Plain(), NoisyPairs(8), None, make_cfg(train={"device": "cuda"}),
-                    out_dir="unused", progress=False)
+            Trainer(
+                Plain(),
+                NoisyPairs(8),
+                None,
+                make_cfg(train={"device": "cuda"}),
+                out_dir="unused",
+                progress=False,
+            )
 
 
 # ---------------------------------------------------------------------- the loop
@@ -191,8 +211,14 @@ def test_fit_writes_logs_checkpoints_and_summary(tmp_path):
     t = make(tmp_path / "run")
     s = t.fit()
     out = tmp_path / "run"
-    assert {"metrics.jsonl", "train.csv", "val.csv", "config.json", "last.safetensors",
-            "best.safetensors"} <= {p.name for p in out.iterdir()}
+    assert {
+        "metrics.jsonl",
+        "train.csv",
+        "val.csv",
+        "config.json",
+        "last.safetensors",
+        "best.safetensors",
+    } <= {p.name for p in out.iterdir()}
     assert s["steps"] == 6 and s["pretrain_steps"] == 3 and s["global_step"] == 9
     assert s["stopped"] == "completed" and s["skipped_steps"] == 0
     assert s["mean_solver_iters"] == pytest.approx(3.0)
@@ -221,8 +247,10 @@ def test_validation_psnr_is_mean_of_clamped_per_image_psnr(tmp_path):
     model = t.model.eval()
     ds = NoisyPairs(N_VAL, fixed=True, seed=2)
     with torch.no_grad():
-        ps = [10 * math.log10(1 / float(((model(y[None]).clamp(0, 1) - x[None]) ** 2).mean()))
-              for x, y in (ds[i] for i in range(N_VAL))]
+        ps = [
+            10 * math.log10(1 / float(((model(y[None]).clamp(0, 1) - x[None]) ** 2).mean()))
+            for x, y in (ds[i] for i in range(N_VAL))
+        ]
     assert val["psnr"] == pytest.approx(sum(ps) / len(ps), rel=1e-5)
     assert "iters" not in val and val["n"] == N_VAL
 
@@ -256,10 +284,12 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, stop_at):
     for pid, st in ref_opt["state"].items():
         for k, v in st.items():
             assert torch.equal(v, opt["state"][pid][k])
-    assert [r["psnr"] for r in records(tmp_path / "a", "val")] == \
-        [r["psnr"] for r in records(tmp_path / "b", "val")]
-    assert [r["loss"] for r in records(tmp_path / "a", "train")] == \
-        [r["loss"] for r in records(tmp_path / "b", "train")]
+    assert [r["psnr"] for r in records(tmp_path / "a", "val")] == [
+        r["psnr"] for r in records(tmp_path / "b", "val")
+    ]
+    assert [r["loss"] for r in records(tmp_path / "a", "train")] == [
+        r["loss"] for r in records(tmp_path / "b", "train")
+    ]
 
 
 def test_resume_needs_the_random_states(tmp_path, monkeypatch):
@@ -270,12 +300,15 @@ def test_resume_needs_the_random_states(tmp_path, monkeypatch):
     import jfb.train.trainer as tr
 
     real = tr.load_checkpoint
-    monkeypatch.setattr(tr, "load_checkpoint",
-                        lambda *a, **k: real(*a, **{**k, "restore_rng": False}))
+    monkeypatch.setattr(
+        tr, "load_checkpoint", lambda *a, **k: real(*a, **{**k, "restore_rng": False})
+    )
     second = make(tmp_path / "b")
     second.fit(resume=True)
-    assert any(not torch.equal(a, b) for a, b in
-               zip(weights(ref).values(), weights(second).values(), strict=True))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(weights(ref).values(), weights(second).values(), strict=True)
+    )
 
 
 def test_resume_errors(tmp_path):
@@ -309,8 +342,14 @@ def test_training_noise_is_fresh_each_epoch_and_reproducible(tmp_path):
     runs = []
     for name in ("a", "b"):
         ds = Recording()
-        t = Trainer(Plain(), ds, None, make_cfg(train={"steps": 6, "pretrain_steps": 0}),
-                    out_dir=tmp_path / name, progress=False)
+        t = Trainer(
+            Plain(),
+            ds,
+            None,
+            make_cfg(train={"steps": 6, "pretrain_steps": 0}),
+            out_dir=tmp_path / name,
+            progress=False,
+        )
         t.fit()
         runs.append(ds.ys)
     assert all(len(v) == 2 for v in runs[0].values())  # 6 steps x 4 = 2 epochs of 12
@@ -323,8 +362,7 @@ def test_num_workers_are_used_and_do_not_change_the_result(tmp_path):
     rec = tmp_path / "pids.txt"
     a = make(tmp_path / "a")
     a.fit()
-    b = make(tmp_path / "b", train_set=NoisyPairs(N_TRAIN, record=rec),
-             data={"num_workers": 2})
+    b = make(tmp_path / "b", train_set=NoisyPairs(N_TRAIN, record=rec), data={"num_workers": 2})
     b.fit()
     assert_same(weights(a), weights(b))
     pids = {int(line.split()[0]) for line in rec.read_text().splitlines()}
@@ -339,15 +377,20 @@ def test_data_order_and_seed(tmp_path):
     c = make(tmp_path / "c", train={"seed": 1})
     c.fit()
     assert_same(weights(a), weights(b))
-    assert any(not torch.equal(x, y) for x, y in
-               zip(weights(a).values(), weights(c).values(), strict=True))
+    assert any(
+        not torch.equal(x, y) for x, y in zip(weights(a).values(), weights(c).values(), strict=True)
+    )
 
 
 def test_batch_size_and_max_images(tmp_path):
     train = NoisyPairs(N_TRAIN)
     val = NoisyPairs(N_VAL, fixed=True)
-    t = make(tmp_path, train_set=train, val_set=val, data={"batch_size": 3, "max_train_images": 6,
-                                                   "max_val_images": 2})
+    t = make(
+        tmp_path,
+        train_set=train,
+        val_set=val,
+        data={"batch_size": 3, "max_train_images": 6, "max_val_images": 2},
+    )
     t.fit()
     assert set(t.model.batch_sizes) == {3, 2}  # training batches of 3; last val batch of 2
     assert t.model.batch_sizes[0] == 3
@@ -372,8 +415,9 @@ def test_optimizer_and_weight_decay(tmp_path):
 
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
 def test_learning_rate_schedule(tmp_path, schedule):
-    t = make(tmp_path, train={"schedule": schedule, "warmup_steps": 2, "pretrain_steps": 2,
-                              "steps": 6})
+    t = make(
+        tmp_path, train={"schedule": schedule, "warmup_steps": 2, "pretrain_steps": 2, "steps": 6}
+    )
     t.fit()
     lrs = [r["lr"] for r in records(tmp_path, "train")]
     main = [1e-2 * lr_factor(s, total=6, warmup=2, schedule=schedule) for s in range(6)]
@@ -404,13 +448,15 @@ def test_pretraining(tmp_path):
     s = t.fit()
     assert t.model.calls["pretrain"] == 4 + N_VAL // 4 + 1  # 4 steps + one val pass
     assert s["pretrain_steps"] == 4 and s["steps"] == 2
-    assert [r["phase"] for r in records(tmp_path / "a", "train")] == ["pretrain"] * 4 + \
-        ["train"] * 2
+    assert [r["phase"] for r in records(tmp_path / "a", "train")] == ["pretrain"] * 4 + [
+        "train"
+    ] * 2
     p = make(tmp_path / "b", model_cls=Plain, train={"pretrain_steps": 4, "steps": 2})
     s = p.fit()
     assert s["pretrain_steps"] == 0 and s["global_step"] == 2
-    assert any("skipping 4 pre-training steps" in r["message"]
-               for r in records(tmp_path / "b", "event"))
+    assert any(
+        "skipping 4 pre-training steps" in r["message"] for r in records(tmp_path / "b", "event")
+    )
 
 
 def test_out_dir_defaults_to_config(tmp_path, monkeypatch):
@@ -444,8 +490,16 @@ def test_compile_option_wraps_the_training_forward(tmp_path, monkeypatch):
 
 
 def test_cuda_only_options_are_reported_on_cpu(tmp_path):
-    t = make(tmp_path, train={"amp": "bf16", "channels_last": True, "device": "cpu",
-                              "steps": 1, "pretrain_steps": 0})
+    t = make(
+        tmp_path,
+        train={
+            "amp": "bf16",
+            "channels_last": True,
+            "device": "cpu",
+            "steps": 1,
+            "pretrain_steps": 0,
+        },
+    )
     assert t.amp is None and not t.channels_last
     t.fit()
     messages = " ".join(r["message"] for r in records(tmp_path, "event"))
@@ -465,9 +519,17 @@ def test_bf16_autocast_and_channels_last_on_cuda(tmp_path):
             seen["w_cl"] = self.conv.weight.is_contiguous(memory_format=torch.channels_last)
             return super().forward(y)
 
-    t = make(tmp_path, model_cls=Probe, train={"device": "cuda", "amp": "bf16",
-                                               "channels_last": True, "steps": 2,
-                                               "pretrain_steps": 0})
+    t = make(
+        tmp_path,
+        model_cls=Probe,
+        train={
+            "device": "cuda",
+            "amp": "bf16",
+            "channels_last": True,
+            "steps": 2,
+            "pretrain_steps": 0,
+        },
+    )
     t.fit()
     assert seen == {"autocast": True, "dtype": torch.bfloat16, "cl": True, "w_cl": True}
 
@@ -493,9 +555,14 @@ class NaNAfter(Tiny):
 def test_nan_step_is_skipped_and_counted(tmp_path):
     torch.manual_seed(0)
     model = NaNAfter(bad={2})
-    t = Trainer(model, NoisyPairs(N_TRAIN), None,
-                make_cfg(train={"pretrain_steps": 0, "steps": 4}), out_dir=tmp_path,
-                progress=False)
+    t = Trainer(
+        model,
+        NoisyPairs(N_TRAIN),
+        None,
+        make_cfg(train={"pretrain_steps": 0, "steps": 4}),
+        out_dir=tmp_path,
+        progress=False,
+    )
     before = {}
 
     def spy(*a, **k):
@@ -508,17 +575,23 @@ def test_nan_step_is_skipped_and_counted(tmp_path):
     assert s["skipped_steps"] == 1 and s["global_step"] == 4
     # Step 2 (the second forward) made no update: weights after it equal weights before it.
     assert_same(before[1], before[2])
-    assert any(not torch.equal(a, b) for a, b in
-               zip(before[2].values(), before[3].values(), strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before[2].values(), before[3].values(), strict=True)
+    )
     assert any("non-finite loss" in r["message"] for r in records(tmp_path, "event"))
 
 
 def test_nan_gradient_is_detected(tmp_path):
     torch.manual_seed(0)
     model = NaNAfter(bad={1}, grad=True)
-    t = Trainer(model, NoisyPairs(N_TRAIN), None,
-                make_cfg(train={"pretrain_steps": 0, "steps": 2, "grad_clip": "none"}),
-                out_dir=tmp_path, progress=False)
+    t = Trainer(
+        model,
+        NoisyPairs(N_TRAIN),
+        None,
+        make_cfg(train={"pretrain_steps": 0, "steps": 2, "grad_clip": "none"}),
+        out_dir=tmp_path,
+        progress=False,
+    )
     assert t.fit()["skipped_steps"] == 1
     assert any("non-finite gradient" in r["message"] for r in records(tmp_path, "event"))
 
@@ -526,12 +599,19 @@ def test_nan_gradient_is_detected(tmp_path):
 def test_divergence_stops_after_max_bad_steps_keeping_last_good_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = NaNAfter(bad=set(range(3, 100)))
-    cfg = make_cfg(train={"pretrain_steps": 0, "steps": 20, "val_every": 2,
-                          "max_bad_steps": 3})
-    t = Trainer(model, NoisyPairs(N_TRAIN), NoisyPairs(N_VAL, fixed=True), cfg,
-                out_dir=tmp_path, progress=False)
-    with pytest.raises(TrainingDivergedError,
-                       match=r"3 consecutive steps.*max_bad_steps=3.*last good checkpoint is"):
+    cfg = make_cfg(train={"pretrain_steps": 0, "steps": 20, "val_every": 2, "max_bad_steps": 3})
+    t = Trainer(
+        model,
+        NoisyPairs(N_TRAIN),
+        NoisyPairs(N_VAL, fixed=True),
+        cfg,
+        out_dir=tmp_path,
+        progress=False,
+    )
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"3 consecutive steps.*max_bad_steps=3.*last good checkpoint is",
+    ):
         t.fit()
     assert t.step == 5  # steps 3, 4, 5 were bad
     assert load_checkpoint(tmp_path / "last.safetensors")["step"] == 2  # the last good one
@@ -552,14 +632,21 @@ print(json.dumps(t.fit()))
 
 @pytest.mark.parametrize(
     ("sig", "workers", "group"),
-    [(signal.SIGINT, 0, False),  # to the trainer alone
-     (signal.SIGTERM, 2, True)],  # to the whole process group, DataLoader workers included
+    [
+        (signal.SIGINT, 0, False),  # to the trainer alone
+        (signal.SIGTERM, 2, True),
+    ],  # to the whole process group, DataLoader workers included
 )
 def test_signal_writes_resumable_checkpoint_and_exits_cleanly(tmp_path, sig, workers, group):
     out = tmp_path / "run"
     code = CHILD.format(tests=str(Path(__file__).parent), out=str(out), workers=workers)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -596,12 +683,20 @@ def test_trains_a_tiny_degrad(tmp_path):
     from jfb.physics import Blur, kernels
 
     op = Blur(kernels.gaussian(3, 1.0), padding="zeros")
-    cfg = Config.from_dict({
-        "model": {"net": {"depth": 3, "width": 4}, "solver": {"max_iter": 10, "tol": 1e-2}},
-        "data": {"batch_size": 2},
-        "train": {"steps": 3, "pretrain_steps": 2, "val_every": 3, "log_every": 1,
-                  "device": "cpu", "lr": 1e-3},
-    })
+    cfg = Config.from_dict(
+        {
+            "model": {"net": {"depth": 3, "width": 4}, "solver": {"max_iter": 10, "tol": 1e-2}},
+            "data": {"batch_size": 2},
+            "train": {
+                "steps": 3,
+                "pretrain_steps": 2,
+                "val_every": 3,
+                "log_every": 1,
+                "device": "cpu",
+                "lr": 1e-3,
+            },
+        }
+    )
 
     def build():
         torch.manual_seed(0)
@@ -621,23 +716,25 @@ def test_trains_a_tiny_degrad(tmp_path):
             y = op.A(self.x[i][None])[0]
             return self.x[i], y + 0.01 * torch.randn(y.shape, generator=g)
 
-    t = Trainer(build(), Pairs(6, False), Pairs(3, True), cfg, out_dir=tmp_path / "a",
-                progress=False)
+    t = Trainer(
+        build(), Pairs(6, False), Pairs(3, True), cfg, out_dir=tmp_path / "a", progress=False
+    )
     s = t.fit()
     assert s["global_step"] == 5 and s["skipped_steps"] == 0
     assert s["mean_solver_iters"] is not None and 1 <= s["mean_solver_iters"] <= 10
     assert math.isfinite(s["final_val_psnr"])
     assert records(tmp_path / "a", "train")[0]["phase"] == "pretrain"
     fresh = build()
-    load_checkpoint(tmp_path / "a" / "best.safetensors", model=fresh,
-                    expected_config=cfg.to_dict())
+    load_checkpoint(tmp_path / "a" / "best.safetensors", model=fresh, expected_config=cfg.to_dict())
     assert_same({k: v for k, v in fresh.state_dict().items()}, weights(t))
     # exact resume with a real implicit model
-    b = Trainer(build(), Pairs(6, False), Pairs(3, True), cfg, out_dir=tmp_path / "b",
-                progress=False)
+    b = Trainer(
+        build(), Pairs(6, False), Pairs(3, True), cfg, out_dir=tmp_path / "b", progress=False
+    )
     b.fit(max_steps=3)
-    c = Trainer(build(), Pairs(6, False), Pairs(3, True), cfg, out_dir=tmp_path / "b",
-                progress=False)
+    c = Trainer(
+        build(), Pairs(6, False), Pairs(3, True), cfg, out_dir=tmp_path / "b", progress=False
+    )
     c.fit(resume=True)
     assert_same(weights(t), weights(c))
 
@@ -725,3 +822,18 @@ def test_progress_plain_and_tty():
     Progress(10, stream=quiet, enabled=False).update(10, loss=1.0)
     assert quiet.getvalue() == ""
     assert format_metrics(3, None, loss=None, val_psnr=28.0) == "step 3 | val 28.00 dB"
+
+
+def test_training_time_is_recorded_and_accumulates_over_resume(tmp_path):
+    """Checkpoints carry the wall-clock training time (for results tables), summed over resumes."""
+    from jfb.train.checkpoint import load_weights
+
+    first = make(tmp_path / "t").fit(max_steps=5)
+    _, info = load_weights(tmp_path / "t" / "last.safetensors")
+    t1 = info["extra"]["train_seconds"]
+    assert 0 < t1 <= first["seconds"] + 1e-3
+    assert info["extra"]["device"].startswith("cpu")
+    second = make(tmp_path / "t").fit(resume=True)
+    _, info = load_weights(tmp_path / "t" / "last.safetensors")
+    assert info["extra"]["train_seconds"] > t1
+    assert abs(second["train_seconds"] - info["extra"]["train_seconds"]) < 1.0

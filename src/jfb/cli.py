@@ -113,6 +113,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     _add_common(p)
 
+    p = sub.add_parser(
+        "compare",
+        help="evaluate several methods on one task, as one table",
+        description="Evaluate classical methods (weights tuned on training "
+        "images) and trained checkpoints on the same images, noise and metrics; "
+        "writes results.json, results.md, figure.png and iterations.png.",
+    )
+    p.add_argument("--task", default="celeba-gauss5", help="task name or spec")
+    p.add_argument(
+        "--methods",
+        required=True,
+        help="comma-separated: blurred, tikhonov, tikhonov-identity, tv, wiener, "
+        "or paths of .safetensors checkpoints",
+    )
+    p.add_argument("--max-images", type=int, help="evaluate on the first N images only")
+    p.add_argument(
+        "--tune-images",
+        type=int,
+        default=16,
+        help="training images used to tune classical weights (default 16)",
+    )
+    p.add_argument(
+        "--iterations",
+        default="",
+        help="test-time iteration budgets for the PSNR-vs-iterations curve, e.g. 1,2,5,10,20",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_common(p)
+
     p = sub.add_parser("tasks", help="list the built-in tasks")
     _add_common(p)
 
@@ -125,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = "jfb " + " ".join(argv)  # recorded in results next to their numbers
     if args.command is None:
         parser.print_help()
         return 0
@@ -211,7 +243,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         step=info["step"],
         device=str(device),
         params=sum(p.numel() for p in model.parameters()),
-        command="jfb " + " ".join(sys.argv[1:]),
+        command=args.command_line,
     )
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{task.name}"
     write_json(out / "results.json", row)
@@ -263,6 +295,38 @@ def cmd_deblur(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import datetime
+
+    from jfb.compare import COLUMNS, compare, write_comparison
+    from jfb.report import markdown_table
+    from jfb.tasks import get_task
+    from jfb.train.trainer import device_name, resolve_device
+
+    device = resolve_device(args.device)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    budgets = [int(k) for k in args.iterations.split(",") if k.strip()]
+    out = compare(
+        get_task(args.task),
+        methods,
+        max_images=args.max_images,
+        tune_images=args.tune_images,
+        batch_size=args.batch_size,
+        device=device,
+        iteration_budgets=budgets,
+    )
+    table = write_comparison(
+        out,
+        args.out,
+        command=args.command_line,
+        device=device_name(device),
+        date=datetime.date.today().isoformat(),
+    )
+    print(markdown_table(table, COLUMNS), end="")
+    print(f"written: {args.out}")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from jfb.tasks import TASKS
 
@@ -282,6 +346,7 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "deblur": cmd_deblur,
+    "compare": cmd_compare,
     "tasks": cmd_tasks,
     "bench": cmd_bench,
 }

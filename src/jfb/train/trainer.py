@@ -141,11 +141,15 @@ def resolve_device(spec: str | torch.device, dist_info: DistInfo | None = None) 
             raise ConfigError(f"train.device: {spec!r} is not a device") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("train.device: 'cuda' requested but CUDA is not available "
-                              "(use device='cpu' or 'auto')")
+            raise ConfigError(
+                "train.device: 'cuda' requested but CUDA is not available "
+                "(use device='cpu' or 'auto')"
+            )
         if device.index is None:
-            device = torch.device("cuda", dist_info.local_rank if dist_info.distributed
-                                  else torch.cuda.current_device())
+            device = torch.device(
+                "cuda",
+                dist_info.local_rank if dist_info.distributed else torch.cuda.current_device(),
+            )
     return device
 
 
@@ -225,6 +229,13 @@ def _worker_init(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def device_name(device: torch.device) -> str:
+    """A readable name of the device, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (2 threads)'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
 def _collate(batch: list[Any]) -> Any:
     try:
         from jfb.data.datasets import collate_images
@@ -280,7 +291,8 @@ class Trainer:
             raise DataError(
                 f"the training set has {n_train} items, fewer than one batch of "
                 f"{self.global_batch} (data.batch_size={dc.batch_size} x "
-                f"{self.dist.world_size} processes)")
+                f"{self.dist.world_size} processes)"
+            )
         self.batches_per_epoch = n_train // self.global_batch
         if self.val_set is not None and len(self.val_set) == 0:  # type: ignore[arg-type]
             raise DataError("the validation set is empty")
@@ -304,8 +316,10 @@ class Trainer:
         self.can_pretrain = callable(pre) and _overrides_pretrain(self.model)
         self.pretrain_steps = tc.pretrain_steps if self.can_pretrain else 0
         if tc.pretrain_steps and not self.can_pretrain:
-            self.notes.append(f"model {type(self.model).__name__} has no pretrain_forward(y): "
-                              f"skipping {tc.pretrain_steps} pre-training steps")
+            self.notes.append(
+                f"model {type(self.model).__name__} has no pretrain_forward(y): "
+                f"skipping {tc.pretrain_steps} pre-training steps"
+            )
         self.total_steps = self.pretrain_steps + tc.steps
 
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -321,8 +335,12 @@ class Trainer:
         if self.logger.warning:
             self.notes.append(self.logger.warning)
         stream = progress if not isinstance(progress, bool) else None
-        self.progress = Progress(self.total_steps, stream=stream, every=tc.log_every,
-                                 enabled=is_main and progress is not False)
+        self.progress = Progress(
+            self.total_steps,
+            stream=stream,
+            every=tc.log_every,
+            enabled=is_main and progress is not False,
+        )
 
         self.step = 0  # global steps done
         self.best_val_psnr = -math.inf
@@ -331,6 +349,8 @@ class Trainer:
         self.bad_streak = 0
         self.skipped_steps = 0
         self._stop_signal: int | None = None
+        self._seconds_before = 0.0  # training time of the runs this one resumes
+        self._fit_start: float | None = None
 
     # ------------------------------------------------------------------ schedule
     def _lr_lambda(self, g: int) -> float:
@@ -363,7 +383,10 @@ class Trainer:
                 keys.append(rank_slice(glob, self.dist.rank, self.dist.world_size))
             _set_epoch(self.train_set, epoch)
             loader = DataLoader(
-                items, batch_sampler=keys, num_workers=dc.num_workers, collate_fn=_collate,
+                items,
+                batch_sampler=keys,
+                num_workers=dc.num_workers,
+                collate_fn=_collate,
                 pin_memory=self.device.type == "cuda",
                 worker_init_fn=_worker_init if dc.num_workers > 0 else None,
                 generator=torch.Generator().manual_seed(mix_seed(tc.seed, epoch, offset)),
@@ -377,10 +400,15 @@ class Trainer:
         n = len(self.val_set)  # type: ignore[arg-type]
         shard = Subset(self.val_set, range(self.dist.rank, n, self.dist.world_size))
         workers = self.config.data.num_workers
-        return DataLoader(shard, batch_size=self.batch_size, shuffle=False,
-                          num_workers=workers, collate_fn=_collate,
-                          pin_memory=self.device.type == "cuda",
-                          worker_init_fn=_worker_init if workers > 0 else None)
+        return DataLoader(
+            shard,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_init if workers > 0 else None,
+        )
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device, non_blocking=True)
@@ -414,14 +442,17 @@ class Trainer:
             gnorm = torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip)
         elif grads:
             gnorm = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+                torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
+            )
         else:
             gnorm = torch.zeros((), device=self.device)
-        flags = torch.stack([
-            (~torch.isfinite(loss.detach())).float(),
-            (~torch.isfinite(gnorm.detach().float())).float(),
-            torch.tensor(float(self._stop_signal is not None), device=loss.device),
-        ])
+        flags = torch.stack(
+            [
+                (~torch.isfinite(loss.detach())).float(),
+                (~torch.isfinite(gnorm.detach().float())).float(),
+                torch.tensor(float(self._stop_signal is not None), device=loss.device),
+            ]
+        )
         if self.dist.distributed:  # every rank takes the same decisions
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
         bad_loss, bad_grad, stop = (bool(v) for v in flags.tolist())
@@ -431,9 +462,15 @@ class Trainer:
         with warnings.catch_warnings():  # skipped first step: "scheduler.step() before optimizer"
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
-        out: dict[str, Any] = {"loss": loss.detach(), "grad_norm": gnorm.detach(), "lr": lr,
-                               "bad": bad_loss or bad_grad, "bad_loss": bad_loss,
-                               "stop": stop, "n": x.shape[0]}
+        out: dict[str, Any] = {
+            "loss": loss.detach(),
+            "grad_norm": gnorm.detach(),
+            "lr": lr,
+            "bad": bad_loss or bad_grad,
+            "bad_loss": bad_loss,
+            "stop": stop,
+            "n": x.shape[0],
+        }
         with torch.no_grad():
             out["psnr_sum"] = psnr(x_hat.detach().float().clamp(0, 1), x.float()).sum()
         stats = None if pretrain else getattr(self.model, "last_stats", None)
@@ -493,30 +530,55 @@ class Trainer:
             "world_size": self.dist.world_size,
             "pretrain_steps": self.pretrain_steps,
             "epoch": self.step // self.batches_per_epoch,
+            "train_seconds": round(self._train_seconds(), 3),
+            "device": device_name(self.device),
         }
+
+    def _train_seconds(self) -> float:
+        """Wall-clock seconds spent in ``fit`` so far, over all resumed runs of this training."""
+        running = 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
+        return self._seconds_before + running
 
     def save_last(self) -> Path:
         """Write the resumable ``last.safetensors`` (rank 0; every rank returns the path)."""
         path = self.out_dir / LAST
         if self.dist.is_main:
-            save_checkpoint(path, model=self.model, optimizer=self.optimizer,
-                            scheduler=self.scheduler, step=self.step,
-                            config=self.config.to_dict(), extra=self._extra(), rng=True)
+            save_checkpoint(
+                path,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                step=self.step,
+                config=self.config.to_dict(),
+                extra=self._extra(),
+                rng=True,
+            )
         return path
 
     def _save_best(self) -> None:
         if self.dist.is_main:
-            save_checkpoint(self.out_dir / BEST, model=self.model, step=self.step,
-                            config=self.config.to_dict(), extra=self._extra(), rng=False)
+            save_checkpoint(
+                self.out_dir / BEST,
+                model=self.model,
+                step=self.step,
+                config=self.config.to_dict(),
+                extra=self._extra(),
+                rng=False,
+            )
 
     def _resume(self) -> None:
         path = self.out_dir / LAST
         if not path.exists():
             raise CheckpointError(f"cannot resume: no {LAST} in {self.out_dir}")
         single = not self.dist.distributed
-        state = load_checkpoint(path, model=self.model, optimizer=self.optimizer,
-                                scheduler=self.scheduler,
-                                expected_config=self.config.to_dict(), restore_rng=single)
+        state = load_checkpoint(
+            path,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            expected_config=self.config.to_dict(),
+            restore_rng=single,
+        )
         self.step = state["step"]
         extra = state["extra"]
         best = extra.get("best_val_psnr")
@@ -525,11 +587,14 @@ class Trainer:
         self.last_val = extra.get("last_val")
         self.bad_streak = int(extra.get("bad_streak", 0))
         self.skipped_steps = int(extra.get("skipped_steps", 0))
+        self._seconds_before = float(extra.get("train_seconds", 0.0))
         if not single:  # per-rank RNG streams: re-derived from (seed, step, rank)
             _seed_global(mix_seed(self.config.train.seed, self.step, self.dist.rank))
         if extra.get("pretrain_steps", self.pretrain_steps) != self.pretrain_steps:
-            self.notes.append(f"resuming with {self.pretrain_steps} pre-training steps; the "
-                              f"checkpoint was written with {extra.get('pretrain_steps')}")
+            self.notes.append(
+                f"resuming with {self.pretrain_steps} pre-training steps; the "
+                f"checkpoint was written with {extra.get('pretrain_steps')}"
+            )
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -562,6 +627,7 @@ class Trainer:
         ``out_dir/last.safetensors`` exactly. Returns a summary dict (see module docs)."""
         tc = self.config.train
         t_start = time.perf_counter()
+        self._fit_start = t_start
         self._stop_signal = None
         if resume:
             self._resume()
@@ -571,8 +637,9 @@ class Trainer:
             _seed_global(seed)
             if self.dist.is_main:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(self.out_dir / "config.json",
-                                   (self.config.to_json() + "\n").encode())
+                atomic_write_bytes(
+                    self.out_dir / "config.json", (self.config.to_json() + "\n").encode()
+                )
         for note in self.notes:
             self._message(note)
         if self.step == 0:
@@ -581,7 +648,8 @@ class Trainer:
                 f"training {type(self.model).__name__} ({n_params:,} parameters) on "
                 f"{self.device} x{self.dist.world_size}: {self.pretrain_steps} pre-training + "
                 f"{tc.steps} steps, batch {self.global_batch}, "
-                f"{len(self.train_set)} training images")  # type: ignore[arg-type]
+                f"{len(self.train_set)} training images"
+            )  # type: ignore[arg-type]
 
         step_ms: list[float] = []
         iters_all = [0.0, 0.0]
@@ -607,8 +675,7 @@ class Trainer:
                     if not pretrain:
                         step_ms.append(1000 * (t2 - t1))
                     self._account(out, window, iters_all, pretrain, (t1 - t0, t2 - t1))
-                    if out["stop"] or (not self.dist.distributed
-                                       and self._stop_signal is not None):
+                    if out["stop"] or (not self.dist.distributed and self._stop_signal is not None):
                         stopped = "signal"
                     self._after_step(pretrain, window, stopped)
                     if stopped == "signal":
@@ -620,8 +687,9 @@ class Trainer:
         if stopped in ("signal", "max_steps"):
             self.save_last()
             what = "signal" if stopped == "signal" else f"max_steps={max_steps}"
-            self._message(f"stopped at step {self.step} ({what}); resume with resume=True",
-                          stopped=stopped)
+            self._message(
+                f"stopped at step {self.step} ({what}); resume with resume=True", stopped=stopped
+            )
         barrier()  # no rank leaves before rank 0 has written its last checkpoint
         summary = {
             "steps": max(0, self.step - self.pretrain_steps),
@@ -629,6 +697,7 @@ class Trainer:
             "global_step": self.step,
             "stopped": stopped,
             "seconds": time.perf_counter() - t_start,
+            "train_seconds": self._train_seconds(),
             "final_val_psnr": None if self.last_val is None else self.last_val["psnr"],
             "best_val_psnr": self.best_val_psnr if math.isfinite(self.best_val_psnr) else None,
             "best_step": self.best_step,
@@ -638,35 +707,57 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "out_dir": str(self.out_dir),
         }
-        self.logger.log("summary", self.step, **{k: v for k, v in summary.items()
-                                                 if not isinstance(v, str) or k == "stopped"})
+        self.logger.log(
+            "summary",
+            self.step,
+            **{k: v for k, v in summary.items() if not isinstance(v, str) or k == "stopped"},
+        )
         self.logger.close()
         return summary
 
-    def _account(self, out: dict[str, Any], window: dict[str, float], iters_all: list[float],
-                 pretrain: bool, times: tuple[float, float]) -> None:
+    def _account(
+        self,
+        out: dict[str, Any],
+        window: dict[str, float],
+        iters_all: list[float],
+        pretrain: bool,
+        times: tuple[float, float],
+    ) -> None:
         tc = self.config.train
         if out["bad"]:
             self.bad_streak += 1
             self.skipped_steps += 1
             what = "loss" if out["bad_loss"] else "gradient"
-            self._message(f"step {self.step}: non-finite {what}, update skipped "
-                          f"({self.bad_streak}/{tc.max_bad_steps} in a row)", skipped=True)
+            self._message(
+                f"step {self.step}: non-finite {what}, update skipped "
+                f"({self.bad_streak}/{tc.max_bad_steps} in a row)",
+                skipped=True,
+            )
             if self.bad_streak >= tc.max_bad_steps:
                 self.logger.close()
                 last = self.out_dir / LAST
-                kept = (f"the last good checkpoint is {last}" if last.exists()
-                        else "no checkpoint was written before")
+                kept = (
+                    f"the last good checkpoint is {last}"
+                    if last.exists()
+                    else "no checkpoint was written before"
+                )
                 raise TrainingDivergedError(
                     f"training diverged: {self.bad_streak} consecutive steps with a NaN/Inf "
                     f"loss or gradient (train.max_bad_steps={tc.max_bad_steps}) at step "
                     f"{self.step}; {kept} (try a lower train.lr, train.grad_clip, or a "
-                    "stricter solver)")
+                    "stricter solver)"
+                )
             return
         self.bad_streak = 0
-        vals = {"loss_sum": float(out["loss"]) * out["n"], "psnr_sum": float(out["psnr_sum"]),
-                "n": float(out["n"]), "grad_norm": float(out["grad_norm"]), "steps": 1.0,
-                "data_s": times[0], "step_s": times[1]}
+        vals = {
+            "loss_sum": float(out["loss"]) * out["n"],
+            "psnr_sum": float(out["psnr_sum"]),
+            "n": float(out["n"]),
+            "grad_norm": float(out["grad_norm"]),
+            "steps": 1.0,
+            "data_s": times[0],
+            "step_s": times[1],
+        }
         if out.get("iters_sum") is not None:
             vals["iters_sum"] = float(out["iters_sum"])
             vals["iters_n"] = float(out["n"])
@@ -679,9 +770,13 @@ class Trainer:
         window["lr"] = out["lr"]
         if self.progress.is_tty:  # live line; plain logs get one line per log window instead
             iters = vals["iters_sum"] / vals["iters_n"] if "iters_sum" in vals else None
-            self.progress.update(self.step, loss=vals["loss_sum"] / vals["n"],
-                                 psnr=vals["psnr_sum"] / vals["n"], iters=iters,
-                                 step_ms=1000 * times[1])
+            self.progress.update(
+                self.step,
+                loss=vals["loss_sum"] / vals["n"],
+                psnr=vals["psnr_sum"] / vals["n"],
+                iters=iters,
+                step_ms=1000 * times[1],
+            )
 
     def _after_step(self, pretrain: bool, window: dict[str, float], stopped: str) -> None:
         tc = self.config.train
@@ -697,8 +792,11 @@ class Trainer:
                 msg += f": feedforward val PSNR {val['psnr']:.2f} dB"
             self._message(msg)
         main_done = g - self.pretrain_steps
-        if not pretrain and main_done > 0 and (main_done % tc.val_every == 0
-                                                or g == self.total_steps):
+        if (
+            not pretrain
+            and main_done > 0
+            and (main_done % tc.val_every == 0 or g == self.total_steps)
+        ):
             val = self.validate()
             if val is not None:
                 self.last_val = val
@@ -707,8 +805,7 @@ class Trainer:
                     self.best_val_psnr, self.best_step = val["psnr"], g
                     self._save_best()
                 self.logger.log("val", g, best=improved, **val)
-                self.progress.update(g, force=True, val_psnr=val["psnr"],
-                                     iters=val.get("iters"))
+                self.progress.update(g, force=True, val_psnr=val["psnr"], iters=val.get("iters"))
             # While updates are being skipped, keep the checkpoint of the last good step.
             if stopped != "signal" and self.bad_streak == 0:
                 self.save_last()
@@ -716,8 +813,9 @@ class Trainer:
     def _log_window(self, window: dict[str, float], phase: str) -> None:
         if self.dist.distributed:
             keys = ["loss_sum", "psnr_sum", "n", "iters_sum", "iters_n", "conv_sum"]
-            t = torch.tensor([window.get(k, 0.0) for k in keys], dtype=torch.float64,
-                             device=self.device)
+            t = torch.tensor(
+                [window.get(k, 0.0) for k in keys], dtype=torch.float64, device=self.device
+            )
             all_reduce_sum(t)
             window.update(dict(zip(keys, t.tolist(), strict=True)))
         if not window.get("steps"):
@@ -737,8 +835,14 @@ class Trainer:
             rec["iters"] = window["iters_sum"] / window["iters_n"]
             rec["converged"] = window.get("conv_sum", 0.0) / window["iters_n"]
         self.logger.log("train", self.step, **rec)
-        self.progress.update(self.step, force=True, loss=rec["loss"], psnr=rec["psnr"],
-                             iters=rec.get("iters"), step_ms=rec["step_ms"])
+        self.progress.update(
+            self.step,
+            force=True,
+            loss=rec["loss"],
+            psnr=rec["psnr"],
+            iters=rec.get("iters"),
+            step_ms=rec["step_ms"],
+        )
         window.clear()
 
 

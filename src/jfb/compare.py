@@ -1,0 +1,276 @@
+"""`jfb compare`: every method on the same images, noise and metrics, as one table.
+
+Methods are named by specs:
+    blurred            the measurement itself (a same-size operator)
+    tikhonov           Tikhonov with gradient penalty (CG), weight tuned on training images
+    tikhonov-identity  Tikhonov with identity penalty, weight tuned likewise
+    tv                 total variation (primal-dual), weight tuned likewise
+    wiener             Wiener filter (circular padding only), weight tuned likewise
+    PATH.safetensors   a checkpoint written by `jfb train` (its method name is its config's)
+Classical weights are tuned on fixed-noise pairs drawn from the *training* split, never on the
+images the table reports. Implicit models are also evaluated at several test-time iteration
+budgets (PSNR versus fixed-point iterations).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from jfb.atomic import write_text
+from jfb.data import DegradedDataset
+from jfb.errors import ConfigError
+from jfb.evaluate import EvalResult, evaluate
+from jfb.pipeline import EVAL_SEED, load_model
+from jfb.report import figure_grid, markdown_table, write_json
+from jfb.tasks import Task
+
+#: Seed of the tuning noise (distinct from the evaluation seed).
+TUNE_SEED = 12345
+GRIDS: dict[str, tuple[float, ...]] = {
+    "tikhonov": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+    "tikhonov-identity": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+    "tv": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+    "wiener": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+}
+COLUMNS = [
+    "method",
+    "psnr",
+    "psnr_std",
+    "ssim",
+    "ssim_std",
+    "params",
+    "train_seconds",
+    "mean_solver_iters",
+    "infer_ms_per_image",
+    "n_images",
+]
+
+
+@dataclass
+class Row:
+    result: EvalResult
+    info: dict[str, Any]
+
+
+def classical_method(name: str, op, weight: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The y -> x_hat map of a classical method with regularisation weight ``weight``."""
+    from jfb.baselines import tikhonov
+
+    if name == "tikhonov":
+        return lambda y: tikhonov(op, y, weight, penalty="gradient", max_iter=200)
+    if name == "tikhonov-identity":
+        return lambda y: tikhonov(op, y, weight, penalty="identity", max_iter=200)
+    if name == "tv":
+        from jfb.baselines.tv import tv_reconstruct
+
+        return lambda y: tv_reconstruct(op, y, weight, max_iter=300)
+    if name == "wiener":
+        from jfb.baselines.wiener import wiener
+
+        return lambda y: wiener(op, y, weight, penalty="gradient")
+    raise ConfigError(
+        f"unknown method {name!r}: expected one of {', '.join(GRIDS)}, "
+        "'blurred' or a .safetensors checkpoint"
+    )
+
+
+def tuning_pairs(task: Task, n: int, crop: int | None = None) -> Dataset:
+    """``n`` fixed-noise (x, y) pairs from the task's training split (for weight tuning)."""
+    clean = task.train_set(crop=crop, seed=TUNE_SEED) if crop else task.train_set()
+    pairs = DegradedDataset(clean, task.operator(), task.noise(), seed=TUNE_SEED)
+    return Subset(pairs, range(min(n, len(pairs))))
+
+
+def tune_weight(name: str, op, pairs: Dataset) -> tuple[float, list[dict[str, float]]]:
+    """The grid weight of ``name`` with the best mean PSNR on ``pairs``, and every try."""
+    tried = []
+    for w in GRIDS[name]:
+        res = evaluate(classical_method(name, op, w), pairs, name=f"{name} {w:g}", batch_size=16)
+        tried.append({"weight": w, "psnr": round(float(res.psnr.mean()), 4)})
+    return max(tried, key=lambda r: r["psnr"])["weight"], tried
+
+
+def compare(
+    task: Task,
+    methods: Sequence[str],
+    *,
+    max_images: int | None = None,
+    tune_images: int = 16,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    iteration_budgets: Sequence[int] = (),
+    keep: int = 4,
+) -> dict[str, Any]:
+    """Evaluate ``methods`` on ``task``'s evaluation split; returns rows and curves."""
+    for spec in methods:  # fail before any work, naming the bad method
+        if spec != "blurred" and not spec.endswith(".safetensors") and spec not in GRIDS:
+            raise ConfigError(
+                f"unknown method {spec!r}: expected one of {', '.join(GRIDS)}, "
+                "'blurred' or a .safetensors checkpoint"
+            )
+    val = task.val_pairs(seed=EVAL_SEED, limit=max_images)
+    op = task.operator().to(device)
+    rows: list[Row] = []
+    curves: dict[str, list[dict[str, float]]] = {}
+    tuning: dict[str, Any] = {}
+    for spec in methods:
+        if spec == "blurred":
+            rows.append(
+                Row(
+                    evaluate(
+                        lambda y: y,
+                        val,
+                        name="blurred input y",
+                        keep=keep,
+                        batch_size=batch_size,
+                        device=device,
+                    ),
+                    {"params": 0, "train_seconds": 0},
+                )
+            )
+        elif spec.endswith(".safetensors"):
+            model, cfg, info = load_model(spec, op=op, device=device)
+            name = _model_name(cfg)
+            res = evaluate(model, val, name=name, keep=keep, batch_size=batch_size, device=device)
+            extra = info.get("extra", {})
+            rows.append(
+                Row(
+                    res,
+                    {
+                        "params": sum(p.numel() for p in model.parameters()),
+                        "train_seconds": extra.get("train_seconds", _logged_seconds(spec)),
+                        "train_device": extra.get("device"),
+                        "checkpoint": spec,
+                    },
+                )
+            )
+            if res.iterations is not None and iteration_budgets:
+                curves[name] = _budget_curve(model, val, iteration_budgets, batch_size, device)
+        else:
+            t0 = time.perf_counter()
+            weight, tried = tune_weight(spec, op, tuning_pairs(task, tune_images))
+            tuning[spec] = {
+                "best": weight,
+                "tried": tried,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            res = evaluate(
+                classical_method(spec, op, weight),
+                val,
+                name=f"{spec} ({weight:g})",
+                keep=keep,
+                batch_size=batch_size,
+                device=device,
+            )
+            rows.append(Row(res, {"params": 0, "train_seconds": 0}))
+    return {"task": task.name, "rows": rows, "curves": curves, "tuning": tuning, "val": val}
+
+
+def _logged_seconds(checkpoint: str) -> float | None:
+    """Training seconds from the run's own log (metrics.jsonl beside the checkpoint), for
+    checkpoints written before the trainer recorded them; summed over resumed runs."""
+    import json
+
+    log = Path(checkpoint).parent / "metrics.jsonl"
+    if not log.is_file():
+        return None
+    total = [
+        json.loads(line).get("seconds", 0.0)
+        for line in log.read_text().splitlines()
+        if '"summary"' in line
+    ]
+    return round(sum(total), 1) if total else None
+
+
+def _model_name(cfg) -> str:
+    m = cfg.model
+    if m.kind == "feedforward":
+        return f"feedforward {m.net.name} ({m.net.depth}x{m.net.width})"
+    bw = m.backward.name + (f"({m.backward.k})" if m.backward.name in ("neumann",) else "")
+    return f"{m.kind} + {bw} ({m.net.name} {m.net.depth}x{m.net.width})"
+
+
+def _budget_curve(model, val, budgets, batch_size, device) -> list[dict[str, float]]:
+    """PSNR when the solve is cut at each test-time iteration budget."""
+    solver = model.solver
+    saved = (solver.eval_max_iter, solver.eval_tol)
+    out = []
+    try:
+        for k in budgets:
+            solver.eval_max_iter, solver.eval_tol = int(k), 1e-12  # exactly k iterations
+            res = evaluate(model, val, name=f"k={k}", batch_size=batch_size, device=device)
+            out.append({"iterations": int(k), "psnr": round(float(res.psnr.mean()), 4)})
+    finally:
+        solver.eval_max_iter, solver.eval_tol = saved
+    return out
+
+
+def write_comparison(
+    out: dict[str, Any], out_dir: str | Path, *, command: str, device: str, date: str
+) -> list[dict[str, Any]]:
+    """results.json, results.md, figure.png (same images across methods), iterations.png."""
+    out_dir = Path(out_dir)
+    table = []
+    for row in out["rows"]:
+        rec = row.result.summary()
+        rec.update({k: v for k, v in row.info.items() if v is not None})
+        rec.update(device=device, date=date, command=command)
+        table.append(rec)
+    write_json(
+        out_dir / "results.json",
+        {
+            "task": out["task"],
+            "rows": table,
+            "iterations_curves": out["curves"],
+            "tuning": out["tuning"],
+        },
+    )
+    md = [
+        f"# Comparison on `{out['task']}`\n",
+        f"{date}, {device}. Command: `{command}`\n",
+        markdown_table(table, COLUMNS),
+    ]
+    write_text(out_dir / "results.md", "\n".join(md))
+    rows = out["rows"]
+    n = min(len(r.result.examples) for r in rows) if rows else 0
+    if n:
+        val = out["val"]
+        images = [[val[i][0]] + [r.result.examples[i] for r in rows] for i in range(n)]
+        labels = [[""] + [f"{float(r.result.psnr[i]):.2f} dB" for r in rows] for i in range(n)]
+        figure_grid(
+            out_dir / "figure.png",
+            ["ground truth"] + [r.result.method for r in rows],
+            images,
+            labels,
+        )
+    if out["curves"]:
+        _plot_curves(out_dir / "iterations.png", out["curves"])
+    return table
+
+
+def _plot_curves(path: Path, curves: dict[str, list[dict[str, float]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jfb.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, pts in curves.items():
+        ax.plot([p["iterations"] for p in pts], [p["psnr"] for p in pts], marker="o", label=name)
+    ax.set_xlabel("test-time fixed-point iterations")
+    ax.set_ylabel("PSNR (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
