@@ -249,3 +249,78 @@ def test_a_few_jfb_steps_learn_to_deblur():
         loss.backward()
         opt.step()
     assert float(loss) < 0.5 * start
+
+
+@pytest.mark.parametrize(
+    ("override", "check"),
+    [
+        ("model.kind=deprox", lambda m: isinstance(m, DEProx)),
+        ("model.kind=feedforward", lambda m: isinstance(m, Feedforward)),
+        ("model.init=y", lambda m: m.init == "y"),
+        ("model.eta=0.3", lambda m: abs(float(m.eta.detach()) - 0.3) < 1e-6),
+        ("model.eta_max=5.0", lambda m: m.eta_max == 5.0),
+        (
+            "model.net.depth=4",
+            lambda m: sum(isinstance(c, torch.nn.Conv2d) for c in m.net.modules()) == 4,
+        ),
+        ("model.net.width=6", lambda m: m.net.body[0].out_channels == 6),
+        (
+            "model.net.spectral_norm=false",
+            lambda m: not any(n.endswith(".u") for n, _ in m.named_buffers()),
+        ),
+        ("model.net.residual=true", lambda m: m.net.residual),
+        (
+            "model.net.sn_target=0.5",
+            lambda m: any(getattr(p, "target", None) == 0.5 for p in m.net.modules()),
+        ),
+        ("model.net.name=unet", lambda m: type(m.net).__name__ == "UNet"),
+        ("model.solver.name=picard", lambda m: isinstance(m.solver, Picard)),
+        ("model.solver.tol=0.01", lambda m: m.solver.tol == 0.01),
+        ("model.solver.max_iter=7", lambda m: m.solver.max_iter == 7),
+        ("model.solver.eval_max_iter=70", lambda m: m.solver.eval_max_iter == 70),
+        ("model.solver.eval_tol=1e-6", lambda m: m.solver.eval_tol == 1e-6),
+        ("model.solver.m=3", lambda m: m.solver.m == 3),
+        ("model.solver.lam=0.1", lambda m: m.solver.lam == 0.1),
+        ("model.solver.beta=0.5", lambda m: m.solver.beta == 0.5),
+        ("model.solver.check_every=4", lambda m: m.solver.check_every == 4),
+        ("model.backward.name=unrolled", lambda m: isinstance(m.backward, Unrolled)),
+        ("model.backward.k=3", lambda m: m.backward == JFB(3)),
+        (
+            "model.backward.name=ift",
+            lambda m: m.backward == IFT(solver="anderson", tol=1e-4, max_iter=50),
+        ),
+    ],
+)
+def test_every_model_config_key_reaches_the_model(override, check):
+    from jfb.config import load_config
+
+    cfg = load_config(None, ["model.net.depth=3", "model.net.width=4", override])
+    model = build_model(cfg.to_dict()["model"], make_op().float())
+    assert check(model), override
+
+
+def test_config_backward_variants_reach_the_strategy():
+    from jfb.config import load_config
+
+    for sets, expected in (
+        (
+            [
+                "model.backward.name=ift",
+                "model.backward.solver=gmres",
+                "model.backward.tol=1e-7",
+                "model.backward.max_iter=9",
+            ],
+            IFT(solver="gmres", tol=1e-7, max_iter=9),
+        ),
+        (
+            ["model.backward.name=ift", "model.backward.solver=picard"],
+            IFT(solver="fixed_point", tol=1e-4, max_iter=50),
+        ),
+        (["model.backward.name=neumann", "model.backward.k=6"], Neumann(6)),
+    ):
+        cfg = load_config(None, ["model.net.depth=3", "model.net.width=4", *sets])
+        assert build_model(cfg.to_dict()["model"], make_op().float()).backward == expected
+    cfg = load_config(
+        None, ["model.solver.name=picard", "model.solver.damping=0.3", "model.net.depth=3"]
+    )
+    assert build_model(cfg.to_dict()["model"], make_op().float()).solver.damping == 0.3

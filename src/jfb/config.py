@@ -124,7 +124,9 @@ class BackwardConfig:
     k: int = _f(1, ge=1, doc="JFB steps / Neumann terms")
     tol: float = _f(1e-4, gt=0, doc="IFT linear-solve tolerance")
     max_iter: int = _f(50, ge=1, doc="IFT linear-solve iteration cap")
-    solver: Literal["anderson", "picard"] = _f("anderson", doc="IFT linear solver")
+    solver: Literal["anderson", "picard", "gmres"] = _f(
+        "anderson", doc="IFT linear solver (picard = fixed-point iteration)"
+    )
 
 
 @dataclass
