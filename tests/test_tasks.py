@@ -1,0 +1,198 @@
+"""Task registry, forward models, data wiring, seeded evaluation noise, spec parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from jfb.data import EVAL_IMAGES, celeba128_root
+from jfb.errors import ConfigError, DataError
+from jfb.metrics import psnr
+from jfb.physics import Blur, GaussianNoise, kernels
+from jfb.tasks import TASKS, Task, get_task, list_tasks, parse_task
+
+
+def _need_celeba() -> Path:
+    try:
+        return celeba128_root()
+    except DataError as exc:
+        pytest.skip(f"CelebA-128 not available beside the repository: {exc}")
+
+
+def test_registry_lists_the_protocol_tasks() -> None:
+    assert list_tasks() == ["celeba-gauss5", "celeba-motion", "natural-gauss5", "demo"]
+    for name in list_tasks():
+        t = get_task(name)
+        assert t is TASKS[name] and t.name == name and t.description
+        op, noise = t.operator(), t.noise()
+        assert isinstance(op, Blur) and isinstance(noise, GaussianNoise)
+        assert op.padding == "zeros"
+        assert float(op.kernel.sum()) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="unknown task 'celeba'.*celeba-gauss5"):
+        get_task("celeba")
+
+
+def test_forward_models_follow_the_protocol() -> None:
+    g = get_task("celeba-gauss5")
+    assert torch.equal(g.operator().kernel, kernels.gaussian(5, 5.0))
+    assert g.noise().sigma == 0.005
+    m = get_task("celeba-motion")
+    k = m.operator().kernel
+    assert torch.equal(k, kernels.motion(9, seed=0)) and k.shape == (9, 9)
+    assert not torch.allclose(k, k.flip(0).flip(1))  # not symmetric: a wrong adjoint shows
+    assert m.noise().sigma == 0.01
+    for name in ("natural-gauss5", "demo"):
+        t = get_task(name)
+        assert torch.equal(t.operator().kernel, g.operator().kernel)
+        assert t.noise().sigma == g.noise().sigma
+
+
+def test_celeba_tasks_use_the_shared_data() -> None:
+    root = _need_celeba()
+    for name in ("celeba-gauss5", "celeba-motion"):
+        t = get_task(name)
+        val, train = t.val_set(), t.train_set()
+        assert len(val) == 1000 and len(train) == 8000
+        assert val.files[0] == root / "val" / "008001.jpg"  # type: ignore[attr-defined]
+        assert t.val_set(limit=3).__len__() == 3
+        x = t.train_set(crop=64, seed=0)[0]
+        assert x.shape == (3, 64, 64)
+        assert torch.equal(x, t.train_set(crop=64, seed=0)[0])  # seeded random crop
+        assert not torch.equal(x, t.train_set(crop=64, seed=1)[0])
+        assert t.val_set(limit=1, crop=100, mode="grey")[0].shape == (1, 100, 100)
+
+
+def test_celeba_eval_noise_is_fixed_and_training_noise_is_fresh() -> None:
+    _need_celeba()
+    t = get_task("celeba-gauss5")
+    a, b = t.val_pairs(limit=4), t.val_pairs(limit=4)  # two separate constructions
+    for i in (0, 3):
+        assert torch.equal(a[i][1], b[i][1])
+    x, y = a[2]
+    n = y - t.operator().A(x[None])[0]
+    assert torch.allclose(n, 0.005 * torch.randn(x.shape, generator=torch.Generator()
+                                                  .manual_seed(2)), atol=1e-6)
+    assert not torch.equal(t.val_pairs(limit=1, seed=1)[0][1], a[0][1])
+    tr = t.train_pairs()
+    assert torch.equal(tr[0][0], tr[0][0])
+    assert not torch.equal(tr[0][1], tr[0][1])
+    # the blurred, noisy input scores about the protocol's 24 dB (first 20 images)
+    pairs = t.val_pairs(limit=20)
+    xs, ys = (torch.stack(v) for v in zip(*(pairs[i] for i in range(20)), strict=True))
+    assert 22.0 < psnr(ys.clamp(0, 1), xs).mean().item() < 26.0
+
+
+def test_natural_tasks_data() -> None:
+    t = get_task("natural-gauss5")
+    val = t.val_set()
+    assert len(val) == len(EVAL_IMAGES) and val[0].shape == (3, 256, 256)
+    train = t.train_set()
+    assert train[0].shape == (3, 64, 64)
+    assert t.train_set(crop=32)[0].shape == (3, 32, 32)
+    assert not torch.equal(t.train_set(seed=1)[0], train[0])
+    assert t.val_set(crop=128)[0].shape == (3, 128, 128)
+    assert t.val_set(mode="grey")[0].shape == (1, 256, 256)
+    assert t.train_set(mode="grey")[0].shape == (1, 64, 64)
+    demo = get_task("demo")
+    assert demo.train_set()[0].shape == (3, 48, 48)
+    assert demo.val_set()[0].shape == (3, 128, 128)
+    p1, p2 = demo.val_pairs(), demo.val_pairs()
+    assert torch.equal(p1[5][1], p2[5][1])
+    assert p1[5][1].shape == (3, 128, 128)
+    tp = demo.train_pairs()
+    assert torch.equal(tp[0][0], tp[0][0]) and not torch.equal(tp[0][1], tp[0][1])
+
+
+def test_parse_task_examples(tmp_path: Path) -> None:
+    t = parse_task("kernel=gaussian:7:2.0,noise=0.01,padding=circular,data=natural")
+    assert torch.equal(t.operator().kernel, kernels.gaussian(7, 2.0))
+    assert t.operator().padding == "circular" and t.noise().sigma == 0.01
+    assert t.val_data == "natural:crops:256" and t.train_data == "natural:patches:64"
+    m = parse_task("kernel=motion:9:3")
+    assert torch.equal(m.kernel_tensor(), kernels.motion(9, seed=3))
+    assert m.noise_sigma == 0.005 and m.padding == "zeros"  # celeba-gauss5's defaults
+    assert m.train_data == "celeba128:train"
+    assert torch.equal(parse_task("kernel=motion:9:3:0.2").kernel_tensor(),
+                       kernels.motion(9, seed=3, intensity=0.2))
+    assert torch.equal(parse_task("kernel=disk:2.5").kernel_tensor(), kernels.disk(2.5))
+    k = np.outer([1, 2, 1], [1, 0, 3]).astype(np.float64)
+    np.save(tmp_path / "k.npy", k)
+    f = parse_task(f"kernel=file:{tmp_path / 'k.npy'},noise=0")
+    assert torch.allclose(f.kernel_tensor(), torch.from_numpy(k / k.sum()).float())
+    assert f.noise().sigma == 0.0
+    assert get_task("kernel=gaussian:3:1.0,name=mine").name == "mine"
+
+
+def test_parse_task_data_folders(tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)).save(flat / f"{i}.png")
+    t = parse_task(f"data={flat}")
+    assert t.train_data is None and t.val_data == f"folder:{flat}"
+    assert len(t.val_set()) == 3 and t.val_set()[1].shape == (3, 20, 24)
+    with pytest.raises(ConfigError, match="no training data"):
+        t.train_set()
+    assert torch.equal(t.val_pairs()[2][1], parse_task(f"data={flat}").val_pairs()[2][1])
+
+    split = tmp_path / "split"
+    for s in ("train", "val"):
+        (split / s).mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(split / s / "a.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(split / "train" / "b.png")
+    t2 = parse_task(f"data={split}")
+    assert len(t2.train_set()) == 2 and len(t2.val_set()) == 1
+    assert t2.train_set(crop=8)[0].shape == (3, 8, 8)
+    t3 = parse_task(f"data={split},train={flat},val=natural:crops:64")
+    assert len(t3.train_set()) == 3 and t3.val_set()[0].shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("kernel=gaussian:6:2.0", "kernel=.*odd"),
+        ("kernel=motion:8", "kernel=.*odd"),
+        ("kernel=gaussian:5:-1", "sigma must be > 0"),
+        ("kernel=gaussian:5", "gaussian:SIZE:SIGMA"),
+        ("kernel=gaussian:five:1.0", "size must be an integer"),
+        ("kernel=box:5", "unknown kernel type 'box'"),
+        ("kernel=disk:0", "radius"),
+        ("kernel=file:/no/such/k.npy", "kernel=.*not found"),
+        ("kernel=motion:9:-2", "seed"),
+        ("kernel=motion:9:0:1.5", "intensity"),
+        ("noise=-0.01", "noise"),
+        ("noise=nan", "noise.*finite"),
+        ("noise=abc", "noise must be a number"),
+        ("padding=mirror", "padding='mirror'"),
+        ("kernel=gaussian:5:1.0,blur=3", "unknown key 'blur'"),
+        ("kernel=gaussian:5:1.0,noise", "not key=value"),
+        ("noise=0.1,noise=0.2", "given twice"),
+        ("noise=", "noise= is empty"),
+        ("data=/no/such/folder", "data="),
+        ("val=/no/such/folder", "val="),
+        ("train=natural:patches:x", "size must be an integer"),
+        ("train=celeba128:test", "celeba128:train or celeba128:val"),
+        (" , ", "no key=value"),
+    ],
+)
+def test_parse_task_errors_name_the_field(spec: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_task(spec)
+
+
+def test_task_round_trip_and_validation() -> None:
+    for name in list_tasks():
+        t = get_task(name)
+        assert parse_task(t.to_spec()) == t
+    with pytest.raises(ConfigError, match="padding"):
+        Task("x", "gaussian:5:1.0", 0.01, padding="same")
+    with pytest.raises(ConfigError, match="noise"):
+        Task("x", "gaussian:5:1.0", float("inf"))
+    with pytest.raises(ConfigError, match="data kind"):
+        Task("x", "gaussian:5:1.0", 0.01, val_data="imagenet:val")
+    with pytest.raises(ValueError, match="limit"):
+        get_task("demo").val_set(limit=0)
