@@ -88,13 +88,16 @@ def tuning_pairs(task: Task, n: int, crop: int | None = None) -> Dataset:
     return Subset(pairs, range(min(n, len(pairs))))
 
 
-def tune_weight(name: str, op, pairs: Dataset) -> tuple[float, list[dict[str, float]]]:
+def tune_weight(
+    name: str, op, pairs: Dataset, device: str | torch.device = "cpu"
+) -> tuple[float, list[dict[str, float]]]:
     """The grid weight of ``name`` with the best mean PSNR on ``pairs``, and every try."""
-    tried = []
-    for w in GRIDS[name]:
-        res = evaluate(classical_method(name, op, w), pairs, name=f"{name} {w:g}", batch_size=16)
-        tried.append({"weight": w, "psnr": round(float(res.psnr.mean()), 4)})
-    return max(tried, key=lambda r: r["psnr"])["weight"], tried
+    from jfb.baselines import tune
+
+    best, table = tune(
+        lambda w: classical_method(name, op, w), GRIDS[name], pairs, batch_size=16, device=device
+    )
+    return best, [{"weight": r.value, "psnr": round(r.psnr, 4)} for r in table]
 
 
 def compare(
@@ -155,7 +158,7 @@ def compare(
                 curves[name] = _budget_curve(model, val, iteration_budgets, batch_size, device)
         else:
             t0 = time.perf_counter()
-            weight, tried = tune_weight(spec, op, tuning_pairs(task, tune_images))
+            weight, tried = tune_weight(spec, op, tuning_pairs(task, tune_images), device)
             tuning[spec] = {
                 "best": weight,
                 "tried": tried,

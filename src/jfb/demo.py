@@ -18,15 +18,14 @@ import torch
 from torch.utils.data import Subset
 
 from jfb.atomic import write_text
-from jfb.baselines import tikhonov
+from jfb.compare import TUNE_SEED, classical_method, tune_weight
 from jfb.config import Config, load_config
 from jfb.evaluate import EvalResult, evaluate
 from jfb.pipeline import EVAL_SEED, build_run, load_model
 from jfb.report import figure_grid, markdown_table, training_curve, write_json
 from jfb.train.trainer import Trainer
 
-#: Tikhonov weights tried (gradient penalty), tuned on training patches.
-TIKHONOV_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+#: Training patches used to tune Tikhonov's weight.
 TUNE_IMAGES = 32
 
 
@@ -35,21 +34,6 @@ def demo_config(overrides: list[str] | tuple[str, ...] = ()) -> Config:
     path = resources.files("jfb") / "configs" / "demo.toml"
     with resources.as_file(path) as p:
         return load_config(p, list(overrides))
-
-
-def tikhonov_method(op, lam: float):
-    """y -> argmin ||A x - y||^2 + lam ||grad x||^2 (CG)."""
-    return lambda y: tikhonov(op, y, lam, penalty="gradient", max_iter=200)
-
-
-def tune_tikhonov(op, pairs, grid=TIKHONOV_GRID) -> tuple[float, list[dict[str, float]]]:
-    """Best lambda on ``pairs`` by mean PSNR; also every (lambda, psnr) tried."""
-    tried = []
-    for lam in grid:
-        res = evaluate(tikhonov_method(op, lam), pairs, name=f"tikhonov {lam:g}", batch_size=16)
-        tried.append({"lam": lam, "psnr": float(res.psnr.mean())})
-    best = max(tried, key=lambda r: r["psnr"])
-    return best["lam"], tried
 
 
 def run_demo(
@@ -72,12 +56,15 @@ def run_demo(
 
     op = run.task.operator()
     val = run.task.val_pairs(seed=EVAL_SEED)
-    lam, tried = tune_tikhonov(op, _tuning_pairs(run, cfg))
+    lam, tried = tune_weight("tikhonov", op, _tuning_pairs(run, cfg))
     model, _, _ = load_model(out / "best.safetensors")
     results: list[EvalResult] = [
         evaluate(lambda y: y, val, name="blurred input y", keep=n_figure),
         evaluate(
-            tikhonov_method(op, lam), val, name=f"Tikhonov (grad, lambda={lam:g})", keep=n_figure
+            classical_method("tikhonov", op, lam),
+            val,
+            name=f"Tikhonov (grad, lambda={lam:g})",
+            keep=n_figure,
         ),
         evaluate(model, val, name="DE-GRAD + JFB (ours)", keep=n_figure),
     ]
@@ -104,7 +91,7 @@ def _tuning_pairs(run, cfg: Config):
     from jfb.data import DegradedDataset
 
     clean = run.task.train_set(crop=cfg.data.patch_size, seed=cfg.train.seed)
-    pairs = DegradedDataset(clean, run.task.operator(), run.task.noise(), seed=12345)
+    pairs = DegradedDataset(clean, run.task.operator(), run.task.noise(), seed=TUNE_SEED)
     return Subset(pairs, range(min(TUNE_IMAGES, len(pairs))))
 
 

@@ -1,0 +1,208 @@
+"""Plug-and-play reconstructions: a denoiser D in place of a proximal operator.
+
+- PnP-ADMM:  x <- argmin 0.5||A x - y||^2 + rho/2 ||x - (z - u)||^2  (CG on A^T A + rho I),
+             z <- D(x + u),  u <- u + x - z.
+- PnP-PGD:   x <- D(x - step A^T (A x - y)).
+
+``denoiser`` is any callable ``D(v) -> v`` or, with ``sigma`` given, ``D(v, sigma) -> v``; it
+must act on each sample alone (no batch statistics), because converged samples are frozen and
+only the active ones are passed on. :class:`DenoiserWrapper` adapts a trained ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from jfb.baselines.tikhonov import conjugate_gradient
+from jfb.baselines.tv import _check_iter_tol, _check_positive, iterate_per_sample, relative_change
+from jfb.physics.base import LinearOperator
+
+__all__ = ["DenoiserWrapper", "pnp_admm", "pnp_pgd"]
+
+Denoiser = Callable[..., torch.Tensor]
+
+
+def _denoise(denoiser: Denoiser, v: torch.Tensor, sigma: float | None) -> torch.Tensor:
+    out = denoiser(v) if sigma is None else denoiser(v, sigma)
+    if not isinstance(out, torch.Tensor) or out.shape != v.shape:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the denoiser must return a tensor of its input's shape "
+                         f"{tuple(v.shape)}, got {shape}")
+    return out.to(dtype=v.dtype)
+
+
+def _start(op: LinearOperator, y: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        raise TypeError("y must be a floating torch.Tensor")
+    aty = op.A_adjoint(y)
+    if x0 is None:
+        return aty
+    if x0.shape != aty.shape:
+        raise ValueError(f"x0 has shape {tuple(x0.shape)}, expected A^T y's {tuple(aty.shape)}")
+    return x0.detach().to(device=aty.device, dtype=aty.dtype)
+
+
+def _check_sigma(sigma: float | None) -> float | None:
+    return None if sigma is None else _check_positive("sigma", sigma)
+
+
+def pnp_admm(
+    op: LinearOperator,
+    y: torch.Tensor,
+    denoiser: Denoiser,
+    *,
+    rho: float,
+    max_iter: int = 50,
+    tol: float = 1e-4,
+    cg_iters: int = 20,
+    cg_tol: float = 1e-6,
+    sigma: float | None = None,
+    x0: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """PnP-ADMM (module docstring), batched; returns z = D(x + u), the denoiser's output.
+
+    Args:
+        op, y: forward operator A and measurements (N, ...).
+        denoiser: D(v) (or D(v, sigma) when ``sigma`` is given).
+        rho: ADMM penalty > 0 (larger: x stays closer to the denoised z).
+        max_iter: ADMM iterations at most; 0 returns the starting point.
+        tol: sample i is frozen once ||z_{k+1} - z_k|| <= tol ||z_{k+1}||.
+        cg_iters: CG iterations at most per x-update (warm-started at the previous x).
+        cg_tol: CG stops once ||residual|| <= cg_tol ||right-hand side||; the fixed point is
+            only as accurate as the x-updates.
+        sigma: noise level passed to the denoiser as its second argument (None: not passed).
+        x0: starting x = z (default A^T y); u starts at 0.
+    """
+    _check_iter_tol(max_iter, tol)
+    rho = _check_positive("rho", rho)
+    sigma = _check_sigma(sigma)
+    if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
+        raise ValueError(f"cg_iters must be an int >= 1, got {cg_iters!r}")
+    _check_iter_tol(cg_iters, cg_tol)
+    with torch.no_grad():
+        x = _start(op, y, x0)
+        aty = op.A_adjoint(y)
+
+        def apply(v: torch.Tensor) -> torch.Tensor:
+            return op.normal(v) + rho * v
+
+        def step(state, consts):
+            x, z, u = state
+            (aty_,) = consts
+            x, _ = conjugate_gradient(apply, aty_ + rho * (z - u), x, max_iter=cg_iters,
+                                      tol=cg_tol)
+            z_new = _denoise(denoiser, x + u, sigma)
+            u = u + x - z_new
+            return (x, z_new, u), relative_change(z_new, z)
+
+        (_, z, _), _ = iterate_per_sample(step, (x, x, torch.zeros_like(x)), (aty,),
+                                          max_iter=max_iter, tol=tol)
+    return z
+
+
+def pnp_pgd(
+    op: LinearOperator,
+    y: torch.Tensor,
+    denoiser: Denoiser,
+    *,
+    step: float,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    sigma: float | None = None,
+    x0: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """PnP proximal gradient x <- D(x - step A^T (A x - y)), batched.
+
+    Args:
+        op, y: forward operator A and measurements (N, ...).
+        denoiser: D(v) (or D(v, sigma) when ``sigma`` is given).
+        step: gradient step > 0 (stable for step < 2 / ||A||^2 with a non-expansive D).
+        max_iter: iterations at most; 0 returns the starting point.
+        tol: sample i is frozen once ||x_{k+1} - x_k|| <= tol ||x_{k+1}||.
+        sigma: noise level passed to the denoiser as its second argument (None: not passed).
+        x0: starting point (default A^T y).
+    """
+    _check_iter_tol(max_iter, tol)
+    step_size = _check_positive("step", step)
+    sigma = _check_sigma(sigma)
+    with torch.no_grad():
+        x = _start(op, y, x0)
+
+        def update(state, consts):
+            (x,) = state
+            (y_,) = consts
+            x_new = _denoise(denoiser, x - step_size * op.A_adjoint(op.A(x) - y_), sigma)
+            return (x_new,), relative_change(x_new, x)
+
+        (x,), _ = iterate_per_sample(update, (x,), (y,), max_iter=max_iter, tol=tol)
+    return x
+
+
+def _first_conv_in_channels(net: nn.Module) -> int | None:
+    if isinstance(getattr(net, "in_channels", None), int):
+        return int(net.in_channels)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            return int(m.in_channels)
+    return None
+
+
+class DenoiserWrapper:
+    """Adapt a trained ``nn.Module`` denoiser to the PnP call ``D(v)`` / ``D(v, sigma)``.
+
+    The net runs in eval mode (its previous mode is restored afterwards) without gradients. If
+    the net takes C + 1 input channels for C-channel images, a constant noise-level map equal to
+    sigma is appended as the last channel (sigma = the call's argument, else ``sigma_in``); if it
+    takes C channels, v is passed as is (sigma is then ignored). The net's input channel count is
+    ``in_channels`` if given, else the net's ``in_channels`` attribute, else its first Conv2d's.
+    """
+
+    def __init__(self, net: nn.Module, sigma_in: float | None = None, *,
+                 in_channels: int | None = None) -> None:
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
+        self.net = net
+        self.sigma_in = _check_sigma(sigma_in)
+        if in_channels is None:
+            in_channels = _first_conv_in_channels(net)
+            if in_channels is None:
+                raise ValueError("cannot tell the net's input channels (no in_channels attribute "
+                                 "and no Conv2d): pass in_channels=")
+        elif isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be an int >= 1, got {in_channels!r}")
+        self.in_channels = int(in_channels)
+
+    def __repr__(self) -> str:
+        return (f"DenoiserWrapper({type(self.net).__name__}, sigma_in={self.sigma_in}, "
+                f"in_channels={self.in_channels})")
+
+    def __call__(self, v: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
+        """D(v) for v (N, C, H, W), with the noise-level channel when the net expects one."""
+        if v.dim() != 4:
+            raise ValueError(f"expected (N, C, H, W) images, got shape {tuple(v.shape)}")
+        c = v.shape[1]
+        if self.in_channels == c + 1:
+            level = self.sigma_in if sigma is None else _check_positive("sigma", sigma)
+            if level is None:
+                raise ValueError("the net takes a noise-level channel: pass sigma (to the call "
+                                 "or as sigma_in)")
+            inp = torch.cat([v, torch.full_like(v[:, :1], level)], dim=1)
+        elif self.in_channels == c:
+            inp = v
+        else:
+            raise ValueError(f"the net takes {self.in_channels} channels; images with {c} need "
+                             f"{c} (plain) or {c + 1} (with a noise-level map)")
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                out = self.net(inp)
+        finally:
+            self.net.train(was_training)
+        if out.shape != v.shape:
+            raise ValueError(f"the net returned shape {tuple(out.shape)} for images of shape "
+                             f"{tuple(v.shape)}")
+        return out

@@ -1,0 +1,260 @@
+"""Total-variation regularised least squares by Chambolle-Pock primal-dual iterations.
+
+x = argmin_x 0.5 ||A x - y||^2 + lam TV(x), with TV built on the forward-difference gradient
+D (Neumann boundary, :func:`jfb.baselines.tikhonov.gradient`):
+
+- isotropic (default): TV(x) = sum_{c, i, j} sqrt((D_v x)_{cij}^2 + (D_h x)_{cij}^2), per channel;
+- vectorial (colour) TV: TV(x) = sum_{i, j} sqrt(sum_c (D_v x)_{cij}^2 + (D_h x)_{cij}^2), one
+  edge set shared by the channels;
+- anisotropic: TV(x) = sum |D_v x| + |D_h x|.
+
+Chambolle-Pock (2011, Alg. 1, theta = 1) with K = [A; D], F(Ax, Dx) = 0.5||Ax - y||^2 + lam ||Dx||
+and G = 0, one dual variable per block:
+    p <- (p + sigma (A xbar - y)) / (1 + sigma)        (prox of sigma F1*, F1 = 0.5||. - y||^2)
+    q <- proj_{dual-norm ball of radius lam}(q + sigma D xbar)
+    x+ <- x - tau (A^T p + D^T q);   xbar <- 2 x+ - x
+converging when tau sigma ||K||^2 < 1. Here tau = r 0.99 / L and sigma = 0.99 / (r L) with
+L = sqrt(||A||^2 + 8) >= ||K|| (||K||^2 <= ||A||^2 + ||D||^2 and ||D||^2 < 8), so
+tau sigma L^2 = 0.98. The ratio r = tau / sigma (``step_ratio``) only changes the speed: the
+primal x lives on [0, 1] and the dual q on [-lam, lam], and r = 5 took 3-10x fewer iterations
+than r = 1 to reach a given objective on 128 x 128 Gaussian deblurring (lam 0.002-0.01).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from jfb.baselines.tikhonov import gradient, gradient_adjoint
+from jfb.physics.base import LinearOperator
+
+__all__ = ["total_variation", "tv_objective", "tv_reconstruct"]
+
+#: ||D||^2 < GRADIENT_NORM_SQ for the 2-D forward-difference gradient (4 per direction).
+GRADIENT_NORM_SQ = 8.0
+
+Step = Callable[[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]],
+                tuple[tuple[torch.Tensor, ...], torch.Tensor]]
+
+
+# ------------------------------------------------------------------------------ shared helpers
+def _bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample vector (N,) to broadcast against ``like`` (N, ...)."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _check_iter_tol(max_iter: int, tol: float) -> None:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (
+        math.isfinite(tol) and tol >= 0
+    ):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+
+
+def _check_positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def batch_weight(lam: float | torch.Tensor, like: torch.Tensor, name: str = "lam") -> torch.Tensor:
+    """A weight >= 0 given as a number or one value per sample, as an (N, 1, ..., 1) tensor
+    broadcasting against ``like`` (same device and dtype)."""
+    n = like.shape[0]
+    if isinstance(lam, torch.Tensor):
+        t = lam.detach().to(device=like.device, dtype=like.dtype).reshape(-1)
+        if t.numel() not in (1, n):
+            raise ValueError(f"{name} must be a number or hold one value per sample ({n}), "
+                             f"got {lam.numel()} values")
+    elif isinstance(lam, bool) or not isinstance(lam, (int, float)):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(lam).__name__}")
+    else:
+        t = torch.tensor([float(lam)], device=like.device, dtype=like.dtype)
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ValueError(f"{name} must be finite and >= 0, got {lam}")
+    return _bview(t.expand(n).clone(), like)
+
+
+def relative_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||new - old|| / ||new|| (0 when both are 0) -> Tensor[N]."""
+    n = new.shape[0]
+    num = torch.linalg.vector_norm((new - old).reshape(n, -1), dim=1)
+    den = torch.linalg.vector_norm(new.reshape(n, -1), dim=1)
+    tiny = torch.finfo(new.dtype).tiny
+    return torch.where(num == 0, torch.zeros_like(num), num / torch.clamp(den, min=tiny))
+
+
+def iterate_per_sample(
+    step: Step,
+    state: tuple[torch.Tensor, ...],
+    consts: tuple[torch.Tensor, ...],
+    *,
+    max_iter: int,
+    tol: float,
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Run ``state <- step(state, consts)`` up to ``max_iter`` times, freezing each sample once the
+    relative change that ``step`` reports for it is <= ``tol``.
+
+    ``step`` sees only the still-active samples (every tensor of ``state`` and ``consts`` is
+    indexed on its first, batch, dimension), so a sample's result is the same whether it is solved
+    alone or in a batch. Returns (state, per-sample iteration counts as LongTensor[N]).
+    """
+    n = state[0].shape[0]
+    device = state[0].device
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    iters = torch.zeros(n, dtype=torch.long, device=device)
+    state = tuple(s.clone() for s in state)
+    for _ in range(max_iter):
+        if bool(active.all()):
+            new_state, change = step(state, consts)
+            state = tuple(new_state)
+            idx = None
+        else:
+            idx = torch.nonzero(active).flatten()
+            sub = tuple(s.index_select(0, idx) for s in state)
+            sub_consts = tuple(c.index_select(0, idx) if c.shape[0] == n else c for c in consts)
+            new_sub, change = step(sub, sub_consts)
+            state = tuple(s.index_copy(0, idx, ns) for s, ns in zip(state, new_sub, strict=True))
+        if idx is None:
+            iters = iters + 1
+            done = change <= tol
+            active = ~done
+        else:
+            iters = iters.index_add(0, idx, torch.ones_like(idx))
+            active = active.index_put((idx,), change > tol)
+        if not bool(active.any()):
+            break
+    return state, iters
+
+
+# ------------------------------------------------------------------------------------ TV terms
+def _check_mode(isotropic: bool, vectorial: bool) -> None:
+    if not isinstance(isotropic, bool) or not isinstance(vectorial, bool):
+        raise TypeError("isotropic and vectorial must be bools")
+    if vectorial and not isotropic:
+        raise ValueError("vectorial TV couples channels in an isotropic (l2) norm: "
+                         "vectorial=True needs isotropic=True")
+
+
+def _magnitude(g: torch.Tensor, isotropic: bool, vectorial: bool) -> torch.Tensor:
+    """Pointwise norm of a gradient field g (N, C, 2, H, W), shaped to broadcast against g."""
+    if not isotropic:
+        return g.abs()
+    dims = (1, 2) if vectorial else (2,)
+    return torch.sqrt(torch.sum(g * g, dim=dims, keepdim=True))
+
+
+def total_variation(
+    x: torch.Tensor, *, isotropic: bool = True, vectorial: bool = False
+) -> torch.Tensor:
+    """TV(x) per sample (see the module docstring for the three variants) -> Tensor[N]."""
+    _check_mode(isotropic, vectorial)
+    if x.dim() != 4:
+        raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
+    m = _magnitude(gradient(x), isotropic, vectorial)
+    return m.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def tv_objective(
+    op: LinearOperator,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    lam: float | torch.Tensor,
+    *,
+    isotropic: bool = True,
+    vectorial: bool = False,
+) -> torch.Tensor:
+    """0.5 ||A x - y||^2 + lam TV(x) per sample -> Tensor[N]."""
+    lam_b = batch_weight(lam, x).reshape(-1)
+    r = (op.A(x) - y).reshape(x.shape[0], -1)
+    tv = total_variation(x, isotropic=isotropic, vectorial=vectorial)
+    return 0.5 * torch.sum(r * r, dim=1) + lam_b * tv
+
+
+def _project(q: torch.Tensor, lam_b: torch.Tensor, isotropic: bool, vectorial: bool):
+    """Projection onto {q : |q|_* <= lam} pointwise (the dual ball of the TV norm)."""
+    lam_q = lam_b.unsqueeze(-1)  # (N, 1, 1, 1, 1) against (N, C, 2, H, W)
+    if not isotropic:
+        return torch.maximum(torch.minimum(q, lam_q), -lam_q)
+    m = _magnitude(q, True, vectorial)
+    return q / torch.clamp(m / torch.clamp(lam_q, min=torch.finfo(q.dtype).tiny), min=1.0)
+
+
+# ---------------------------------------------------------------------------------- the solver
+def tv_reconstruct(
+    op: LinearOperator,
+    y: torch.Tensor,
+    lam: float | torch.Tensor,
+    *,
+    max_iter: int = 300,
+    tol: float = 1e-5,
+    isotropic: bool = True,
+    vectorial: bool = False,
+    x0: torch.Tensor | None = None,
+    op_norm: float | None = None,
+    step_ratio: float = 5.0,
+) -> torch.Tensor:
+    """x = argmin 0.5 ||A x - y||^2 + lam TV(x) by Chambolle-Pock (module docstring), batched.
+
+    Args:
+        op: forward operator A; x has the shape of A^T y (so "valid" blurs work).
+        y: measurements (N, ...); each sample is solved on its own.
+        lam: TV weight >= 0, a number or a tensor of N per-sample weights.
+        max_iter: iterations at most; 0 returns the starting point.
+        tol: sample i stops (is frozen) once ||x_{k+1} - x_k|| <= tol ||x_{k+1}||.
+        isotropic: l2 norm of (D_v, D_h) per pixel (True) or l1, anisotropic TV (False).
+        vectorial: with isotropic, one l2 norm over channels and directions (colour TV).
+        x0: starting point (default A^T y).
+        op_norm: ||A||_2 if known; default 1.02 x a power-iteration estimate (which approaches
+            from below).
+        step_ratio: r = tau / sigma > 0; tau = 0.99 r / L, sigma = 0.99 / (r L),
+            L = sqrt(op_norm^2 + 8). Changes the path, not the limit.
+    Returns x without an autograd graph and without clamping (callers clamp).
+    """
+    _check_iter_tol(max_iter, tol)
+    _check_mode(isotropic, vectorial)
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        raise TypeError("y must be a floating torch.Tensor")
+    with torch.no_grad():
+        aty = op.A_adjoint(y)
+        if aty.dim() != 4:
+            raise ValueError(f"TV needs images: A^T y must be (N, C, H, W), got {tuple(aty.shape)}")
+        lam_b = batch_weight(lam, aty)
+        if x0 is None:
+            x = aty
+        else:
+            if x0.shape != aty.shape:
+                raise ValueError(f"x0 has shape {tuple(x0.shape)}, expected A^T y's "
+                                 f"{tuple(aty.shape)}")
+            x = x0.detach().to(device=aty.device, dtype=aty.dtype)
+        if op_norm is None:
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            op_norm = 1.02 * op.norm_estimate((1, *aty.shape[1:]), n_iter=60, tol=1e-5,
+                                              generator=gen, device=aty.device, dtype=aty.dtype)
+        elif isinstance(op_norm, bool) or not isinstance(op_norm, (int, float)) or not (
+            math.isfinite(op_norm) and op_norm >= 0
+        ):
+            raise ValueError(f"op_norm must be a finite number >= 0, got {op_norm!r}")
+        ratio = _check_positive("step_ratio", step_ratio)
+        big_l = math.sqrt(float(op_norm) ** 2 + GRADIENT_NORM_SQ)
+        tau, sigma = 0.99 * ratio / big_l, 0.99 / (ratio * big_l)
+
+        def step(state, consts):
+            x, xbar, p, q = state
+            y_, lam_ = consts
+            p = (p + sigma * (op.A(xbar) - y_)) / (1.0 + sigma)
+            q = _project(q + sigma * gradient(xbar), lam_, isotropic, vectorial)
+            x_new = x - tau * (op.A_adjoint(p) + gradient_adjoint(q))
+            return (x_new, 2.0 * x_new - x, p, q), relative_change(x_new, x)
+
+        p0 = torch.zeros_like(y)
+        q0 = torch.zeros_like(gradient(x))
+        (x, _, _, _), _ = iterate_per_sample(step, (x, x, p0, q0), (y, lam_b),
+                                             max_iter=max_iter, tol=tol)
+    return x
