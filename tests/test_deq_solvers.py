@@ -8,21 +8,21 @@ import torch
 from jfb.deq import Anderson, Picard, fixed_point, relative_residual
 from jfb.errors import SolverError
 
-torch.set_default_dtype(torch.float64)
+DT = torch.float64  # explicit everywhere: no global default-dtype change leaking into other tests
 
 
 def affine_problem(n=3, d=40, radius=0.95, seed=0):
     """T(x) = W x + b per sample, W symmetric with eigenvalues in [-radius, radius]."""
     g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(n, d, d, generator=g))
-    ev = (torch.rand(n, d, generator=g) * 2 - 1) * radius
+    q, _ = torch.linalg.qr(torch.randn(n, d, d, generator=g, dtype=DT))
+    ev = (torch.rand(n, d, generator=g, dtype=DT) * 2 - 1) * radius
     w = q @ torch.diag_embed(ev) @ q.transpose(1, 2)
-    b = torch.randn(n, d, generator=g)
+    b = torch.randn(n, d, generator=g, dtype=DT)
 
     def f(x):
         return torch.einsum("nij,nj->ni", w, x) + b
 
-    x_true = torch.linalg.solve(torch.eye(d) - w, b[..., None])[..., 0]
+    x_true = torch.linalg.solve(torch.eye(d, dtype=DT) - w, b[..., None])[..., 0]
     return f, x_true, w, b
 
 
@@ -59,10 +59,10 @@ def test_per_sample_freezing_easy_and_hard_sample(solver):
     def f(x):
         return torch.einsum("nij,nj->ni", w, x) + b
 
-    x, stats = fixed_point(f, torch.zeros(2, w.shape[1]), solver=solver)
+    x, stats = fixed_point(f, torch.zeros(2, w.shape[1], dtype=DT), solver=solver)
     assert stats.iterations[0] < stats.iterations[1] / 3
     assert stats.n_evals == int(stats.iterations.max())
-    x_easy, st_easy = fixed_point(fe, torch.zeros(1, w.shape[1]), solver=solver)
+    x_easy, st_easy = fixed_point(fe, torch.zeros(1, w.shape[1], dtype=DT), solver=solver)
     assert int(st_easy.iterations[0]) == int(stats.iterations[0])
     assert torch.allclose(x[0], x_easy[0], atol=1e-12, rtol=0)
 
@@ -131,13 +131,15 @@ def test_damping_and_anderson_parameters_change_the_iteration():
 def test_anderson_survives_a_singular_least_squares_system():
     """T(x) = x + c has identical residuals every step: G G^T is rank one, the bordered system
     singular without regularisation. Anderson must fall back, not produce NaN."""
-    c = torch.ones(2, 5)
+    c = torch.ones(2, 5, dtype=DT)
 
     def f(x):
         return x + c
 
     for lam in (0.0, 1e-4):
-        x, st = fixed_point(f, torch.zeros(2, 5), solver=Anderson(tol=1e-6, max_iter=10, lam=lam))
+        x, st = fixed_point(
+            f, torch.zeros(2, 5, dtype=DT), solver=Anderson(tol=1e-6, max_iter=10, lam=lam)
+        )
         assert torch.isfinite(x).all()
         assert not st.nonfinite.any() and not st.converged.any()
 
@@ -202,6 +204,6 @@ def test_bad_anderson_settings_and_bad_calls_are_rejected():
     with pytest.raises(ValueError, match="damping"):
         Picard(damping=0.0)
     with pytest.raises(TypeError, match="solver"):
-        fixed_point(lambda x: x, torch.zeros(1, 2), solver="anderson")
+        fixed_point(lambda x: x, torch.zeros(1, 2, dtype=DT), solver="anderson")
     with pytest.raises(ValueError, match="shape"):
-        fixed_point(lambda x: x[:, :1], torch.zeros(2, 3), solver=Picard())
+        fixed_point(lambda x: x[:, :1], torch.zeros(2, 3, dtype=DT), solver=Picard())

@@ -19,14 +19,14 @@ def initial_estimate(op: LinearOperator, y: torch.Tensor, init: str) -> torch.Te
     if init == "adjoint":
         return op.A_adjoint(y)
     if init == "y":
-        x0 = y
-        expected = op.out_shape(tuple(y.shape))
-        if tuple(expected) != tuple(y.shape):
+        # The image has the shape of A^T y (computed on the meta device: no work, no memory).
+        image_shape = tuple(op.A_adjoint(torch.empty(y.shape, device="meta", dtype=y.dtype)).shape)
+        if image_shape != tuple(y.shape):
             raise ValueError(
-                f"init='y' needs an operator that keeps the image size; {type(op).__name__} maps "
-                f"{tuple(y.shape)} to {tuple(expected)}: use init='adjoint'"
+                f"init='y' needs an operator that keeps the image size; {type(op).__name__} "
+                f"measures {image_shape} images as {tuple(y.shape)}: use init='adjoint'"
             )
-        return x0
+        return y
     if init == "tikhonov":
         from jfb.baselines import tikhonov
 
