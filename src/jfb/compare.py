@@ -193,11 +193,15 @@ def _logged_seconds(checkpoint: str) -> float | None:
 
 
 def _model_name(cfg) -> str:
+    """E.g. "degrad + jfb (dncnn 7x32, SN<=1)" or "feedforward (dncnn 7x32)"."""
     m = cfg.model
+    net = f"{m.net.name} {m.net.depth}x{m.net.width}"
+    if m.net.spectral_norm:
+        net += f", SN<={m.net.sn_target:g}"
     if m.kind == "feedforward":
-        return f"feedforward {m.net.name} ({m.net.depth}x{m.net.width})"
-    bw = m.backward.name + (f"({m.backward.k})" if m.backward.name in ("neumann",) else "")
-    return f"{m.kind} + {bw} ({m.net.name} {m.net.depth}x{m.net.width})"
+        return f"feedforward ({net})"
+    bw = m.backward.name + (f"({m.backward.k})" if m.backward.k != 1 else "")
+    return f"{m.kind} + {bw} ({net})"
 
 
 def _budget_curve(model, val, budgets, batch_size, device) -> list[dict[str, float]]:
