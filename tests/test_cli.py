@@ -263,3 +263,10 @@ def test_deblur_uses_the_shipped_default_model(capsys, tmp_path):
     assert code == 0, err
     out = load_image(dst)[None]
     assert float(psnr(out, x)) > float(psnr(y.clamp(0, 1), x)) + 2.0
+
+
+def test_bench_subcommand_takes_its_own_options(tmp_path, capsys):
+    code, out, err = run(["bench", "--scenario", "floor", "--size", "tiny", "--repeats", "1",
+                          "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert list(tmp_path.glob("floor_tiny.json"))

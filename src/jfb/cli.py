@@ -147,13 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the built-in tasks")
     _add_common(p)
 
-    p = sub.add_parser("bench", help="benchmarks of training and inference cost", add_help=False)
-    p.add_argument("args", nargs=argparse.REMAINDER)
+    # Listed for --help only: main() hands `jfb bench ...` to jfb.bench.main before parsing.
+    sub.add_parser("bench", help="benchmarks of training and inference cost (jfb bench --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the bench has its own parser (see `jfb bench --help`)
+        from jfb.bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = "jfb " + " ".join(argv)  # recorded in results next to their numbers
@@ -335,12 +339,6 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from jfb.bench import main as bench_main
-
-    return bench_main(args.args)
-
-
 COMMANDS = {
     "demo": cmd_demo,
     "train": cmd_train,
@@ -348,7 +346,6 @@ COMMANDS = {
     "deblur": cmd_deblur,
     "compare": cmd_compare,
     "tasks": cmd_tasks,
-    "bench": cmd_bench,
 }
 
 if __name__ == "__main__":
