@@ -15,14 +15,6 @@ from jfb.physics import Blur, GaussianNoise, kernels
 KERNEL = torch.tensor([[0.0, 0.05, 0.0], [0.02, 0.8, 0.08], [0.0, 0.05, 0.0]],
                       dtype=torch.float64)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread. With 2 threads on a busy 2-core machine the OpenMP
-    barriers of these ~1 us ops made the iterative solvers ~50x slower (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _identity(v):

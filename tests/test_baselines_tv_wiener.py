@@ -16,14 +16,6 @@ from jfb.physics import Blur, GaussianNoise, Identity, kernels
 # A non-symmetric, well-conditioned 3x3 kernel (|symbol| >= 0.2): A^T A is invertible.
 KERNEL = torch.tensor([[0.0, 0.1, 0.0], [0.05, 0.6, 0.15], [0.0, 0.1, 0.0]], dtype=torch.float64)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread. With 2 threads on a busy 2-core machine the OpenMP
-    barriers of these ~1 us ops made the iterative solvers ~50x slower (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 MODES = {  # name -> (isotropic, vectorial)

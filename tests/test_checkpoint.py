@@ -222,7 +222,7 @@ def test_crash_before_rename_keeps_previous_file(tmp_path, monkeypatch):
     def no_replace(src, dst):
         raise KeyboardInterrupt  # e.g. killed between fsync and rename
 
-    monkeypatch.setattr(ck.os, "replace", no_replace)
+    monkeypatch.setattr(os, "replace", no_replace)
     with pytest.raises(KeyboardInterrupt):
         _save(path, model, step=2)
     monkeypatch.undo()
@@ -233,7 +233,7 @@ def test_crash_before_rename_keeps_previous_file(tmp_path, monkeypatch):
 def test_write_goes_through_fsync(tmp_path, monkeypatch):
     calls = []
     real = os.fsync
-    monkeypatch.setattr(ck.os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd)))
     model, _, _ = _trained()
     _save(tmp_path / "sub" / "c.safetensors", model)  # also creates the folder
     assert len(calls) >= 1

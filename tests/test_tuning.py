@@ -13,16 +13,6 @@ from jfb.metrics import psnr, ssim
 from jfb.physics import Blur, GaussianNoise, kernels
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread. With 2 threads on a busy 2-core machine the OpenMP
-    barriers of these ~1 us ops made the iterative solvers ~50x slower (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _pairs(n=5, size=16, noise=0.03):
     gen = torch.Generator().manual_seed(0)
     op = Blur(kernels.gaussian(5, 1.5), padding="circular")

@@ -28,7 +28,7 @@ from jfb.data import DegradedDataset
 from jfb.errors import ConfigError
 from jfb.evaluate import EvalResult, evaluate
 from jfb.pipeline import EVAL_SEED, load_model
-from jfb.report import figure_grid, markdown_table, write_json
+from jfb.report import figure_grid, markdown_table, save_figure, write_json
 from jfb.tasks import Task
 
 #: Seed of the tuning noise (distinct from the evaluation seed).
@@ -268,8 +268,6 @@ def _plot_curves(path: Path, curves: dict[str, list[dict[str, float]]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jfb.atomic import atomic_path
-
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, pts in curves.items():
         ax.plot([p["iterations"] for p in pts], [p["psnr"] for p in pts], marker="o", label=name)
@@ -277,7 +275,4 @@ def _plot_curves(path: Path, curves: dict[str, list[dict[str, float]]]) -> None:
     ax.set_ylabel("PSNR (dB)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

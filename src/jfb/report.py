@@ -32,6 +32,18 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def save_figure(fig, path: str | os.PathLike[str], *, title: str | None = None) -> None:
+    """Give ``fig`` its title and tight layout, write it as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
 def _to_hwc(img: torch.Tensor):
     img = img.detach().float().clamp(0, 1).cpu()
     if img.dim() == 3 and img.shape[0] == 1:
@@ -69,12 +81,7 @@ def figure_grid(
                 ax.set_title(columns[c], fontsize=10)
             if labels is not None and labels[r][c]:
                 ax.set_xlabel(labels[r][c], fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, title=title)
 
 
 def training_curve(
@@ -102,9 +109,4 @@ def training_curve(
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("validation PSNR (dB)")
     axes[1].grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, title=title)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from jfb.atomic import atomic_path
 from jfb.data import _png
 from jfb.errors import DataError
 
@@ -220,12 +220,6 @@ def load_image(path: str | os.PathLike[str], mode: str = "rgb") -> torch.Tensor:
     return to_mode(x, mode)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
                  ".tif": "TIFF", ".tiff": "TIFF"}
 
@@ -268,30 +262,17 @@ def save_image(x: torch.Tensor, path: str | os.PathLike[str], *, bits: int = 8) 
     peak = 255 if bits == 8 else 65535
     q = torch.round(t.to(device="cpu", dtype=torch.float64).clamp(0, 1) * peak)
     arr = q.permute(1, 2, 0).numpy().astype(np.uint8 if bits == 8 else np.uint16)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if fmt == "PNG" and bits == 16:
-                _png.encode(arr, f)
-            elif fmt == "TIFF":
-                import tifffile
+    with atomic_path(p) as tmp, open(tmp, "wb") as f:
+        if fmt == "PNG" and bits == 16:
+            _png.encode(arr, f)
+        elif fmt == "TIFF":
+            import tifffile
 
-                buf = io.BytesIO()
-                tifffile.imwrite(buf, arr if arr.shape[2] == 3 else arr[:, :, 0],
-                                 photometric="rgb" if arr.shape[2] == 3 else "minisblack")
-                f.write(buf.getvalue())
-            else:
-                im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
-                im.save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())
-        os.replace(tmp_name, p)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+            buf = io.BytesIO()
+            tifffile.imwrite(buf, arr if arr.shape[2] == 3 else arr[:, :, 0],
+                             photometric="rgb" if arr.shape[2] == 3 else "minisblack")
+            f.write(buf.getvalue())
+        else:
+            im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+            im.save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return p
