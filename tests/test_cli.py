@@ -116,6 +116,11 @@ def trained(tmp_path_factory):
 def test_train_eval_deblur_end_to_end(trained, capsys, tmp_path):
     ckpt = trained / "best.safetensors"
     assert ckpt.is_file() and (trained / "last.safetensors").is_file()
+    from jfb.report import training_curve
+
+    log = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    train_pts, val_pts = training_curve(tmp_path / "curve.png", log)  # the trainer's real log
+    assert len(train_pts) >= 3 and len(val_pts) >= 1
     code, out, err = run(
         ["eval", str(ckpt), "--max-images", "2", "--out", str(tmp_path / "ev"), "--device", "cpu"],
         capsys,

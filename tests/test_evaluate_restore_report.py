@@ -92,7 +92,10 @@ def test_markdown_table_and_json(tmp_path):
 def test_figures_are_written_as_png(tmp_path):
     imgs = [[torch.rand(3, 8, 8), torch.rand(1, 8, 8)]]
     figure_grid(tmp_path / "g.png", ["a", "b"], imgs, [["1 dB", "2 dB"]], title="t")
-    training_curve(tmp_path / "c.png", [{"step": 1, "loss": 0.1}, {"step": 2, "val_psnr": 20.0}])
+    train, val = training_curve(tmp_path / "c.png", [
+        {"kind": "train", "step": 1, "loss": 0.1}, {"kind": "val", "step": 2, "psnr": 20.0},
+        {"kind": "pretrain_val", "step": 1, "psnr": 9.0}])
+    assert train == [(1, 0.1)] and val == [(2, 20.0)]
     for name in ("g.png", "c.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "g.png"]  # no temp files left

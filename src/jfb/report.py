@@ -86,18 +86,18 @@ def figure_grid(
 
 def training_curve(
     path: str | os.PathLike[str], records: Sequence[dict[str, Any]], *, title: str | None = None
-) -> None:
-    """Plot training loss and validation PSNR against the step from JSONL log records.
-
-    Records with a "loss" key are training steps; records with "val_psnr" are validations.
+) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """Plot training loss and validation PSNR against the step, from the trainer's log records
+    (``metrics.jsonl``: kind "train" with "loss", kind "val" with "psnr"). Returns the two
+    series plotted, (step, loss) and (step, val PSNR).
     """
+    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and "loss" in r]
+    val = [(r["step"], r["psnr"]) for r in records if r.get("kind") == "val" and "psnr" in r]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r]
-    val = [(r["step"], r["val_psnr"]) for r in records if "val_psnr" in r and "step" in r]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     if train:
         axes[0].semilogy(*zip(*train, strict=True))
@@ -110,3 +110,4 @@ def training_curve(
     axes[1].set_ylabel("validation PSNR (dB)")
     axes[1].grid(alpha=0.3)
     save_figure(fig, path, title=title)
+    return train, val
