@@ -213,7 +213,8 @@ class Anderson(_SolverBase):
 
     With residuals g_j = T(x_j) - x_j of the last n <= m iterates, solve per sample
         alpha = argmin ||sum_j alpha_j g_j||^2 + lam * s * ||alpha||^2  s.t.  sum_j alpha_j = 1,
-    (s = tr(G G^T) / n makes ``lam`` scale-free) by its bordered linear system, then
+    (s = ||g_newest||^2 makes ``lam`` scale-free and keeps it in proportion to the residuals of
+    the current iterate, not to the older, larger ones) by its bordered linear system, then
         x_{k+1} = beta * sum_j alpha_j T(x_j) + (1 - beta) * sum_j alpha_j x_j.
     A sample whose small system is singular or gives non-finite weights falls back to the
     damped Picard step x + beta (T(x) - x) for that iteration.
@@ -259,9 +260,10 @@ class Anderson(_SolverBase):
 
 
 def _anderson_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
-    """Solve [[0, 1^T], [1, GG^T + lam s I]] [nu; alpha] = [1; 0] per sample -> alpha (N, n)."""
+    """Solve [[0, 1^T], [1, GG^T + lam s I]] [nu; alpha] = [1; 0] per sample -> alpha (N, n),
+    s = ||g_newest||^2 (the last diagonal entry of GG^T)."""
     n_batch, n, _ = gram.shape
-    scale = torch.diagonal(gram, dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)
+    scale = gram[:, -1, -1].clamp_min(1e-300)
     eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
     h = torch.zeros(n_batch, n + 1, n + 1, dtype=gram.dtype, device=gram.device)
     h[:, 0, 1:] = 1.0
