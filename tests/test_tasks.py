@@ -196,3 +196,24 @@ def test_task_round_trip_and_validation() -> None:
         Task("x", "gaussian:5:1.0", 0.01, val_data="imagenet:val")
     with pytest.raises(ValueError, match="limit"):
         get_task("demo").val_set(limit=0)
+
+
+def test_config_data_root_is_where_build_run_reads_celeba(tmp_path):
+    """data.root takes effect: a fake CelebA-128 layout there is what the run trains and
+    validates on; a root for data that names its own images is refused."""
+    from jfb.config import load_config
+    from jfb.data import save_image
+    from jfb.errors import ConfigError
+    from jfb.pipeline import build_run
+
+    for split, n in (("train", 3), ("val", 2)):
+        for i in range(n):
+            save_image(torch.full((3, 16, 16), 0.1 * (i + 1)), tmp_path / split / f"{i:06d}.jpg")
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.patch_size=8",
+                             "model.net.depth=3", "model.net.width=4"])
+    run = build_run(cfg)
+    assert len(run.train_pairs) == 3 and len(run.val_pairs) == 2
+    x, _ = run.val_pairs[1]
+    assert x.shape == (3, 16, 16) and abs(float(x.mean()) - 0.2) < 0.01
+    with pytest.raises(ConfigError, match="data.root"):
+        build_run(load_config(None, [f"data.root={tmp_path}", "task=natural-gauss5"]))

@@ -44,8 +44,13 @@ class Run:
 def build_run(cfg: Config, *, with_train: bool = True) -> Run:
     """Task, (x, y) training pairs with fresh noise, fixed-noise val pairs and the model."""
     task = get_task(cfg.task)
-    train = task.train_pairs(crop=cfg.data.patch_size, seed=cfg.train.seed) if with_train else None
-    val = task.val_pairs(seed=EVAL_SEED, limit=cfg.data.max_val_images)
+    root = cfg.data.root  # where CelebA-128 lives (None: the default search)
+    train = (
+        task.train_pairs(crop=cfg.data.patch_size, seed=cfg.train.seed, root=root)
+        if with_train
+        else None
+    )
+    val = task.val_pairs(seed=EVAL_SEED, limit=cfg.data.max_val_images, root=root)
     model = build_model(cfg.to_dict()["model"], task.operator(), channels=CHANNELS)
     return Run(cfg, task, model, train, val)  # type: ignore[arg-type]
 

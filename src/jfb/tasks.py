@@ -125,8 +125,11 @@ def _parse_data(spec: str) -> tuple[str, tuple[Any, ...]]:
 
 
 def open_dataset(spec: str, *, train: bool, crop: int | None = None, seed: int | None = None,
-                 mode: str = "rgb") -> Dataset:
+                 mode: str = "rgb", root: str | None = None) -> Dataset:
     """Build the clean dataset named by a data spec.
+
+    ``root`` (the config's ``data.root``) is where CelebA-128 lives when the spec is
+    ``celeba128:...``; other specs name their images themselves, and a root there is an error.
 
     Folders and CelebA give whole images, or ``crop x crop`` crops (random when ``train``, centre
     otherwise; ``seed`` fixes the random crops, see :class:`jfb.data.ImageFiles`).
@@ -135,8 +138,11 @@ def open_dataset(spec: str, *, train: bool, crop: int | None = None, seed: int |
     """
     kind, args = _parse_data(spec)
     random_crop = bool(train and crop is not None)
+    if root is not None and kind != "celeba128":
+        raise ConfigError(f"data.root={root!r} applies to CelebA-128 data only; {spec!r} names "
+                          "its images itself (use a task spec with data=PATH instead)")
     if kind == "celeba128":
-        return celeba128(args[0], crop=crop, random_crop=random_crop,
+        return celeba128(args[0], root=root, crop=crop, random_crop=random_crop,
                          seed=seed if random_crop else None, mode=mode)
     if kind == "folder":
         return ImageFolder(args[0], crop=crop, random_crop=random_crop,
@@ -207,17 +213,19 @@ class Task:
 
     # -------------------------------------------------------------------------------- data
     def train_set(self, *, crop: int | None = None, seed: int | None = None,
-                  mode: str = "rgb") -> Dataset:
-        """Clean training images (random ``crop`` crops if given; see :func:`open_dataset`)."""
+                  mode: str = "rgb", root: str | None = None) -> Dataset:
+        """Clean training images (random ``crop`` crops if given; ``root``: where CelebA-128
+        lives, see :func:`open_dataset`)."""
         if self.train_data is None:
             raise ConfigError(f"task {self.name!r} has no training data; give train=PATH (a "
                               "folder of images) or data=PATH with train/ and val/ sub-folders")
-        return open_dataset(self.train_data, train=True, crop=crop, seed=seed, mode=mode)
+        return open_dataset(self.train_data, train=True, crop=crop, seed=seed, mode=mode,
+                            root=root)
 
     def val_set(self, *, limit: int | None = None, crop: int | None = None,
-                mode: str = "rgb") -> Dataset:
+                mode: str = "rgb", root: str | None = None) -> Dataset:
         """Clean evaluation images in their fixed order; the first ``limit`` when given."""
-        ds = open_dataset(self.val_data, train=False, crop=crop, mode=mode)
+        ds = open_dataset(self.val_data, train=False, crop=crop, mode=mode, root=root)
         if limit is not None:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise ValueError(f"limit must be a positive int, got {limit!r}")
