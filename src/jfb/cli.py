@@ -228,10 +228,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from jfb.train.trainer import resolve_device
 
     device = resolve_device(args.device)
-    model, cfg, info = load_model(args.checkpoint, device=device, eval_max_iter=args.eval_max_iter)
-    task = get_task(args.task or cfg.task)
-    if args.task:  # evaluate under the other task's physics
-        model.op = task.operator().to(device)
+    other = get_task(args.task) if args.task else None  # evaluate under that task's physics
+    model, cfg, info = load_model(args.checkpoint, device=device, eval_max_iter=args.eval_max_iter,
+                                  op=None if other is None else other.operator())
+    task = other or get_task(cfg.task)
     pairs = task.val_pairs(seed=EVAL_SEED, limit=args.max_images)
     res = evaluate(
         model,

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
 
 from jfb.atomic import write_text
-from jfb.compare import TUNE_SEED, classical_method, tune_weight
+from jfb.compare import classical_method, tune_weight, tuning_pairs
 from jfb.config import Config, load_config
 from jfb.evaluate import EvalResult, evaluate
 from jfb.pipeline import EVAL_SEED, build_run, load_model
@@ -56,7 +55,9 @@ def run_demo(
 
     op = run.task.operator()
     val = run.task.val_pairs(seed=EVAL_SEED)
-    lam, tried = tune_weight("tikhonov", op, _tuning_pairs(run, cfg))
+    lam, tried = tune_weight(
+        "tikhonov", op, tuning_pairs(run.task, TUNE_IMAGES, crop=cfg.data.patch_size)
+    )
     model, _, _ = load_model(out / "best.safetensors")
     results: list[EvalResult] = [
         evaluate(lambda y: y, val, name="blurred input y", keep=n_figure),
@@ -84,15 +85,6 @@ def run_demo(
     training_curve(out / "curve.png", records, title="DE-GRAD + JFB on built-in photos")
     write_text(out / "report.md", _report(run, cfg, rows, lam, summary, train_seconds))
     return {"rows": rows, "out_dir": str(out), "training": summary}
-
-
-def _tuning_pairs(run, cfg: Config):
-    """Fixed-noise pairs from the *training* images, for tuning classical weights."""
-    from jfb.data import DegradedDataset
-
-    clean = run.task.train_set(crop=cfg.data.patch_size, seed=cfg.train.seed)
-    pairs = DegradedDataset(clean, run.task.operator(), run.task.noise(), seed=TUNE_SEED)
-    return Subset(pairs, range(min(TUNE_IMAGES, len(pairs))))
 
 
 def _write_figure(path: Path, val, results: list[EvalResult], n: int) -> None:
