@@ -81,9 +81,10 @@ def classical_method(name: str, op, weight: float) -> Callable[[torch.Tensor], t
     )
 
 
-def tuning_pairs(task: Task, n: int, crop: int | None = None) -> Dataset:
-    """``n`` fixed-noise (x, y) pairs from the task's training split (for weight tuning)."""
-    clean = task.train_set(crop=crop, seed=TUNE_SEED) if crop else task.train_set()
+def tuning_pairs(task: Task, n: int, crop: int | None = None, seed: int = TUNE_SEED) -> Dataset:
+    """``n`` fixed-noise (x, y) pairs from the task's training split (for weight tuning);
+    ``seed`` draws the crops, the noise always uses ``TUNE_SEED``."""
+    clean = task.train_set(crop=crop, seed=seed) if crop else task.train_set()
     pairs = DegradedDataset(clean, task.operator(), task.noise(), seed=TUNE_SEED)
     return Subset(pairs, range(min(n, len(pairs))))
 

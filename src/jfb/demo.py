@@ -55,9 +55,8 @@ def run_demo(
 
     op = run.task.operator()
     val = run.task.val_pairs(seed=EVAL_SEED)
-    lam, tried = tune_weight(
-        "tikhonov", op, tuning_pairs(run.task, TUNE_IMAGES, crop=cfg.data.patch_size)
-    )
+    pairs = tuning_pairs(run.task, TUNE_IMAGES, crop=cfg.data.patch_size, seed=cfg.train.seed)
+    lam, tried = tune_weight("tikhonov", op, pairs)
     model, _, _ = load_model(out / "best.safetensors")
     results: list[EvalResult] = [
         evaluate(lambda y: y, val, name="blurred input y", keep=n_figure),
