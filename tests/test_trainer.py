@@ -837,3 +837,29 @@ def test_training_time_is_recorded_and_accumulates_over_resume(tmp_path):
     _, info = load_weights(tmp_path / "t" / "last.safetensors")
     assert info["extra"]["train_seconds"] > t1
     assert abs(second["train_seconds"] - info["extra"]["train_seconds"]) < 1.0
+
+
+def _slow_worker_init(worker_id: int) -> None:
+    time.sleep(1.0)  # hold the start-up window open
+    from jfb.train.trainer import _worker_init
+
+    _worker_init(worker_id)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_stop_signal_during_worker_start_up_does_not_kill_the_worker():
+    """Workers are re-forked every epoch; a SIGTERM to the process group that lands before a
+    worker has made itself ignore it must not kill it (it used to, now and then: a flaky crash
+    instead of a clean checkpoint)."""
+    from torch.utils.data import DataLoader
+
+    from jfb.train.trainer import _start
+
+    loader = DataLoader(
+        list(range(8)), batch_size=2, num_workers=2, worker_init_fn=_slow_worker_init
+    )
+    it = _start(loader)
+    time.sleep(0.3)  # the workers exist and are inside their slow init
+    for w in it._workers:
+        os.kill(w.pid, signal.SIGTERM)
+    assert sorted(int(v) for batch in it for v in batch) == list(range(8))

@@ -222,11 +222,35 @@ def _set_epoch(dataset: Any, epoch: int) -> None:
                 stack.append(inner)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _worker_init(worker_id: int) -> None:
     """DataLoader workers ignore SIGINT/SIGTERM: a Ctrl-C sent to the whole process group must
-    reach only the main process, which finishes its step and shuts the workers down itself."""
+    reach only the main process, which finishes its step and shuts the workers down itself.
+    Workers are forked with these signals blocked (:func:`_start`), so one that arrived while the
+    worker started stays pending until here, where it is discarded."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def _start(loader: DataLoader) -> Iterator[Any]:
+    """``iter(loader)``, forking its workers with SIGINT/SIGTERM blocked.
+
+    Without this a stop signal sent to the process group while a worker starts (every epoch)
+    reaches the worker before ``_worker_init`` makes it ignore the signal, kills it, and crashes
+    the main process instead of letting it checkpoint. The main process gets any signal that
+    arrived meanwhile when the mask is restored.
+    """
+    if loader.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+        return iter(loader)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def device_name(device: torch.device) -> str:
@@ -391,7 +415,7 @@ class Trainer:
                 worker_init_fn=_worker_init if dc.num_workers > 0 else None,
                 generator=torch.Generator().manual_seed(mix_seed(tc.seed, epoch, offset)),
             )
-            for batch in loader:
+            for batch in _start(loader):
                 yield batch
                 step += 1
 
@@ -495,7 +519,7 @@ class Trainer:
         cuda_devices = [self.device] if self.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=cuda_devices):
-                for x, y in self._val_loader():
+                for x, y in _start(self._val_loader()):
                     x, y = self._to_device(x), self._to_device(y)
                     with self._autocast():
                         x_hat = self.model.pretrain_forward(y) if pretrain else self.model(y)
