@@ -77,8 +77,22 @@ def test_tiled_restoration_is_exact_for_pixelwise_methods_and_close_for_a_model(
     assert float(psnr(tiled, full)) > 40  # seams/borders confined to the blended overlap
     with pytest.raises(ValueError):
         restore_tiled(lambda t: t, y, tile=32, overlap=20)
-    with pytest.raises(ValueError, match="size-preserving"):
+    with pytest.raises(ValueError, match="one integer factor"):
         restore_tiled(lambda t: t[..., 1:], y, tile=32, overlap=8)
+
+
+def test_tiled_restoration_upscales_and_passes_aux_tiles():
+    torch.manual_seed(0)
+    y = torch.rand(3, 70, 90)
+    up = restore_tiled(lambda t: t.repeat_interleave(4, -2).repeat_interleave(4, -1), y,
+                       tile=32, overlap=8)
+    assert up.shape == (3, 280, 360)
+    assert torch.allclose(up, y.repeat_interleave(4, -2).repeat_interleave(4, -1), atol=1e-6)
+    mask = (torch.rand(1, 1, 70, 90) > 0.5).float()
+    out = restore_tiled(lambda t, m: t * m, y, tile=32, overlap=8, aux=mask)
+    assert torch.allclose(out, y * mask[0], atol=1e-6)  # each tile saw its own part of the mask
+    with pytest.raises(ValueError, match="aux must be"):
+        restore_tiled(lambda t, m: t, y, tile=32, overlap=8, aux=mask[..., :-1])
 
 
 def test_markdown_table_and_json(tmp_path):

@@ -12,7 +12,16 @@ from PIL import Image
 from jfb.data import EVAL_IMAGES, celeba128_root
 from jfb.errors import ConfigError, DataError
 from jfb.metrics import psnr
-from jfb.physics import Blur, GaussianNoise, kernels
+from jfb.physics import (
+    Blur,
+    BoxMask,
+    Downsample,
+    GaussianNoise,
+    Identity,
+    RandomMask,
+    kernels,
+)
+from jfb.physics.radon import Radon
 from jfb.tasks import TASKS, Task, get_task, list_tasks, parse_task
 
 
@@ -23,9 +32,20 @@ def _need_celeba() -> Path:
         pytest.skip(f"CelebA-128 not available beside the repository: {exc}")
 
 
+BLUR_TASKS = ["celeba-gauss5", "celeba-motion", "natural-gauss5", "demo"]
+OTHER_TASKS = {
+    "celeba-denoise": Identity,
+    "celeba-sr2": Downsample,
+    "celeba-sr4": Downsample,
+    "celeba-inpaint": RandomMask,
+    "celeba-inpaint-box": BoxMask,
+    "celeba-radon": Radon,
+}
+
+
 def test_registry_lists_the_protocol_tasks() -> None:
-    assert list_tasks() == ["celeba-gauss5", "celeba-motion", "natural-gauss5", "demo"]
-    for name in list_tasks():
+    assert list_tasks() == BLUR_TASKS + list(OTHER_TASKS)
+    for name in BLUR_TASKS:
         t = get_task(name)
         assert t is TASKS[name] and t.name == name and t.description
         op, noise = t.operator(), t.noise()
@@ -217,3 +237,68 @@ def test_config_data_root_is_where_build_run_reads_celeba(tmp_path):
     assert x.shape == (3, 16, 16) and abs(float(x.mean()) - 0.2) < 0.01
     with pytest.raises(ConfigError, match="data.root"):
         build_run(load_config(None, [f"data.root={tmp_path}", "task=natural-gauss5"]))
+
+
+def test_other_operator_tasks_build_their_operator() -> None:
+    x = torch.rand(1, 3, 128, 128)
+    for name, cls in OTHER_TASKS.items():
+        t = get_task(name)
+        op = t.operator()
+        assert type(op) is cls and t.kernel is None and t.op_kind == t.op.split(":")[0]
+        assert parse_task(t.to_spec()) == t
+        with pytest.raises(ConfigError, match="no blur kernel"):
+            t.kernel_tensor()
+    assert get_task("celeba-sr4").operator().out_shape(x.shape) == (1, 3, 32, 32)
+    assert get_task("celeba-sr2").operator().factor == 2
+    m = get_task("celeba-inpaint").operator().A(torch.ones_like(x))
+    assert abs(float(1 - m.mean()) - 0.7) < 0.02
+    assert get_task("celeba-radon").operator().out_shape(x.shape) == (1, 3, 60, 128)
+
+
+@pytest.mark.parametrize(
+    ("spec", "cls", "check"),
+    [
+        ("op=denoise,noise=0.05", Identity, lambda op: True),
+        ("op=sr:3:box", Downsample, lambda op: op.factor == 3 and op.filter == "box"),
+        ("op=sr:2", Downsample, lambda op: op.filter == "gaussian" and op.padding == "reflect"),
+        ("op=sr:2,padding=circular", Downsample, lambda op: op.padding == "circular"),
+        ("op=inpaint:random:0.5:7", RandomMask, lambda op: op.missing == 0.5 and op.seed == 7),
+        ("op=inpaint:box:0.3", BoxMask, lambda op: op.size == 0.3),
+        ("op=radon:30", Radon, lambda op: True),
+        ("op=blur,kernel=disk:2", Blur, lambda op: op.kernel_size == (5, 5)),
+    ],
+)
+def test_parse_task_operators(spec, cls, check) -> None:
+    t = parse_task(spec)
+    op = t.operator()
+    assert type(op) is cls and check(op)
+    assert parse_task(t.to_spec()) == t
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("op=deconv", "unknown operator 'deconv'"),
+        ("op=sr", "expected sr:FACTOR"),
+        ("op=sr:1", "factor must be >= 2"),
+        ("op=sr:x", "factor must be an integer"),
+        ("op=sr:2:bicubic", "filter must be one of"),
+        ("op=sr:2,padding=valid", "applies to op=blur only"),
+        ("op=sr:2,kernel=gaussian:3:1.0", "kernel= applies to op=blur only"),
+        ("op=inpaint:random:1.5", r"fraction missing must be in \(0, 1\)"),
+        ("op=inpaint:random:nan", "finite"),
+        ("op=inpaint:random:0.5:-1", "seed must be >= 0"),
+        ("op=inpaint:box:0", "box size"),
+        ("op=inpaint:ring:0.5", "expected inpaint:random"),
+        ("op=radon:0", "angles must be >= 1"),
+        ("op=radon", "expected radon:ANGLES"),
+        ("op=denoise:3", "takes no arguments"),
+    ],
+)
+def test_parse_task_operator_errors(spec, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_task(spec)
+    with pytest.raises(ConfigError):
+        Task("x", None, 0.01, op="sr:1")
+    with pytest.raises(ConfigError, match="applies to op=blur only"):
+        Task("x", "gaussian:5:1.0", 0.01, op="denoise")

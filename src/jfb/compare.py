@@ -1,15 +1,18 @@
 """`jfb compare`: every method on the same images, noise and metrics, as one table.
 
 Methods are named by specs:
-    blurred            the measurement itself (a same-size operator)
+    input              the direct inverse: y itself for same-size operators (blur, noise,
+                       masks), bicubic upsampling for super-resolution, filtered
+                       back-projection for tomography ("blurred" is an alias)
     tikhonov           Tikhonov with gradient penalty (CG), weight tuned on training images
     tikhonov-identity  Tikhonov with identity penalty, weight tuned likewise
     tv                 total variation (primal-dual), weight tuned likewise
     wiener             Wiener filter (circular padding only), weight tuned likewise
     PATH.safetensors   a checkpoint written by `jfb train` (its method name is its config's)
 Classical weights are tuned on fixed-noise pairs drawn from the *training* split, never on the
-images the table reports. Implicit models are also evaluated at several test-time iteration
-budgets (PSNR versus fixed-point iterations).
+images the table reports; for operators with ||A||^2 far from 1 (super-resolution, tomography)
+the grid is scaled by ||A||^2, so that it brackets the data term's scale. Implicit models are
+also evaluated at several test-time iteration budgets (PSNR versus fixed-point iterations).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from jfb.atomic import write_text
+from jfb.baselines.direct import direct_inverse
 from jfb.data import DegradedDataset
 from jfb.errors import ConfigError
 from jfb.evaluate import EvalResult, evaluate
@@ -59,6 +63,17 @@ class Row:
     info: dict[str, Any]
 
 
+INPUT_METHODS = ("input", "blurred")
+#: The name of the direct-inverse row, per operator kind.
+INPUT_NAMES = {
+    "blur": "blurred input y",
+    "denoise": "noisy input y",
+    "inpaint": "masked input y",
+    "sr": "bicubic upsampling of y",
+    "radon": "filtered back-projection",
+}
+
+
 def classical_method(name: str, op, weight: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """The y -> x_hat map of a classical method with regularisation weight ``weight``."""
     from jfb.baselines import tikhonov
@@ -77,7 +92,7 @@ def classical_method(name: str, op, weight: float) -> Callable[[torch.Tensor], t
         return lambda y: wiener(op, y, weight, penalty="gradient")
     raise ConfigError(
         f"unknown method {name!r}: expected one of {', '.join(GRIDS)}, "
-        "'blurred' or a .safetensors checkpoint"
+        "'input' or a .safetensors checkpoint"
     )
 
 
@@ -92,13 +107,23 @@ def tuning_pairs(task: Task, n: int, crop: int | None = None, seed: int = TUNE_S
 def tune_weight(
     name: str, op, pairs: Dataset, device: str | torch.device = "cpu"
 ) -> tuple[float, list[dict[str, float]]]:
-    """The grid weight of ``name`` with the best mean PSNR on ``pairs``, and every try."""
+    """The grid weight of ``name`` with the best mean PSNR on ``pairs``, and every try (the grid
+    scaled by :func:`grid_scale`)."""
     from jfb.baselines import tune
 
+    scale = grid_scale(op, tuple(pairs[0][0].shape))
+    grid = tuple(float(f"{w * scale:.3g}") for w in GRIDS[name])
     best, table = tune(
-        lambda w: classical_method(name, op, w), GRIDS[name], pairs, batch_size=16, device=device
+        lambda w: classical_method(name, op, w), grid, pairs, batch_size=16, device=device
     )
     return best, [{"weight": r.value, "psnr": round(r.psnr, 4)} for r in table]
+
+
+def grid_scale(op, image_shape: tuple[int, ...]) -> float:
+    """||A||^2 on images of ``image_shape`` (C, H, W) when it lies outside [1/2, 2], else 1: the
+    factor by which the regularisation grids are scaled."""
+    norm_sq = op.norm_estimate((1, *image_shape), n_iter=50, tol=1e-4) ** 2
+    return norm_sq if not 0.5 <= norm_sq <= 2.0 else 1.0
 
 
 def compare(
@@ -114,24 +139,26 @@ def compare(
 ) -> dict[str, Any]:
     """Evaluate ``methods`` on ``task``'s evaluation split; returns rows and curves."""
     for spec in methods:  # fail before any work, naming the bad method
-        if spec != "blurred" and not spec.endswith(".safetensors") and spec not in GRIDS:
+        if spec not in INPUT_METHODS and not spec.endswith(".safetensors") and spec not in GRIDS:
             raise ConfigError(
                 f"unknown method {spec!r}: expected one of {', '.join(GRIDS)}, "
-                "'blurred' or a .safetensors checkpoint"
+                "'input' or a .safetensors checkpoint"
             )
+        if spec == "wiener" and task.op_kind != "blur":
+            raise ConfigError(f"method 'wiener' applies to blur tasks only, not op={task.op}")
     val = task.val_pairs(seed=EVAL_SEED, limit=max_images)
     op = task.operator().to(device)
     rows: list[Row] = []
     curves: dict[str, list[dict[str, float]]] = {}
     tuning: dict[str, Any] = {}
     for spec in methods:
-        if spec == "blurred":
+        if spec in INPUT_METHODS:
             rows.append(
                 Row(
                     evaluate(
-                        lambda y: y,
+                        lambda y: direct_inverse(op, y),
                         val,
-                        name="blurred input y",
+                        name=INPUT_NAMES[task.op_kind],
                         keep=keep,
                         batch_size=batch_size,
                         device=device,

@@ -55,6 +55,18 @@ def build_run(cfg: Config, *, with_train: bool = True) -> Run:
     return Run(cfg, task, model, train, val)  # type: ignore[arg-type]
 
 
+def _config_of(info: dict[str, Any], path: str | Path) -> Config:
+    try:
+        return Config.from_dict(info["config"])
+    except Exception as exc:  # a checkpoint of another program, or of an older config schema
+        raise CheckpointError(f"{path}: the checkpoint's config is not usable: {exc}") from exc
+
+
+def read_config(path: str | Path) -> Config:
+    """The config a (verified) checkpoint was trained with."""
+    return _config_of(load_weights(path)[1], path)
+
+
 def load_model(
     path: str | Path,
     *,
@@ -64,15 +76,13 @@ def load_model(
 ) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as, load its weights, put it in eval mode.
 
-    ``op`` replaces the task's operator (a physics-aware model can be applied to another blur);
+    ``op`` replaces the task's operator (a physics-aware model can be applied to another blur,
+    mask or image size);
     ``eval_max_iter`` changes the test-time iteration budget of an implicit model.
     Returns (model, config, info) with info = {"step", "config", "extra"} from the checkpoint.
     """
     weights, info = load_weights(path)
-    try:
-        cfg = Config.from_dict(info["config"])
-    except Exception as exc:  # a checkpoint of another program, or of an older config schema
-        raise CheckpointError(f"{path}: the checkpoint's config is not usable: {exc}") from exc
+    cfg = _config_of(info, path)
     op = op if op is not None else get_task(cfg.task).operator()
     model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
     own = {k: v for k, v in weights.items() if not k.startswith("op.")}

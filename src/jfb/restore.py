@@ -3,7 +3,10 @@
 Each tile is reconstructed alone, as if the image ended at its border; the errors that this makes
 near tile borders are confined to a few kernel widths, and the ``overlap`` region blends
 neighbouring tiles with linear ramps, so the stitched image has no seams. The weights are
-normalised, so a method that acts pixelwise gives exactly its untiled result.
+normalised, so a method that acts pixelwise gives exactly its untiled result. Methods may
+upscale by an integer factor s (super-resolution): a measurement tile at (i, j) then gives the
+output tile at (s i, s j), and the blending happens on the output grid. An auxiliary tensor of
+the measurement's size (e.g. an inpainting mask) can be cut into the same tiles and passed along.
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-
-Method = Callable[[torch.Tensor], torch.Tensor]
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -37,12 +38,20 @@ def _ramp(n: int, overlap: int, device, dtype) -> torch.Tensor:
 
 @torch.no_grad()
 def restore_tiled(
-    method: Method, y: torch.Tensor, *, tile: int = 256, overlap: int = 32, batch_size: int = 4
+    method: Callable[..., torch.Tensor],
+    y: torch.Tensor,
+    *,
+    tile: int = 256,
+    overlap: int = 32,
+    batch_size: int = 4,
+    aux: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x_hat of a measurement y (C, H, W) or (1, C, H, W), computed tile by tile.
 
-    Memory is that of ``batch_size`` tiles of ``tile`` x ``tile`` pixels, whatever the image size.
-    The method must keep the spatial size (same-size operators: zeros, circular, reflect).
+    Memory is that of ``batch_size`` tiles of ``tile`` x ``tile`` measurement pixels, whatever
+    the image size. The method maps (n, C, th, tw) tiles to (n, C', s th, s w) with one integer
+    s for all tiles (same-size operators: s = 1). With ``aux`` (shape (1, K, H, W)), the method
+    is called as ``method(tiles, aux_tiles)``.
     """
     if tile < 8:
         raise ValueError(f"tile must be >= 8 pixels, got {tile}")
@@ -53,26 +62,41 @@ def restore_tiled(
         y = y[None]
     if y.dim() != 4 or y.shape[0] != 1:
         raise ValueError(f"expected one image (C, H, W) or (1, C, H, W), got {tuple(y.shape)}")
-    _, c, h, w = y.shape
+    _, _, h, w = y.shape
+    if aux is not None and (aux.dim() != 4 or aux.shape[0] != 1 or aux.shape[-2:] != y.shape[-2:]):
+        raise ValueError(f"aux must be (1, K, {h}, {w}), got {tuple(aux.shape)}")
+
+    def run(sl: list[tuple[slice, slice]]) -> torch.Tensor:
+        tiles = torch.cat([y[..., a, b] for a, b in sl])
+        if aux is None:
+            return method(tiles)
+        return method(tiles, torch.cat([aux[..., a, b] for a, b in sl]))
+
     if h <= tile and w <= tile:
-        out = method(y)
+        out = run([(slice(None), slice(None))])
         return out[0] if squeeze else out
     th, tw = min(tile, h), min(tile, w)
     boxes = [(i, j) for i in tile_starts(h, th, overlap) for j in tile_starts(w, tw, overlap)]
-    weight = _ramp(th, overlap, y.device, y.dtype)[:, None] * _ramp(tw, overlap, y.device, y.dtype)
-    acc = torch.zeros(1, c, h, w, device=y.device, dtype=y.dtype)
-    norm = torch.zeros(1, 1, h, w, device=y.device, dtype=y.dtype)
+    acc = norm = weight = None
+    s = 0
     for k in range(0, len(boxes), batch_size):
         chunk = boxes[k : k + batch_size]
-        tiles = torch.cat([y[..., i : i + th, j : j + tw] for i, j in chunk])
-        out = method(tiles)
-        if out.shape != tiles.shape:
-            raise ValueError(
-                f"tiled restoration needs a size-preserving method; got {tuple(out.shape)} "
-                f"for tiles {tuple(tiles.shape)}"
-            )
+        out = run([(slice(i, i + th), slice(j, j + tw)) for i, j in chunk])
+        if acc is None:
+            s = out.shape[-2] // th
+            if s < 1 or out.shape[-2:] != (s * th, s * tw) or out.shape[0] != len(chunk):
+                raise ValueError(
+                    f"tiled restoration needs a method that scales tiles by one integer factor; "
+                    f"got {tuple(out.shape)} for {len(chunk)} tiles of {th}x{tw}"
+                )
+            weight = (_ramp(s * th, s * overlap, y.device, y.dtype)[:, None]
+                      * _ramp(s * tw, s * overlap, y.device, y.dtype))
+            acc = torch.zeros(1, out.shape[1], s * h, s * w, device=y.device, dtype=y.dtype)
+            norm = torch.zeros(1, 1, s * h, s * w, device=y.device, dtype=y.dtype)
+        elif out.shape[-2:] != (s * th, s * tw):
+            raise ValueError(f"the method changed its output size to {tuple(out.shape)}")
         for (i, j), o in zip(chunk, out, strict=True):
-            acc[..., i : i + th, j : j + tw] += weight * o
-            norm[..., i : i + th, j : j + tw] += weight
+            acc[..., s * i : s * (i + th), s * j : s * (j + tw)] += weight * o
+            norm[..., s * i : s * (i + th), s * j : s * (j + tw)] += weight
     out = acc / norm
     return out[0] if squeeze else out

@@ -1,9 +1,18 @@
-"""Named deblurring tasks: forward model (blur kernel, boundary, noise) + training/evaluation data.
+"""Named inverse problems: forward model (operator, noise) + training/evaluation data.
 
-A :class:`Task` says how measurements are made, ``y = k * x + n`` with ``n ~ N(0, sigma^2)``, and
-on which images. The registry holds the protocol's tasks (``celeba-gauss5``, ``celeba-motion``,
-``natural-gauss5``) and ``demo``; :func:`parse_task` builds user-defined ones from a string
-such as ``"kernel=gaussian:7:2.0,noise=0.01,padding=circular,data=/path/to/images"``.
+A :class:`Task` says how measurements are made, ``y = A x + n`` with ``n ~ N(0, sigma^2)``, and
+on which images. The registry holds the protocol's deblurring tasks (``celeba-gauss5``,
+``celeba-motion``, ``natural-gauss5``), ``demo``, and denoising, super-resolution, inpainting and
+tomography tasks on CelebA-128; :func:`parse_task` builds user-defined ones from a string such as
+``"kernel=gaussian:7:2.0,noise=0.01,padding=circular,data=/path/to/images"`` or
+``"op=sr:4,noise=0.01,data=celeba128"``.
+
+Operator specs (``op=``): ``blur`` (the default: ``kernel`` and ``padding`` say which),
+``denoise`` (A = I), ``sr:FACTOR[:FILTER]`` (anti-aliased downsampling, FILTER gaussian or box,
+boundary ``padding``), ``inpaint:random:MISSING[:SEED]`` (a fraction of pixels missing, fixed by
+the seed and the image size), ``inpaint:box:SIZE`` (a centred square hole, SIZE a fraction of the
+side), ``radon:ANGLES`` (parallel-beam tomography, ANGLES equally spaced angles over 180 degrees,
+as many detectors as the image side; square images).
 
 Kernel specs: ``gaussian:SIZE:SIGMA``, ``motion:SIZE[:SEED[:INTENSITY]]`` (SIZE odd),
 ``disk:RADIUS``, ``file:PATH`` (``.npy`` or a grey image).
@@ -29,8 +38,18 @@ from jfb.data import (
     natural_crops,
 )
 from jfb.errors import ConfigError, DataError
-from jfb.physics import Blur, GaussianNoise, kernels
+from jfb.physics import (
+    Blur,
+    BoxMask,
+    Downsample,
+    GaussianNoise,
+    Identity,
+    LinearOperator,
+    RandomMask,
+    kernels,
+)
 from jfb.physics.blur import PADDINGS
+from jfb.physics.downsample import FILTERS
 
 __all__ = ["TASKS", "Task", "get_task", "list_tasks", "parse_task"]
 
@@ -96,6 +115,54 @@ def _parse_kernel(spec: str) -> tuple[str, tuple[Any, ...]]:
                       "or file")
 
 
+OPERATORS = ("blur", "denoise", "sr", "inpaint", "radon")
+
+
+def _parse_op(spec: str) -> tuple[str, tuple[Any, ...]]:
+    """``"sr:4"`` -> ``("sr", (4, "gaussian"))``; raises ConfigError naming the problem."""
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError(f"op spec must be a non-empty string, got {spec!r}")
+    kind, *parts = spec.split(":")
+    where = f"op={spec!r}"
+    if kind in ("blur", "denoise"):
+        if parts:
+            raise ConfigError(f"{where}: {kind} takes no arguments (the kernel is kernel=...)")
+        return kind, ()
+    if kind == "sr":
+        if not 1 <= len(parts) <= 2:
+            raise ConfigError(f"{where}: expected sr:FACTOR[:FILTER]")
+        factor = _int(parts[0], f"{where}: factor")
+        if factor < 2:
+            raise ConfigError(f"{where}: factor must be >= 2, got {factor}")
+        filt = parts[1] if len(parts) > 1 else "gaussian"
+        if filt not in FILTERS:
+            raise ConfigError(f"{where}: filter must be one of {FILTERS}, got {filt!r}")
+        return kind, (factor, filt)
+    if kind == "inpaint":
+        if parts[:1] == ["random"] and len(parts) in (2, 3):
+            missing = _float(parts[1], f"{where}: fraction missing")
+            if not 0.0 < missing < 1.0:
+                raise ConfigError(f"{where}: fraction missing must be in (0, 1), got {missing}")
+            seed = _int(parts[2], f"{where}: seed") if len(parts) > 2 else 0
+            if seed < 0:
+                raise ConfigError(f"{where}: seed must be >= 0, got {seed}")
+            return kind, ("random", missing, seed)
+        if parts[:1] == ["box"] and len(parts) == 2:
+            size = _float(parts[1], f"{where}: box size")
+            if not 0.0 < size < 1.0:
+                raise ConfigError(f"{where}: box size must be a fraction in (0, 1), got {size}")
+            return kind, ("box", size)
+        raise ConfigError(f"{where}: expected inpaint:random:MISSING[:SEED] or inpaint:box:SIZE")
+    if kind == "radon":
+        if len(parts) != 1:
+            raise ConfigError(f"{where}: expected radon:ANGLES")
+        angles = _int(parts[0], f"{where}: angles")
+        if angles < 1:
+            raise ConfigError(f"{where}: angles must be >= 1, got {angles}")
+        return kind, (angles,)
+    raise ConfigError(f"{where}: unknown operator {kind!r}; expected one of {', '.join(OPERATORS)}")
+
+
 _DATA_KINDS = ("celeba128", "natural", "folder")
 
 
@@ -155,28 +222,38 @@ def open_dataset(spec: str, *, train: bool, crop: int | None = None, seed: int |
 
 @dataclass(frozen=True)
 class Task:
-    """A deblurring task: ``y = k * x + n``, ``n ~ N(0, noise_sigma^2)``, on given images.
+    """An inverse problem: ``y = A x + n``, ``n ~ N(0, noise_sigma^2)``, on given images.
 
     Attributes:
         name: registry name (or ``"custom"``).
-        kernel: kernel spec, e.g. ``"gaussian:5:5.0"`` (see the module docstring).
+        kernel: blur kernel spec, e.g. ``"gaussian:5:5.0"`` (see the module docstring); only for
+            ``op="blur"``, None otherwise.
         noise_sigma: standard deviation of the Gaussian noise, pixels in ``[0, 1]``.
-        padding: boundary of the blur: ``"zeros"``, ``"circular"``, ``"reflect"`` or ``"valid"``.
+        padding: boundary of the blur (and of the super-resolution filter): ``"zeros"``,
+            ``"circular"``, ``"reflect"`` or ``"valid"`` (blur only).
         train_data: data spec of the training images (None: the task has none).
         val_data: data spec of the evaluation images.
         description: one line for ``jfb`` listings.
+        op: operator spec (see the module docstring); ``"blur"`` by default.
     """
 
     name: str
-    kernel: str
+    kernel: str | None
     noise_sigma: float
     padding: str = "zeros"
     train_data: str | None = None
     val_data: str = "celeba128:val"
     description: str = field(default="", compare=False)
+    op: str = "blur"
 
     def __post_init__(self) -> None:
-        _parse_kernel(self.kernel)
+        kind, _ = _parse_op(self.op)
+        if kind == "blur":
+            _parse_kernel(self.kernel)  # type: ignore[arg-type]
+        elif self.kernel is not None:
+            raise ConfigError(f"kernel={self.kernel!r} applies to op=blur only, not op={self.op}")
+        if kind == "sr" and self.padding == "valid":
+            raise ConfigError("padding='valid' applies to op=blur only")
         if isinstance(self.noise_sigma, bool) or not isinstance(self.noise_sigma, (int, float)):
             raise ConfigError(f"noise must be a number, got {self.noise_sigma!r}")
         if not math.isfinite(self.noise_sigma) or self.noise_sigma < 0:
@@ -188,8 +265,15 @@ class Task:
         _parse_data(self.val_data)
 
     # ----------------------------------------------------------------------- forward model
+    @property
+    def op_kind(self) -> str:
+        """The operator's kind: blur, denoise, sr, inpaint or radon."""
+        return _parse_op(self.op)[0]
+
     def kernel_tensor(self) -> torch.Tensor:
-        """The blur kernel as a float32 ``(kh, kw)`` tensor summing to 1."""
+        """The blur kernel as a float32 ``(kh, kw)`` tensor summing to 1 (op=blur only)."""
+        if self.kernel is None:
+            raise ConfigError(f"task {self.name!r} (op={self.op}) has no blur kernel")
         kind, args = _parse_kernel(self.kernel)
         if kind == "gaussian":
             return kernels.gaussian(*args)
@@ -203,9 +287,20 @@ class Task:
         except DataError as exc:
             raise ConfigError(f"kernel={self.kernel!r}: {exc}") from exc
 
-    def operator(self) -> Blur:
-        """The blur ``A x = k * x`` with this task's kernel and boundary."""
-        return Blur(self.kernel_tensor(), padding=self.padding)
+    def operator(self) -> LinearOperator:
+        """The forward operator A named by ``op`` (blur: this task's kernel and boundary)."""
+        kind, args = _parse_op(self.op)
+        if kind == "blur":
+            return Blur(self.kernel_tensor(), padding=self.padding)
+        if kind == "denoise":
+            return Identity()
+        if kind == "sr":
+            return Downsample(args[0], args[1], padding=self.padding)
+        if kind == "inpaint":
+            return RandomMask(args[1], seed=args[2]) if args[0] == "random" else BoxMask(args[1])
+        from jfb.physics.radon import Radon
+
+        return Radon(angles=args[0])
 
     def noise(self) -> GaussianNoise:
         """The noise model ``y -> y + noise_sigma * n``."""
@@ -242,8 +337,10 @@ class Task:
 
     def to_spec(self) -> str:
         """A string that :func:`parse_task` turns back into this task (description aside)."""
-        fields = [("name", self.name), ("kernel", self.kernel), ("noise", repr(self.noise_sigma)),
-                  ("padding", self.padding)]
+        fields = [("name", self.name), ("op", self.op)]
+        if self.kernel is not None:
+            fields.append(("kernel", self.kernel))
+        fields += [("noise", repr(self.noise_sigma)), ("padding", self.padding)]
         if self.train_data is not None:
             fields.append(("train", self.train_data))
         fields.append(("val", self.val_data))
@@ -266,10 +363,27 @@ TASKS: dict[str, Task] = {
              "scikit-image photos (256x256 centre crops), blur and noise of celeba-gauss5"),
         Task("demo", "gaussian:5:5.0", 0.005, "zeros", "natural:patches:48", "natural:crops:128",
              "small built-in demo: 48x48 natural patches, celeba-gauss5 blur and noise"),
+        Task("celeba-denoise", None, 0.1, "zeros", "celeba128:train", "celeba128:val",
+             "CelebA-128, denoising (A = I), noise 0.1", op="denoise"),
+        Task("celeba-sr2", None, 0.005, "reflect", "celeba128:train", "celeba128:val",
+             "CelebA-128, super-resolution x2 (Gaussian anti-aliasing, sigma 1), noise 0.005",
+             op="sr:2"),
+        Task("celeba-sr4", None, 0.005, "reflect", "celeba128:train", "celeba128:val",
+             "CelebA-128, super-resolution x4 (Gaussian anti-aliasing, sigma 2), noise 0.005",
+             op="sr:4"),
+        Task("celeba-inpaint", None, 0.005, "zeros", "celeba128:train", "celeba128:val",
+             "CelebA-128, inpainting: 70% of pixels missing (fixed random mask, seed 0), "
+             "noise 0.005", op="inpaint:random:0.7:0"),
+        Task("celeba-inpaint-box", None, 0.005, "zeros", "celeba128:train", "celeba128:val",
+             "CelebA-128, inpainting: a centred square hole of 1/4 of the side, noise 0.005",
+             op="inpaint:box:0.25"),
+        Task("celeba-radon", None, 0.5, "zeros", "celeba128:train", "celeba128:val",
+             "CelebA-128, parallel-beam tomography per channel: 60 angles, 128 detectors, "
+             "noise 0.5 (sinogram values are line integrals: about 50 on average)", op="radon:60"),
     )
 }
 
-_KEYS = ("name", "kernel", "noise", "padding", "data", "train", "val", "description")
+_KEYS = ("name", "op", "kernel", "noise", "padding", "data", "train", "val", "description")
 _DEFAULTS = TASKS["celeba-gauss5"]
 
 
@@ -288,7 +402,8 @@ def _data_value(value: str, key: str) -> str:
 def parse_task(spec: str) -> Task:
     """Build a task from ``"key=value,key=value"``.
 
-    Keys: ``kernel`` (see the module docstring), ``noise`` (sigma >= 0), ``padding``, ``data``
+    Keys: ``op`` (the operator, ``blur`` by default), ``kernel`` (op=blur only; see the module
+    docstring), ``noise`` (sigma >= 0), ``padding``, ``data``
     (``celeba128``, ``natural``, or a folder: with ``train/`` and ``val/`` sub-folders these are
     the splits, otherwise the folder is the evaluation set and there is no training set),
     ``train`` / ``val`` (a data spec or a folder; override ``data``), ``name``, ``description``.
@@ -337,13 +452,21 @@ def parse_task(spec: str) -> Task:
     noise = _float(values["noise"], "noise") if "noise" in values else _DEFAULTS.noise_sigma
     if noise < 0:
         raise ConfigError(f"noise={values['noise']}: must be >= 0")
-    kernel = values.get("kernel", _DEFAULTS.kernel)
-    kind, args = _parse_kernel(kernel)
+    op = values.get("op", "blur")
+    op_kind, _ = _parse_op(op)
+    if op_kind == "blur":
+        kernel: str | None = values.get("kernel", _DEFAULTS.kernel)
+        what = f"kernel {kernel}"
+    else:
+        if "kernel" in values:
+            raise ConfigError(f"task spec: kernel= applies to op=blur only, not op={op}")
+        kernel, what = None, f"op {op}"
     name = values.get("name", "custom")
-    task = Task(name=name, kernel=kernel, noise_sigma=noise,
-                padding=values.get("padding", _DEFAULTS.padding), train_data=train, val_data=val,
-                description=values.get("description", f"user task: kernel {kernel}, noise {noise}"))
-    if kind == "file":
+    padding = values.get("padding", "reflect" if op_kind == "sr" else _DEFAULTS.padding)
+    task = Task(name=name, kernel=kernel, noise_sigma=noise, padding=padding, train_data=train,
+                val_data=val, description=values.get("description",
+                                                     f"user task: {what}, noise {noise}"), op=op)
+    if kernel is not None and _parse_kernel(kernel)[0] == "file":
         task.kernel_tensor()  # fail now, naming the field, rather than at training time
     return task
 

@@ -4,6 +4,18 @@ noise. Imports nothing of the project except :mod:`jfb.errors`."""
 from jfb.physics import kernels
 from jfb.physics.base import Identity, LinearOperator
 from jfb.physics.blur import Blur
+from jfb.physics.downsample import Downsample
+from jfb.physics.mask import BoxMask, Mask, RandomMask
 from jfb.physics.noise import GaussianNoise
 
-__all__ = ["Blur", "GaussianNoise", "Identity", "LinearOperator", "kernels"]
+__all__ = [
+    "Blur",
+    "BoxMask",
+    "Downsample",
+    "GaussianNoise",
+    "Identity",
+    "LinearOperator",
+    "Mask",
+    "RandomMask",
+    "kernels",
+]

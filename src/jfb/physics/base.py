@@ -63,6 +63,16 @@ class LinearOperator(torch.nn.Module, ABC):
         _, dtype = self._default_device_dtype()
         return tuple(self.A(torch.empty(shape, device="meta", dtype=dtype)).shape)
 
+    def image_shape(self, out_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of the images x that A measures as ``out_shape`` (that of A^T y), batch included.
+
+        Defaults to running A^T on a "meta" tensor; operators whose measurement does not
+        determine the image size raise ValueError.
+        """
+        shape = _as_shape(out_shape)
+        _, dtype = self._default_device_dtype()
+        return tuple(self.A_adjoint(torch.empty(shape, device="meta", dtype=dtype)).shape)
+
     @torch.no_grad()
     def norm_estimate(
         self,
@@ -128,3 +138,7 @@ class Identity(LinearOperator):
     def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         """The input shape."""
         return _as_shape(in_shape)
+
+    def image_shape(self, out_shape: Sequence[int]) -> tuple[int, ...]:
+        """The measurement's shape."""
+        return _as_shape(out_shape)
