@@ -155,6 +155,15 @@ def test_wrong_types(data, pattern):
         ({"data": {"num_workers": -1}}, r"data\.num_workers"),
         ({"model": {"eta": 3.0, "eta_max": 2.0}}, r"model\.eta: must be <= model\.eta_max"),
         ({"train": {"lr": float("inf")}}, r"train\.lr: must be finite"),
+        ({"train": {"diverge_residual": 0}}, r"train\.diverge_residual: must be > 0"),
+        ({"train": {"diverge_unconverged": 1.5}}, r"train\.diverge_unconverged: must be <= 1"),
+        ({"train": {"diverge_unconverged": -0.1}}, r"train\.diverge_unconverged: must be >= 0"),
+        ({"train": {"max_rollbacks": -1}}, r"train\.max_rollbacks: must be >= 0"),
+        ({"train": {"rollback_lr_factor": 0}}, r"train\.rollback_lr_factor: must be > 0"),
+        ({"train": {"rollback_lr_factor": 2}}, r"train\.rollback_lr_factor: must be <= 1"),
+        ({"train": {"jacobian_penalty": -1}}, r"train\.jacobian_penalty: must be >= 0"),
+        ({"model": {"eta_scale": "adaptive"}}, r"model\.eta_scale: expected one of"),
+        ({"train": {"log_contraction": 1}}, r"train\.log_contraction: expected bool"),
     ],
 )
 def test_out_of_range(data, pattern):
@@ -241,7 +250,7 @@ def test_dict_json_toml_round_trips(tmp_path):
 def test_model_section_schema():
     """The plain-dict model section has the keys jfb.models.build_model reads."""
     m = Config().to_dict()["model"]
-    assert set(m) == {"kind", "net", "solver", "backward", "init", "eta", "eta_max"}
+    assert set(m) == {"kind", "net", "solver", "backward", "init", "eta", "eta_max", "eta_scale"}
     assert {"name", "depth", "width", "spectral_norm", "sn_target", "batch_norm", "residual",
             "base", "levels"} == set(m["net"])
     assert {"name", "tol", "max_iter", "eval_max_iter", "eval_tol", "m", "lam", "beta",
@@ -249,3 +258,21 @@ def test_model_section_schema():
     assert {"name", "k", "tol", "max_iter", "solver"} == set(m["backward"])
     for key in MODEL_DEFINING_KEYS:
         Config().get(key)  # every model-defining key exists
+
+
+def test_stability_keys_defaults_and_overrides():
+    t = Config().train
+    assert (t.diverge_residual, t.diverge_unconverged, t.max_rollbacks) == (1.0, None, 3)
+    assert (t.rollback_lr_factor, t.log_contraction, t.jacobian_penalty) == (0.5, True, 0.0)
+    assert Config().model.eta_scale == "none"
+    cfg = load_config(None, ["train.diverge_residual=none", "train.diverge_unconverged=0.9",
+                             "train.max_rollbacks=0", "train.rollback_lr_factor=0.1",
+                             "train.log_contraction=false", "train.jacobian_penalty=2",
+                             "model.eta_scale=operator"])
+    t = cfg.train
+    assert (t.diverge_residual, t.diverge_unconverged, t.max_rollbacks) == (None, 0.9, 0)
+    assert (t.rollback_lr_factor, t.log_contraction, t.jacobian_penalty) == (0.1, False, 2.0)
+    assert cfg.model.eta_scale == "operator"
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    # not model-defining: a checkpoint written before the key existed still resumes
+    assert "model.eta_scale" not in MODEL_DEFINING_KEYS

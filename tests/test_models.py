@@ -9,7 +9,7 @@ from jfb.deq import IFT, JFB, Anderson, Neumann, Picard, Unrolled
 from jfb.errors import ConfigError
 from jfb.models import DEGrad, DEProx, Feedforward, build_model
 from jfb.nets import DnCNN
-from jfb.physics import Blur, kernels
+from jfb.physics import Blur, LinearOperator, kernels
 
 DT = torch.float64
 
@@ -259,6 +259,7 @@ def test_a_few_jfb_steps_learn_to_deblur():
         ("model.init=y", lambda m: m.init == "y"),
         ("model.eta=0.3", lambda m: abs(float(m.eta.detach()) - 0.3) < 1e-6),
         ("model.eta_max=5.0", lambda m: m.eta_max == 5.0),
+        ("model.eta_scale=operator", lambda m: m.eta_scale == "operator"),
         (
             "model.net.depth=4",
             lambda m: sum(isinstance(c, torch.nn.Conv2d) for c in m.net.modules()) == 4,
@@ -324,3 +325,108 @@ def test_config_backward_variants_reach_the_strategy():
         None, ["model.solver.name=picard", "model.solver.damping=0.3", "model.net.depth=3"]
     )
     assert build_model(cfg.to_dict()["model"], make_op().float()).solver.damping == 0.3
+
+
+# ---------------------------------------------------------------------- stability options
+class Scaled(LinearOperator):
+    """A x = c x: ||A^T A|| = c^2."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+
+    def A(self, x):
+        return self.c * x
+
+    def A_adjoint(self, y):
+        return self.c * y
+
+
+def test_eta_scale_operator_divides_eta_by_the_norm_of_ata_and_is_saved():
+    net, y = tiny_net(), batch()
+    m = DEGrad(Scaled(5.0), net, eta=1.0, eta_max=2.0, eta_scale="operator",
+               solver=Picard(max_iter=3)).to(DT)
+    assert torch.isnan(m.ata_norm) and "ata_norm" in m.state_dict()
+    m(y)  # the first forward estimates L = ||A^T A|| = 25
+    assert float(m.ata_norm) == pytest.approx(25.0, rel=1e-6)
+    assert float(m.eta.detach()) == pytest.approx(1.0 / 25, rel=1e-6)
+    x = batch(seed=4)
+    expected = x - (1.0 / 25) * (25 * x - 5 * y + net(x))
+    assert torch.allclose(m.T(x, y), expected, atol=1e-10)
+    # a checkpoint restores the same step, with no new estimate (even for another operator)
+    fresh = DEGrad(Scaled(3.0), tiny_net(), eta=1.0, eta_max=2.0, eta_scale="operator",
+                   solver=Picard(max_iter=3)).to(DT)
+    fresh.load_state_dict(m.state_dict(), strict=True)
+    fresh(y)
+    assert float(fresh.eta.detach()) == pytest.approx(1.0 / 25, rel=1e-6)
+    # "none" (the default): no buffer, eta as given, the state dict of before
+    plain = DEGrad(Scaled(5.0), tiny_net(), eta=1.0, eta_max=2.0).to(DT)
+    assert "ata_norm" not in plain.state_dict() and float(plain.eta.detach()) == pytest.approx(1.0)
+    assert set(plain.state_dict()) == set(m.state_dict()) - {"ata_norm"}
+    with pytest.raises(ValueError, match="eta_scale"):
+        DEGrad(Scaled(5.0), tiny_net(), eta_scale="adaptive")
+    with pytest.raises(RuntimeError, match="calibrate"):
+        plain.calibrate((2, 8, 9))
+
+
+def test_eta_scale_reaches_the_model_from_the_config_and_keeps_old_checkpoints():
+    from jfb.config import load_config
+
+    cfg = load_config(None, ["model.net.depth=3", "model.net.width=4"]).to_dict()["model"]
+    old = dict(cfg)
+    del old["eta_scale"]  # a model section written before the key existed
+    assert build_model(old, make_op().float()).eta_scale == "none"
+    scaled = build_model({**cfg, "eta_scale": "operator"}, Scaled(2.0), channels=3)
+    scaled(torch.rand(1, 3, 6, 6))
+    assert float(scaled.eta.detach()) == pytest.approx(1.0 / 4, rel=1e-5)
+
+
+def test_contraction_method_is_the_spectral_norm_of_the_jacobian_at_x_star():
+    """T is affine in x when R is linear: compare with the SVD of the dense Jacobian."""
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(2, 2, 3, padding=1, bias=False).to(DT)
+    m = DEGrad(make_op(), net, eta=0.7, solver=Picard(max_iter=2)).to(DT)
+    y = batch(n=1, h=5, w=6)
+    x = batch(n=1, h=5, w=6, seed=3)
+    jac = torch.autograd.functional.jacobian(lambda z: m.T(z, y), x).reshape(60, 60)
+    exact = float(torch.linalg.matrix_norm(jac, ord=2))
+    g = torch.Generator().manual_seed(0)
+    est = m.contraction(x, y, n_iter=300, generator=g)
+    # power iteration approaches ||J|| from below, slowly where singular values cluster (blurs)
+    assert est.shape == (1,) and exact * (1 - 5e-3) < float(est) <= exact * (1 + 1e-9)
+
+
+def test_contraction_and_jacobian_do_not_advance_spectral_norm():
+    m = DEGrad(make_op(), tiny_net(spectral_norm=True)).train()
+    u = [b.clone() for n, b in m.named_buffers() if n.endswith(".u")]
+    x, y = batch(seed=5), batch()
+    m.contraction(x, y)
+    m.jacobian_frobenius(x, y).sum().backward()
+    assert all(torch.equal(a, b) for a, b in
+               zip(u, [b for n, b in m.named_buffers() if n.endswith(".u")], strict=True))
+
+
+def test_jacobian_frobenius_is_unbiased_and_differentiable():
+    """Mean of the Hutchinson estimates over many probes = ||J||_F^2 / d of the dense Jacobian;
+    its gradient w.r.t. eta matches a finite difference at a fixed probe."""
+    torch.manual_seed(0)
+    m = DEGrad(make_op(), tiny_net(), eta=0.6).to(DT)
+    y1, x1 = batch(n=1, h=4, w=5), batch(n=1, h=4, w=5, seed=7)
+    d = x1.numel()
+    jac = torch.autograd.functional.jacobian(lambda z: m.T(z, y1), x1).reshape(d, d)
+    exact = float(jac.square().sum()) / d
+    n = 4000  # copies of the sample: one independent probe each
+    est = m.jacobian_frobenius(x1.expand(n, -1, -1, -1), y1.expand(n, -1, -1, -1),
+                               generator=torch.Generator().manual_seed(1)).detach()
+    assert est.shape == (n,)
+    assert abs(float(est.mean()) - exact) < 4 * float(est.std()) / n**0.5
+
+    def at(raw: float) -> torch.Tensor:
+        with torch.no_grad():
+            m.eta_raw.fill_(raw)
+        return m.jacobian_frobenius(x1, y1, generator=torch.Generator().manual_seed(2))
+
+    raw0, h = float(m.eta_raw.detach()), 1e-6
+    at(raw0).sum().backward()
+    fd = (float(at(raw0 + h).detach()) - float(at(raw0 - h).detach())) / (2 * h)
+    assert float(m.eta_raw.grad) == pytest.approx(fd, rel=1e-6)

@@ -15,7 +15,7 @@ from jfb.pipeline import load_model
 TINY = [
     "model.net.depth=3", "model.net.width=4", "model.solver.max_iter=6", "data.batch_size=2",
     "data.patch_size=32", "data.max_val_images=1", "train.steps=2", "train.val_every=2",
-    "train.device=cpu", "model.init=adjoint",
+    "train.device=cpu", "model.init=adjoint", "model.eta_scale=operator",
 ]
 OPS = {"sr": "op=sr:2", "inpaint": "op=inpaint:random:0.5:3", "denoise": "op=denoise",
        "radon": "op=radon:12"}

@@ -597,9 +597,13 @@ def test_nan_gradient_is_detected(tmp_path):
 
 
 def test_divergence_stops_after_max_bad_steps_keeping_last_good_checkpoint(tmp_path):
+    """With rollback off (max_rollbacks=0), the behaviour from before rollbacks existed."""
     torch.manual_seed(0)
     model = NaNAfter(bad=set(range(3, 100)))
-    cfg = make_cfg(train={"pretrain_steps": 0, "steps": 20, "val_every": 2, "max_bad_steps": 3})
+    cfg = make_cfg(
+        train={"pretrain_steps": 0, "steps": 20, "val_every": 2, "max_bad_steps": 3,
+               "max_rollbacks": 0}
+    )
     t = Trainer(
         model,
         NoisyPairs(N_TRAIN),
@@ -615,8 +619,169 @@ def test_divergence_stops_after_max_bad_steps_keeping_last_good_checkpoint(tmp_p
         t.fit()
     assert t.step == 5  # steps 3, 4, 5 were bad
     assert load_checkpoint(tmp_path / "last.safetensors")["step"] == 2  # the last good one
+    assert not any("rolled back" in r["message"] for r in records(tmp_path, "event"))
     with pytest.raises(RuntimeError):  # SolverError subclass: a RuntimeError
         raise TrainingDivergedError("x")
+
+
+# ---------------------------------------------------------------------- solver divergence, rollback
+class BlowUp(Tiny):
+    """Tiny whose solver statistics report a residual of 5 (or NaN) on the listed training
+    forward calls (1-based, validation not counted); ``unconverged``: the fraction of the batch
+    reported as not converged."""
+
+    def __init__(self, bad=(), residual=5.0, unconverged=0.0):
+        super().__init__()
+        self.bad, self.residual, self.unconverged = set(bad), residual, unconverged
+        self.train_calls = 0
+
+    def forward(self, y):
+        out = super().forward(y)
+        n = y.shape[0]
+        self.train_calls += self.training
+        blown = self.training and self.train_calls in self.bad
+        self.last_stats.residual = torch.full((n,), self.residual if blown else 1e-4)
+        self.last_stats.converged = torch.arange(n) >= round(self.unconverged * n)
+        return out
+
+
+def test_solver_divergence_reads_residuals_and_convergence():
+    from jfb.train.trainer import solver_divergence
+
+    stats = SimpleNamespace(
+        residual=torch.tensor([1e-4, 0.5, 2.0]), converged=torch.tensor([True, False, False])
+    )
+    blown, capped, worst, frac = solver_divergence(stats, max_residual=1.0, max_unconverged=0.5)
+    assert (float(blown), float(capped), float(worst)) == (1.0, 1.0, 2.0)
+    assert float(frac) == pytest.approx(2 / 3)
+    blown, capped, *_ = solver_divergence(stats, max_residual=3.0, max_unconverged=0.7)
+    assert (float(blown), float(capped)) == (0.0, 0.0)
+    blown, capped, *_ = solver_divergence(stats, max_residual=None, max_unconverged=None)
+    assert (float(blown), float(capped)) == (0.0, 0.0)
+    nan = SimpleNamespace(residual=torch.tensor([1e-4, float("nan")]), converged=None)
+    blown, _, worst, _ = solver_divergence(nan, max_residual=1e9, max_unconverged=None)
+    assert float(blown) == 1.0 and math.isinf(float(worst))
+    for bare in (None, SimpleNamespace(iterations=torch.ones(2))):  # nothing to check: healthy
+        assert [float(v) for v in solver_divergence(bare, max_residual=1.0,
+                                                    max_unconverged=0.0)] == [0, 0, 0, 0]
+
+
+def _rollback_trainer(out_dir, model, val_every=2, **train):
+    torch.manual_seed(0)
+    cfg = make_cfg(train={"pretrain_steps": 0, "steps": 8, "val_every": val_every,
+                          "warmup_steps": 0, "schedule": "constant", **train})
+    return Trainer(model, NoisyPairs(N_TRAIN), NoisyPairs(N_VAL, fixed=True), cfg,
+                   out_dir=out_dir, progress=False)
+
+
+def _spy_steps(t: Trainer) -> list[tuple[int, float, dict[str, torch.Tensor], torch.Tensor]]:
+    """Record (step, lr, weights, torch RNG state) before every training step of ``t``."""
+    seen: list[tuple[int, float, dict[str, torch.Tensor], torch.Tensor]] = []
+    real = t._train_step
+
+    def spy(*a, **k):
+        seen.append((t.step, t.optimizer.param_groups[0]["lr"], weights(t), torch.get_rng_state()))
+        return real(*a, **k)
+
+    t._train_step = spy
+    return seen
+
+
+def test_residual_blow_up_rolls_back_to_the_last_checkpoint_with_half_the_lr(tmp_path):
+    torch.manual_seed(0)
+    t = _rollback_trainer(tmp_path, BlowUp(bad={4}))  # the 4th step (global step 4) blows up
+    seen = _spy_steps(t)
+    s = t.fit()
+    assert s["stopped"] == "completed" and s["global_step"] == 8
+    assert s["rollbacks"] == 1 and s["lr_scale"] == 0.5 and s["skipped_steps"] == 1
+    steps = [step for step, *_ in seen]
+    assert steps == [0, 1, 2, 3, 2, 3, 4, 5, 6, 7]  # back to step 2, then on to the end
+    assert_same(seen[4][2], seen[2][2])  # after the rollback: the weights checkpointed at step 2
+    assert torch.equal(seen[4][3], seen[2][3])  # ... and the random state (dropout) of then
+    assert [lr for _, lr, *_ in seen] == pytest.approx([1e-2] * 4 + [5e-3] * 6)
+    events = [r for r in records(tmp_path, "event") if r.get("rollback")]
+    assert len(events) == 1 and events[0]["detected_at"] == 4 and events[0]["step"] == 2
+    msg = events[0]["message"]
+    assert "solver residual blow-up" in msg and "train.diverge_residual=1" in msg
+    assert "rolled back to step 2" in msg and "x0.5 -> 0.005" in msg
+    info = load_checkpoint(tmp_path / "last.safetensors")
+    assert info["extra"]["lr_scale"] == 0.5 and info["extra"]["rollbacks"] == 1
+
+
+def test_a_run_resumed_after_a_rollback_equals_the_uninterrupted_one(tmp_path):
+    """The lr reduction is saved: resume after a rollback continues at the reduced rate."""
+    ref = _rollback_trainer(tmp_path / "a", BlowUp(bad={4}))
+    ref.fit()
+    first = _rollback_trainer(tmp_path / "b", BlowUp(bad={4}))
+    assert first.fit(max_steps=6)["rollbacks"] == 1
+    torch.manual_seed(5)
+    second = _rollback_trainer(tmp_path / "b", BlowUp())
+    s = second.fit(resume=True)
+    assert s["lr_scale"] == 0.5 and s["rollbacks"] == 1 and s["global_step"] == 8
+    assert_same(weights(ref), weights(second))
+
+
+def test_rollback_lr_factor_and_diverge_residual_options(tmp_path):
+    t = _rollback_trainer(tmp_path / "f", BlowUp(bad={4}), rollback_lr_factor=0.25)
+    seen = _spy_steps(t)
+    assert t.fit()["lr_scale"] == 0.25
+    assert seen[-1][1] == pytest.approx(2.5e-3)
+    # a residual of 5 is no blow-up under a threshold of 10, nor with the test off
+    for i, threshold in enumerate((10.0, "none")):
+        quiet = _rollback_trainer(tmp_path / f"q{i}", BlowUp(bad={4}), diverge_residual=threshold)
+        s = quiet.fit()
+        assert s["rollbacks"] == 0 and s["skipped_steps"] == 0
+    nan = _rollback_trainer(tmp_path / "n", BlowUp(bad={4}, residual=float("nan")),
+                            diverge_residual=1e9)
+    assert nan.fit()["rollbacks"] == 1  # NaN is a blow-up under any threshold
+
+
+def test_diverge_unconverged_option(tmp_path):
+    """Half the batch unconverged: a divergence above a threshold of 0.4, not at the default."""
+    off = _rollback_trainer(tmp_path / "off", BlowUp(unconverged=0.5))
+    assert off.fit()["rollbacks"] == 0
+    on = _rollback_trainer(tmp_path / "on", BlowUp(unconverged=0.5), diverge_unconverged=0.4,
+                           max_rollbacks=2)
+    with pytest.raises(TrainingDivergedError, match=r"iteration cap for 50% of the batch"):
+        on.fit()
+    assert on.rollbacks == 2
+
+
+def test_repeated_divergence_stops_after_max_rollbacks_keeping_the_checkpoint(tmp_path):
+    t = _rollback_trainer(tmp_path, BlowUp(bad=set(range(4, 100))), max_rollbacks=2)
+    seen = _spy_steps(t)
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"residual blow-up.* at step 3 after 2 rollbacks \(train\.max_rollbacks=2\); "
+        r"the last good checkpoint is .*last\.safetensors",
+    ):
+        t.fit()
+    assert [step for step, *_ in seen] == [0, 1, 2, 3, 2, 2]  # every step from the 4th blows up
+    info = load_checkpoint(tmp_path / "last.safetensors")
+    assert info["step"] == 2 and info["extra"]["lr_scale"] == 0.25
+    assert_same(info["weights"], seen[2][2])  # the checkpoint kept holds the step-2 weights
+    events = records(tmp_path, "event")
+    assert sum(bool(r.get("rollback")) for r in events) == 2
+    assert events[-1]["message"].startswith("training diverged: ")
+
+
+def test_without_rollback_a_diverged_solve_is_a_skipped_step(tmp_path):
+    t = _rollback_trainer(tmp_path, BlowUp(bad={4}), max_rollbacks=0)
+    s = t.fit()
+    assert s["rollbacks"] == 0 and s["skipped_steps"] == 1 and s["global_step"] == 8
+    assert any("solver residual blow-up" in r["message"] and "update skipped" in r["message"]
+               for r in records(tmp_path, "event"))
+
+
+def test_a_streak_of_nan_steps_rolls_back_when_rollback_is_on(tmp_path):
+    # forward calls 3 and 4 validate at step 2; calls 5 and 6 are the training steps after it
+    t = _rollback_trainer(tmp_path, NaNAfter(bad={5, 6}), max_bad_steps=2)
+    seen = _spy_steps(t)
+    s = t.fit()
+    assert s["stopped"] == "completed" and s["rollbacks"] == 1 and s["skipped_steps"] == 2
+    assert [step for step, *_ in seen][:5] == [0, 1, 2, 3, 2]
+    assert any("2 consecutive steps with a NaN/Inf loss" in r["message"]
+               for r in records(tmp_path, "event") if r.get("rollback"))
 
 
 # ---------------------------------------------------------------------- signals
@@ -739,6 +904,84 @@ def test_trains_a_tiny_degrad(tmp_path):
     assert_same(weights(t), weights(c))
 
 
+# ---------------------------------------------------------------------- stability logs
+class ZeroNet(nn.Module):
+    """R(x) = 0, with a parameter (whose gradient is 0) for the optimiser."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return 0.0 * self.w * x
+
+
+def test_contraction_is_logged_and_is_the_known_factor(tmp_path):
+    """DE-GRAD with A = I and R = 0: T(x) = (1 - eta) x + eta y, so ||J_T|| = |1 - eta| = 0.5."""
+    from jfb.deq import Picard
+    from jfb.models import DEGrad
+    from jfb.physics import Identity
+
+    def run(out, **train):
+        model = DEGrad(Identity(), ZeroNet(), eta=1.5, eta_max=2.0,
+                       solver=Picard(tol=1e-6, max_iter=50))
+        model.eta_raw.requires_grad_(False)  # keep eta (hence the factor) fixed
+        cfg = make_cfg(train={"pretrain_steps": 0, "steps": 3, "log_every": 1, **train})
+        Trainer(model, NoisyPairs(N_TRAIN), None, cfg, out_dir=out, progress=False).fit()
+        return records(out, "train")
+
+    recs = run(tmp_path / "on")
+    assert len(recs) == 3
+    for r in recs:
+        assert r["contraction"] == pytest.approx(0.5, rel=1e-5)
+        assert r["contraction_max"] == pytest.approx(0.5, rel=1e-5)
+    assert all("contraction" not in r for r in run(tmp_path / "off", log_contraction=False))
+
+
+def _tiny_degrad_trainer(out_dir, **train):
+    from jfb.models import build_model
+    from jfb.physics import Blur, kernels
+
+    cfg = make_cfg(
+        model={"net": {"depth": 2, "width": 3, "spectral_norm": True},
+               "solver": {"max_iter": 8, "tol": 1e-3}},
+        train={"pretrain_steps": 0, "steps": 2, "log_every": 1, "val_every": 100,
+               "grad_clip": "none", **train},
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg.to_dict()["model"], Blur(kernels.gaussian(3, 1.0)), channels=1)
+    return Trainer(model, NoisyPairs(N_TRAIN), None, cfg, out_dir=out_dir, progress=False)
+
+
+def test_stability_diagnostics_do_not_change_training(tmp_path):
+    """Measuring the contraction factor neither draws from the global RNGs nor advances the
+    spectral norm's power iteration: the weights (and power-iteration vectors) are those of a
+    run without it."""
+    on = _tiny_degrad_trainer(tmp_path / "on")
+    on.fit()
+    rng_on = torch.get_rng_state()
+    off = _tiny_degrad_trainer(tmp_path / "off", log_contraction=False)
+    off.fit()
+    assert "contraction" in records(tmp_path / "on", "train")[-1]
+    assert_same(weights(on), weights(off))
+    assert torch.equal(rng_on, torch.get_rng_state())
+
+
+def test_jacobian_penalty_changes_the_gradient_and_is_logged(tmp_path):
+    grads = {}
+    for gamma in (0.0, 1.0):
+        t = _tiny_degrad_trainer(tmp_path / str(gamma), jacobian_penalty=gamma, steps=1)
+        t.fit()
+        grads[gamma] = torch.cat([p.grad.flatten() for p in t.params])
+    assert not torch.allclose(grads[0.0], grads[1.0])
+    on, off = records(tmp_path / "1.0", "train"), records(tmp_path / "0.0", "train")
+    assert all("jacobian" not in r for r in off)
+    assert on[0]["jacobian"] > 0 and math.isfinite(on[0]["jacobian"])
+    assert on[0]["loss"] == pytest.approx(off[0]["loss"])  # "loss" stays the MSE
+    plain = make(tmp_path / "plain", model_cls=Plain, train={"jacobian_penalty": 1.0})
+    assert any("jacobian_penalty ignored" in n for n in plain.notes)
+
+
 # ---------------------------------------------------------------------- logging
 def test_metric_logger_jsonl_csv_and_rewind(tmp_path):
     lg = MetricLogger(tmp_path)
@@ -759,6 +1002,21 @@ def test_metric_logger_jsonl_csv_and_rewind(tmp_path):
     # appending after a rewind continues the same files
     MetricLogger(tmp_path).log("train", 2, loss=0.2, psnr=21.0)
     assert [r["step"] for r in lg.read("train")] == [1, 2]
+
+
+def test_metric_logger_skips_a_line_cut_by_a_crash(tmp_path):
+    """Records are appended and flushed one by one: a crash mid-append leaves a cut last line,
+    which reading and rewinding (on resume) skip; the records before it are all there."""
+    lg = MetricLogger(tmp_path)
+    lg.log("train", 1, loss=0.5)
+    lg.log("train", 2, loss=0.4)
+    with open(tmp_path / "metrics.jsonl", "a") as fh:
+        fh.write('{"kind": "train", "step": 3, "lo')
+    assert [r["step"] for r in lg.read("train")] == [1, 2]
+    lg.rewind(2)
+    assert [r["step"] for r in lg.read()] == [1, 2]
+    lg.log("train", 3, loss=0.3)
+    assert [r["step"] for r in lg.read("train")] == [1, 2, 3]
 
 
 def test_metric_logger_disabled_writes_nothing(tmp_path):

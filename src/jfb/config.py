@@ -54,7 +54,9 @@ __all__ = [
 # Keys whose values change the *weights* a model has (their names, shapes or meaning). A checkpoint
 # may only be loaded into a model built with the same values (``jfb.train.checkpoint``).
 #: Keys a checkpoint must agree on to be resumed into a run: the model, and the task (whose
-#: operator's kernel is saved with the model's buffers).
+#: operator's kernel is saved with the model's buffers). ``model.eta_scale`` is not listed, so that
+#: checkpoints written before it existed still load; its "operator" mode adds the buffer
+#: ``ata_norm``, so a checkpoint of the other mode is refused by its weights instead.
 MODEL_DEFINING_KEYS: tuple[str, ...] = (
     "task", "model.kind", "model.net", "model.init", "model.eta_max",
 )
@@ -133,7 +135,9 @@ class BackwardConfig:
 class ModelConfig:
     """The reconstructor: ``kind`` = DE-GRAD (x <- x - eta (A^T(Ax - y) + R(x))), DE-PROX
     (x <- R(x - eta A^T(Ax - y))) or a feedforward net; ``init`` is x0 (A^T y, y or Tikhonov);
-    ``eta`` the initial step size, bounded by ``eta_max`` when it is learned.
+    ``eta`` the initial step size, bounded by ``eta_max`` when it is learned. With
+    ``eta_scale="operator"`` both are in units of 1/L, L = ||A^T A|| estimated at the first
+    forward and saved with the weights (the data-fit step is non-expansive for eta <= 2/L).
     """
 
     kind: Literal["degrad", "deprox", "feedforward"] = _f("degrad", doc="model kind")
@@ -143,6 +147,9 @@ class ModelConfig:
     init: Literal["adjoint", "y", "tikhonov"] = _f("adjoint", doc="initial iterate x0")
     eta: float = _f(1.0, gt=0, doc="initial step size")
     eta_max: float | None = _f(2.0, gt=0, doc="upper bound of the learned step size")
+    eta_scale: Literal["none", "operator"] = _f(
+        "none", doc="'operator': eta and eta_max in units of 1 / ||A^T A||"
+    )
 
 
 @dataclass
@@ -165,6 +172,12 @@ class TrainConfig:
     """The training loop (``jfb.train.Trainer``): ``steps`` optimiser steps of Adam/AdamW at
     ``lr`` with ``warmup_steps`` of linear warm-up then a cosine (or constant) schedule, gradient
     norm clipping, validation every ``val_every`` steps, and so on.
+
+    Divergence (docs/RELIABILITY.md): a step with a NaN/Inf loss or gradient, or whose solve
+    diverged (``diverge_residual``, ``diverge_unconverged``), makes no update. A diverged solve,
+    or ``max_bad_steps`` such steps in a row, rolls model, optimiser and schedule back to the last
+    checkpointed state with the learning rate times ``rollback_lr_factor``; after
+    ``max_rollbacks`` rollbacks (0: never roll back) training stops with TrainingDivergedError.
     """
 
     steps: int = _f(1000, ge=1, doc="optimiser steps (after pre-training)")
@@ -183,7 +196,20 @@ class TrainConfig:
     pretrain_steps: int = _f(0, ge=0, doc="pre-train R as a feedforward deblurrer first")
     device: Literal["auto", "cpu", "cuda"] = _f("auto", doc="device")
     out_dir: str = _f("runs/default", doc="output folder (logs, checkpoints)")
-    max_bad_steps: int = _f(10, ge=1, doc="stop after N consecutive NaN/Inf steps")
+    max_bad_steps: int = _f(
+        10, ge=1, doc="N consecutive skipped (NaN/Inf or diverged) steps: roll back or stop"
+    )
+    diverge_residual: float | None = _f(
+        1.0, gt=0, doc="solver diverged: a final relative residual above this or NaN (None: off)"
+    )
+    diverge_unconverged: float | None = _f(
+        None, ge=0, le=1,
+        doc="solver diverged: more than this fraction of the batch hit the cap (None: off)",
+    )
+    max_rollbacks: int = _f(3, ge=0, doc="roll back to the last good state at most N times")
+    rollback_lr_factor: float = _f(0.5, gt=0, le=1, doc="learning-rate multiplier per rollback")
+    log_contraction: bool = _f(True, doc="log ||J_T(x*)||_2 every log_every steps (implicit)")
+    jacobian_penalty: float = _f(0.0, ge=0, doc="weight of the ||J_T(x*)||_F^2 / d penalty")
     tensorboard: bool = _f(False, doc="also log to TensorBoard (if installed)")
 
 

@@ -3,6 +3,8 @@
 Outputs are clamped to [0, 1] before PSNR (data range 1) and SSIM (Gaussian window 11, sigma 1.5),
 both averaged over images; the spread is the std over images. Evaluation noise comes from the
 dataset (``DegradedDataset(..., seed=...)``), so two evaluations see identical measurements.
+With ``contraction=True`` an implicit model's local contraction factor ||J_T(x*)||_2 is measured
+at every reconstruction (power iteration, seeded) and summarised as mean and max over images.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class EvalResult:
     seconds: float
     iterations: torch.Tensor | None = None
     examples: list[torch.Tensor] = field(default_factory=list)
+    contraction: torch.Tensor | None = None  # ||J_T(x*)||_2 per image, when measured
 
     @property
     def n_images(self) -> int:
@@ -49,6 +52,9 @@ class EvalResult:
         out["mean_solver_iters"] = (
             None if self.iterations is None else round(float(self.iterations.float().mean()), 2)
         )
+        if self.contraction is not None:
+            out["contraction_mean"] = round(float(self.contraction.mean()), 4)
+            out["contraction_max"] = round(float(self.contraction.max()), 4)
         return out
 
 
@@ -60,13 +66,24 @@ def evaluate(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     keep: int = 0,
+    contraction: bool = False,
+    contraction_iters: int = 10,
 ) -> EvalResult:
     """Run ``method`` on every (x, y) pair; ``keep`` first reconstructions are returned too.
 
     ``method`` may be an ``nn.Module`` (put in eval mode, run without gradients; its
     ``last_stats`` give per-image solver iterations) or any callable y -> x_hat.
+    ``contraction=True`` (implicit models only: a ``contraction(x*, y)`` method) also measures
+    ||J_T(x*)||_2 per image with ``contraction_iters`` power iterations from a seeded start;
+    this time is not counted in ``seconds``.
     """
+    if contraction and not callable(getattr(method, "contraction", None)):
+        raise ValueError(
+            f"contraction=True needs an implicit model (with a contraction(x*, y) method), "
+            f"got {type(method).__name__}"
+        )
     device = torch.device(device)
+    gen = torch.Generator().manual_seed(0) if contraction else None
     loader = (
         pairs
         if isinstance(pairs, DataLoader)
@@ -74,7 +91,7 @@ def evaluate(
     )
     if isinstance(method, torch.nn.Module):
         method.eval()
-    psnrs, ssims, iters, examples = [], [], [], []
+    psnrs, ssims, iters, examples, factors = [], [], [], [], []
     seconds = 0.0
     with torch.no_grad():
         for x, y in loader:
@@ -84,6 +101,9 @@ def evaluate(
             x_hat = method(y)
             _sync(device)
             seconds += time.perf_counter() - start
+            if contraction:
+                factors.append(method.contraction(x_hat, y, n_iter=contraction_iters,
+                                                  generator=gen).cpu())
             x_hat = x_hat.clamp(0.0, 1.0)
             psnrs.append(psnr(x_hat, x).cpu())
             ssims.append(ssim(x_hat, x).cpu())
@@ -101,6 +121,7 @@ def evaluate(
         seconds=seconds,
         iterations=torch.cat(iters) if iters else None,
         examples=examples,
+        contraction=torch.cat(factors).double() if factors else None,
     )
 
 

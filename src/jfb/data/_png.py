@@ -79,6 +79,8 @@ def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
 def decode(data: bytes) -> np.ndarray:
     """Decode a PNG to an ``(H, W, C)`` array of dtype uint8 or uint16 (C = 1, 2, 3 or 4)."""
     width, height, depth, ctype, interlace = read_header(data)
+    if width == 0 or height == 0:
+        raise PNGFormatError(f"PNG image has no pixels ({width}x{height})")
     if depth not in (8, 16) or ctype not in _CHANNELS:
         raise PNGFormatError(f"unsupported PNG: bit depth {depth}, colour type {ctype}")
     if interlace:
@@ -101,12 +103,15 @@ def decode(data: bytes) -> np.ndarray:
         pos += 12 + length
     if not ended or not idat:
         raise PNGFormatError("PNG file is truncated (no IEND chunk)")
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as exc:
-        raise PNGFormatError(f"corrupt PNG image data: {exc}") from exc
     channels = _CHANNELS[ctype]
     bpp = channels * depth // 8
+    inflate = zlib.decompressobj()
+    try:  # never inflate more than the image needs: a small file may hold a zlib bomb
+        raw = inflate.decompress(b"".join(idat), height * (width * bpp + 1))
+    except zlib.error as exc:
+        raise PNGFormatError(f"corrupt PNG image data: {exc}") from exc
+    if not inflate.eof and not inflate.unconsumed_tail:  # all read, yet the stream goes on
+        raise PNGFormatError("corrupt PNG image data: the compressed stream is truncated")
     rows = _unfilter(raw, height, width * bpp, bpp)
     if depth == 16:
         arr = rows.view(">u2").astype(np.uint16)

@@ -9,9 +9,12 @@ Problems with a file are reported as :class:`jfb.errors.DataError` naming the fi
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +90,15 @@ def _drop_alpha(arr: np.ndarray) -> np.ndarray:
 def _read_png16(data: bytes, path: Path) -> np.ndarray | None:
     """Exact decode of 16-bit colour PNGs; None when Pillow handles the file without loss."""
     try:
-        _w, _h, depth, ctype, interlace = _png.read_header(data)
+        width, height, depth, ctype, interlace = _png.read_header(data)
     except _png.PNGFormatError:
         return None
     if depth != 16 or ctype not in (2, 4, 6):
         return None
+    limit = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit applies here too
+    if limit is not None and width * height > 2 * limit:
+        raise DataError(f"image is too large to open safely: {path}: {width}x{height} pixels "
+                        f"(more than {2 * limit})")
     if interlace:
         warnings.warn(f"{path}: interlaced 16-bit colour PNG is read at 8-bit precision",
                       stacklevel=3)
@@ -102,20 +109,42 @@ def _read_png16(data: bytes, path: Path) -> np.ndarray | None:
         raise DataError(f"corrupt or truncated PNG {path}: {exc}") from exc
 
 
+_DECODER_LOGGERS = ("tifffile", "PIL")
+
+
+@contextlib.contextmanager
+def _quiet_decoders() -> Iterator[None]:
+    """Silence the logs of tifffile and Pillow (and their child loggers) for the block: they
+    report a bad file's problems on stderr, where the command line promises one line (the
+    DataError raised here)."""
+    loggers = [logging.getLogger(name) for name in _DECODER_LOGGERS]
+    previous = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, previous, strict=True):
+            lg.setLevel(level)
+
+
 def _read_tiff(path: Path) -> np.ndarray | None:
     """Read grey/RGB TIFFs with tifffile (keeps 16-bit colour); None: let Pillow read it."""
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _quiet_decoders(), tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             if page.photometric not in (tifffile.PHOTOMETRIC.MINISBLACK,
                                         tifffile.PHOTOMETRIC.RGB):
                 return None  # palette, inverted grey, CMYK, YCbCr, ...: Pillow converts these
             arr = page.asarray()
-            axes = page.axes
+            axes, shape = page.axes, tuple(page.shape)
     except Exception as exc:  # tifffile raises many types for bad files
         raise DataError(f"corrupt or truncated TIFF {path}: {exc}") from exc
+    if arr.ndim != len(axes) or tuple(arr.shape) != shape:  # e.g. missing strip byte counts
+        raise DataError(f"corrupt or truncated TIFF {path}: {arr.shape} samples for an image "
+                        f"of shape {shape} (axes {axes})")
     # Keep the first plane of anything beyond Y, X and samples (S).
     for ax in [a for a in axes if a not in "YXS"]:
         arr = np.take(arr, 0, axis=axes.index(ax))
@@ -157,7 +186,7 @@ def _read_pil(data: bytes, path: Path) -> np.ndarray:
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must raise, not load grey
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _quiet_decoders(), Image.open(io.BytesIO(data)) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
             return _pil_to_array(im, path)

@@ -79,6 +79,7 @@ def build_model(cfg: dict[str, Any], op: LinearOperator, channels: int = 3) -> n
         init=cfg.get("init", "adjoint"),
         eta=cfg.get("eta", 1.0),
         eta_max=cfg.get("eta_max", 2.0),
+        eta_scale=cfg.get("eta_scale", "none"),
     )
 
 

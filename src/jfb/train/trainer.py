@@ -24,9 +24,27 @@ Steps. Global step ``g`` counts batches consumed, pre-training steps first: step
 and steps ``[P, P + steps)`` train ``model``. Pre-training uses the peak learning rate after
 ``warmup_steps`` (capped at P), then logs one feedforward validation (``pretrain_val``) and clears
 the optimizer's moments; the main phase has its own warm-up and cosine/constant schedule.
-A step whose loss or gradient is NaN/Inf is skipped (no update) but still consumes its batch and
-its learning-rate step; checkpoints are not written during such a streak, and
-``max_bad_steps`` consecutive ones raise :class:`TrainingDivergedError`.
+Divergence. A step is *bad* when its loss or gradient is NaN/Inf, or when the solve of an
+implicit model (``model.last_stats``) diverged: a final relative residual NaN/Inf or above
+``diverge_residual``, or more than a fraction ``diverge_unconverged`` of the batch stopped at the
+iteration cap. A bad step makes no update but still consumes its batch and its learning-rate
+step; checkpoints are not written during a streak of bad steps. A diverged solve, or
+``max_bad_steps`` bad steps in a row, *rolls back*: model, optimiser, scheduler, global RNG
+states and the data position return to the last good state (an in-memory copy of what was last
+written to ``last.safetensors`` at a validation point, or of the state ``fit`` started from; one
+copy per checkpoint, never per step), the learning rate is multiplied by ``rollback_lr_factor``
+(for the rest of the run), ``last.safetensors`` is rewritten with that factor, and training goes
+on from there; the log gets an ``event`` saying what was detected, at which step, and the new
+learning rate. When ``max_rollbacks`` rollbacks are used up (at once if it is 0), the next
+trigger raises :class:`TrainingDivergedError` naming the cause and the kept checkpoint.
+
+Stability logs. Every ``log_every`` steps the ``train`` record of an implicit model (one with
+``contraction(x*, y)``) holds ``contraction`` / ``contraction_max``: ||J_T(x*)||_2 of the first
+``CONTRACTION_SAMPLES`` samples of the batch, by ``CONTRACTION_ITERS`` power iterations at the
+detached fixed point, before the update (``log_contraction``). ``jacobian_penalty`` = gamma > 0
+adds gamma * mean_i ||J_T(x*_i)||_F^2 / d (Hutchinson, one probe;
+``model.jacobian_frobenius``) to the loss; its mean over the window is logged as ``jacobian``.
+Both draw from generators seeded by (seed, step), never from the global RNGs.
 
 Signals. SIGINT/SIGTERM finish the current step, write ``last.safetensors`` and make ``fit``
 return with ``summary["stopped"] == "signal"`` (a second SIGINT interrupts at once).
@@ -35,6 +53,7 @@ return with ``summary["stopped"] == "signal"`` (a second SIGINT interrupts at on
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import signal
@@ -44,7 +63,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import numpy as np
 import torch
@@ -57,7 +76,9 @@ from jfb.errors import CheckpointError, ConfigError, DataError, SolverError
 from jfb.metrics import psnr
 from jfb.train.checkpoint import (
     atomic_write_bytes,
+    capture_rng_state,
     load_checkpoint,
+    restore_rng_state,
     save_checkpoint,
     unwrap_model,
 )
@@ -80,15 +101,21 @@ __all__ = [
     "lr_factor",
     "mix_seed",
     "resolve_device",
+    "solver_divergence",
 ]
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+#: The logged contraction factor: this many samples of the batch, this many power iterations.
+CONTRACTION_SAMPLES, CONTRACTION_ITERS = 2, 5
 _MASK64 = (1 << 64) - 1
+# Salts of the generators of the stability diagnostics (kept apart from every other stream).
+_SALT_CONTRACTION, _SALT_JACOBIAN = 0xC0417, 0x7AC0B
 
 
 class TrainingDivergedError(SolverError):
-    """``max_bad_steps`` consecutive steps had a NaN/Inf loss or gradient."""
+    """Training diverged beyond repair: ``max_bad_steps`` bad steps in a row or a diverged solve,
+    with no rollback left (``max_rollbacks``)."""
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -125,6 +152,64 @@ def lr_factor(step: int, *, total: int, warmup: int, schedule: str) -> float:
         raise ConfigError(f"train.schedule: unknown schedule {schedule!r}")
     t = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+
+def solver_divergence(
+    stats: Any, *, max_residual: float | None, max_unconverged: float | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Did a batched solve diverge? From ``stats`` (``SolverStats`` or any object with
+    per-sample ``residual`` / ``converged``; a missing field is not checked).
+
+    Returns 0-d float tensors on the stats' device (no host sync): ``blown`` = 1 when some
+    sample's final relative residual is NaN/Inf or > ``max_residual``, ``capped`` = 1 when the
+    fraction f of samples that did not converge is > ``max_unconverged``; and the worst residual
+    (NaN/Inf -> inf) and f, for the message. A threshold of None switches its test off.
+    """
+    residual = getattr(stats, "residual", None)
+    converged = getattr(stats, "converged", None)
+    like = residual if residual is not None else converged
+    zero = torch.zeros((), device=like.device if like is not None else None)
+    worst, frac = zero, zero
+    if residual is not None and residual.numel():
+        worst = residual.detach().float().nan_to_num(nan=math.inf).max()
+    if converged is not None and converged.numel():
+        frac = (~converged.detach().bool()).float().mean()
+    blown = (worst > max_residual).float() if max_residual is not None else zero
+    capped = (frac > max_unconverged).float() if max_unconverged is not None else zero
+    return blown, capped, worst, frac
+
+
+def _step_problem(
+    bad_loss: bool, bad_grad: bool, blown: bool, capped: bool, worst: float, unconverged: float,
+    tc: Any,
+) -> str | None:
+    """What is wrong with a step, in words (None: nothing); a diverged solve is named first."""
+    if blown:
+        return (
+            f"solver residual blow-up (max relative residual {worst:.3g} > "
+            f"train.diverge_residual={tc.diverge_residual:g})"
+        )
+    if capped:
+        return (
+            f"solver stopped at its iteration cap for {100 * unconverged:.0f}% of the batch "
+            f"(> train.diverge_unconverged={tc.diverge_unconverged:g})"
+        )
+    if bad_loss:
+        return "non-finite loss"
+    if bad_grad:
+        return "non-finite gradient"
+    return None
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """A deep copy of nested dicts/lists with every tensor cloned to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
 
 
 def resolve_device(spec: str | torch.device, dist_info: DistInfo | None = None) -> torch.device:
@@ -345,7 +430,18 @@ class Trainer:
                 f"skipping {tc.pretrain_steps} pre-training steps"
             )
         self.total_steps = self.pretrain_steps + tc.steps
+        self.implicit = callable(getattr(self.model, "contraction", None))
+        self.jacobian_on = tc.jacobian_penalty > 0 and callable(
+            getattr(self.model, "jacobian_frobenius", None)
+        )
+        if tc.jacobian_penalty > 0 and not self.jacobian_on:
+            self.notes.append(
+                f"train.jacobian_penalty ignored: {type(self.model).__name__} is not an "
+                "implicit model (no jacobian_frobenius)"
+            )
 
+        self.rollbacks = 0
+        self.lr_scale = 1.0  # product of rollback_lr_factor over the rollbacks so far
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
@@ -372,17 +468,21 @@ class Trainer:
         self.last_val: dict[str, float] | None = None
         self.bad_streak = 0
         self.skipped_steps = 0
+        self._snapshot: dict[str, Any] | None = None  # the rollback target
         self._stop_signal: int | None = None
         self._seconds_before = 0.0  # training time of the runs this one resumes
         self._fit_start: float | None = None
 
     # ------------------------------------------------------------------ schedule
     def _lr_lambda(self, g: int) -> float:
+        """lr(g) / peak lr: the schedule times ``lr_scale`` (the rollbacks' reductions)."""
         tc = self.config.train
         p = self.pretrain_steps
         if g < p:  # pre-training: warm-up then constant
-            return lr_factor(g, total=p, warmup=min(tc.warmup_steps, p), schedule="constant")
-        return lr_factor(g - p, total=tc.steps, warmup=tc.warmup_steps, schedule=tc.schedule)
+            f = lr_factor(g, total=p, warmup=min(tc.warmup_steps, p), schedule="constant")
+        else:
+            f = lr_factor(g - p, total=tc.steps, warmup=tc.warmup_steps, schedule=tc.schedule)
+        return self.lr_scale * f
 
     # ------------------------------------------------------------------ data
     def _global_indices(self, epoch: int, b: int) -> tuple[list[int], list[int]]:
@@ -450,13 +550,46 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     # ------------------------------------------------------------------ one step
+    def _diagnostic_generator(self, salt: int) -> torch.Generator:
+        """A CPU generator seeded by (seed, step, salt): diagnostics never touch the global RNGs."""
+        return torch.Generator().manual_seed(mix_seed(self.config.train.seed, self.step, salt))
+
+    def _is_log_step(self, g: int) -> bool:
+        return g % self.config.train.log_every == 0 or g == self.total_steps
+
+    def _contraction(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """||J_T(x*)||_2 of the first CONTRACTION_SAMPLES samples (detached; no gradient)."""
+        k = CONTRACTION_SAMPLES
+        return self.model.contraction(
+            x_hat.detach()[:k].to(y.dtype),
+            y[:k],
+            n_iter=CONTRACTION_ITERS,
+            generator=self._diagnostic_generator(_SALT_CONTRACTION),
+        )
+
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, pretrain: bool) -> dict[str, Any]:
         tc = self.config.train
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             x_hat = self.model.pretrain_forward(y) if pretrain else self.forward_module(y)
+        stats = None if pretrain else getattr(self.model, "last_stats", None)
+        blown, capped, worst, unconv = solver_divergence(
+            stats, max_residual=tc.diverge_residual, max_unconverged=tc.diverge_unconverged
+        )
         loss = F.mse_loss(x_hat.float(), x.float())
-        loss.backward()
+        total = loss
+        jac = None
+        if self.jacobian_on and not pretrain:
+            jac = self.model.jacobian_frobenius(
+                x_hat.detach(), y, generator=self._diagnostic_generator(_SALT_JACOBIAN)
+            ).mean()
+            total = loss + tc.jacobian_penalty * jac
+        total.backward()
+        contraction = None
+        if not pretrain and tc.log_contraction and self.implicit and self._is_log_step(
+            self.step + 1
+        ):  # at the map whose fixed point x_hat is: before the update
+            contraction = self._contraction(x_hat, y)
         if pretrain and self.dist.distributed:  # pretrain_forward bypasses DDP's gradient hooks
             for p in self.params:
                 if p.grad is not None:
@@ -470,18 +603,27 @@ class Trainer:
             )
         else:
             gnorm = torch.zeros((), device=self.device)
+        dev = loss.device
         flags = torch.stack(
             [
-                (~torch.isfinite(loss.detach())).float(),
+                (~torch.isfinite(total.detach())).float(),
                 (~torch.isfinite(gnorm.detach().float())).float(),
-                torch.tensor(float(self._stop_signal is not None), device=loss.device),
+                torch.tensor(float(self._stop_signal is not None), device=dev),
+                blown.to(dev),
+                capped.to(dev),
+                worst.to(dev),
+                unconv.to(dev),
             ]
         )
         if self.dist.distributed:  # every rank takes the same decisions
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        bad_loss, bad_grad, stop = (bool(v) for v in flags.tolist())
+        values = flags.tolist()
+        bad_loss, bad_grad, stop, is_blown, is_capped = (bool(v) for v in values[:5])
         lr = self.optimizer.param_groups[0]["lr"]
-        if not (bad_loss or bad_grad):
+        problem = _step_problem(
+            bad_loss, bad_grad, is_blown, is_capped, values[5], values[6], tc
+        )
+        if problem is None:
             self.optimizer.step()
         with warnings.catch_warnings():  # skipped first step: "scheduler.step() before optimizer"
             warnings.simplefilter("ignore", UserWarning)
@@ -490,14 +632,18 @@ class Trainer:
             "loss": loss.detach(),
             "grad_norm": gnorm.detach(),
             "lr": lr,
-            "bad": bad_loss or bad_grad,
-            "bad_loss": bad_loss,
+            "bad": problem is not None,
+            "problem": problem,
+            "solver_diverged": is_blown or is_capped,
             "stop": stop,
             "n": x.shape[0],
         }
+        if contraction is not None:
+            out["contraction"] = contraction
+        if jac is not None:
+            out["jacobian"] = jac.detach()
         with torch.no_grad():
             out["psnr_sum"] = psnr(x_hat.detach().float().clamp(0, 1), x.float()).sum()
-        stats = None if pretrain else getattr(self.model, "last_stats", None)
         if stats is not None and getattr(stats, "iterations", None) is not None:
             out["iters_sum"] = stats.iterations.detach().float().sum()
             conv = getattr(stats, "converged", None)
@@ -551,6 +697,8 @@ class Trainer:
             "last_val": self.last_val,
             "bad_streak": self.bad_streak,
             "skipped_steps": self.skipped_steps,
+            "rollbacks": self.rollbacks,
+            "lr_scale": self.lr_scale,
             "world_size": self.dist.world_size,
             "pretrain_steps": self.pretrain_steps,
             "epoch": self.step // self.batches_per_epoch,
@@ -611,6 +759,8 @@ class Trainer:
         self.last_val = extra.get("last_val")
         self.bad_streak = int(extra.get("bad_streak", 0))
         self.skipped_steps = int(extra.get("skipped_steps", 0))
+        self.rollbacks = int(extra.get("rollbacks", 0))
+        self.lr_scale = float(extra.get("lr_scale", 1.0))
         self._seconds_before = float(extra.get("train_seconds", 0.0))
         if not single:  # per-rank RNG streams: re-derived from (seed, step, rank)
             _seed_global(mix_seed(self.config.train.seed, self.step, self.dist.rank))
@@ -619,6 +769,102 @@ class Trainer:
                 f"resuming with {self.pretrain_steps} pre-training steps; the "
                 f"checkpoint was written with {extra.get('pretrain_steps')}"
             )
+
+    # ------------------------------------------------------------------ rollback
+    def _take_snapshot(self) -> None:
+        """Keep the current state (what ``last.safetensors`` holds) in memory, on the CPU, as the
+        rollback target; one copy, replaced at each checkpoint."""
+        self._snapshot = {
+            "step": self.step,
+            "model": _cpu_copy(self.model.state_dict()),
+            "optimizer": _cpu_copy(self.optimizer.state_dict()),
+            "scheduler": _cpu_copy(self.scheduler.state_dict()),
+            "rng": None if self.dist.distributed else capture_rng_state(),
+        }
+
+    def _restore_snapshot(self) -> None:
+        """Model, optimiser, scheduler, step (hence data position) and RNGs as in the snapshot."""
+        snap = self._snapshot
+        assert snap is not None
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
+        self.scheduler.load_state_dict(copy.deepcopy(snap["scheduler"]))
+        self.step = snap["step"]
+        if snap["rng"] is not None:
+            restore_rng_state(snap["rng"])
+        else:  # DDP: per-rank streams re-derived from (seed, step, rank), as on resume
+            _seed_global(mix_seed(self.config.train.seed, self.step, self.dist.rank))
+
+    def _set_lr(self) -> float:
+        """Set every group's lr to peak * ``_lr_lambda`` at the scheduler's position; returns it."""
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * self._lr_lambda(self.scheduler.last_epoch)
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _roll_back(self, cause: str) -> None:
+        """Return to the snapshot with the learning rate times ``rollback_lr_factor``, say so and
+        rewrite ``last.safetensors``; raise TrainingDivergedError when no rollback is left."""
+        tc = self.config.train
+        detected = self.step
+        if self.rollbacks >= tc.max_rollbacks:
+            used = (
+                f"after {self.rollbacks} rollbacks (train.max_rollbacks={tc.max_rollbacks})"
+                if tc.max_rollbacks
+                else "(rollback off: train.max_rollbacks=0)"
+            )
+            self._diverged(f"{cause} at step {detected} {used}")
+        self._restore_snapshot()
+        self.rollbacks += 1
+        self.lr_scale *= tc.rollback_lr_factor
+        lr = self._set_lr()
+        self.bad_streak = 0
+        self._message(
+            f"step {detected}: {cause}; rolled back to step {self.step} (rollback "
+            f"{self.rollbacks}/{tc.max_rollbacks}), learning rate x{tc.rollback_lr_factor:g} "
+            f"-> {lr:.3g}",
+            rollback=self.rollbacks,
+            detected_at=detected,
+            lr=lr,
+            lr_scale=self.lr_scale,
+        )
+        self.save_last()
+
+    def _diverged(self, cause: str) -> NoReturn:
+        """Log and raise TrainingDivergedError naming ``cause`` and the checkpoint kept."""
+        last = self.out_dir / LAST
+        kept = (
+            f"the last good checkpoint is {last}" if last.exists()
+            else "no checkpoint was written before"
+        )
+        text = (
+            f"training diverged: {cause}; {kept} (try a lower train.lr, train.grad_clip, or a "
+            "stricter solver)"
+        )
+        self._message(text, diverged=True)
+        self.logger.close()
+        raise TrainingDivergedError(text)
+
+    def _bad_step(self, problem: str, solver_diverged: bool) -> bool:
+        """Count a skipped step; roll back (True) on a diverged solve when rollback is on, or
+        after ``max_bad_steps`` bad steps in a row; else False."""
+        tc = self.config.train
+        self.bad_streak += 1
+        self.skipped_steps += 1
+        self._message(
+            f"step {self.step}: {problem}, update skipped "
+            f"({self.bad_streak}/{tc.max_bad_steps} in a row)",
+            skipped=True,
+        )
+        if solver_diverged and tc.max_rollbacks > 0:
+            self._roll_back(problem)
+            return True
+        if self.bad_streak >= tc.max_bad_steps:
+            self._roll_back(
+                f"{self.bad_streak} consecutive steps with a NaN/Inf loss or gradient or a "
+                f"diverged solve (train.max_bad_steps={tc.max_bad_steps})"
+            )
+            return True
+        return False
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -666,6 +912,7 @@ class Trainer:
                 )
         for note in self.notes:
             self._message(note)
+        self._take_snapshot()  # the rollback target until the first checkpoint
         if self.step == 0:
             n_params = sum(p.numel() for p in self.params)
             self._message(
@@ -698,10 +945,20 @@ class Trainer:
                     self.step += 1
                     if not pretrain:
                         step_ms.append(1000 * (t2 - t1))
-                    self._account(out, window, iters_all, pretrain, (t1 - t0, t2 - t1))
+                    rolled_back = False
+                    if out["bad"]:
+                        rolled_back = self._bad_step(out["problem"], out["solver_diverged"])
+                    else:
+                        self.bad_streak = 0
+                        self._account(out, window, iters_all, (t1 - t0, t2 - t1))
                     if out["stop"] or (not self.dist.distributed and self._stop_signal is not None):
                         stopped = "signal"
-                    self._after_step(pretrain, window, stopped)
+                    if rolled_back:  # go on from the restored step with its data
+                        batches.close()
+                        window.clear()
+                        batches = self._train_batches(self.step)
+                    else:
+                        self._after_step(pretrain, window, stopped)
                     if stopped == "signal":
                         break
         finally:
@@ -729,6 +986,8 @@ class Trainer:
             "val_solver_iters": None if self.last_val is None else self.last_val.get("iters"),
             "train_step_ms": _typical(step_ms),
             "skipped_steps": self.skipped_steps,
+            "rollbacks": self.rollbacks,
+            "lr_scale": self.lr_scale,
             "out_dir": str(self.out_dir),
         }
         self.logger.log(
@@ -744,35 +1003,9 @@ class Trainer:
         out: dict[str, Any],
         window: dict[str, float],
         iters_all: list[float],
-        pretrain: bool,
         times: tuple[float, float],
     ) -> None:
-        tc = self.config.train
-        if out["bad"]:
-            self.bad_streak += 1
-            self.skipped_steps += 1
-            what = "loss" if out["bad_loss"] else "gradient"
-            self._message(
-                f"step {self.step}: non-finite {what}, update skipped "
-                f"({self.bad_streak}/{tc.max_bad_steps} in a row)",
-                skipped=True,
-            )
-            if self.bad_streak >= tc.max_bad_steps:
-                self.logger.close()
-                last = self.out_dir / LAST
-                kept = (
-                    f"the last good checkpoint is {last}"
-                    if last.exists()
-                    else "no checkpoint was written before"
-                )
-                raise TrainingDivergedError(
-                    f"training diverged: {self.bad_streak} consecutive steps with a NaN/Inf "
-                    f"loss or gradient (train.max_bad_steps={tc.max_bad_steps}) at step "
-                    f"{self.step}; {kept} (try a lower train.lr, train.grad_clip, or a "
-                    "stricter solver)"
-                )
-            return
-        self.bad_streak = 0
+        """Add a good step's metrics to the log window (and the live progress line)."""
         vals = {
             "loss_sum": float(out["loss"]) * out["n"],
             "psnr_sum": float(out["psnr_sum"]),
@@ -789,9 +1022,15 @@ class Trainer:
                 vals["conv_sum"] = float(out["conv_sum"])
             iters_all[0] += vals["iters_sum"]
             iters_all[1] += vals["iters_n"]
+        if out.get("jacobian") is not None:
+            vals["jac_sum"] = float(out["jacobian"])
+            vals["jac_n"] = 1.0
         for k, v in vals.items():
             window[k] = window.get(k, 0.0) + v
         window["lr"] = out["lr"]
+        if out.get("contraction") is not None:  # the last measurement of the window
+            window["contraction"] = float(out["contraction"].mean())
+            window["contraction_max"] = float(out["contraction"].max())
         if self.progress.is_tty:  # live line; plain logs get one line per log window instead
             iters = vals["iters_sum"] / vals["iters_n"] if "iters_sum" in vals else None
             self.progress.update(
@@ -833,6 +1072,7 @@ class Trainer:
             # While updates are being skipped, keep the checkpoint of the last good step.
             if stopped != "signal" and self.bad_streak == 0:
                 self.save_last()
+                self._take_snapshot()
 
     def _log_window(self, window: dict[str, float], phase: str) -> None:
         if self.dist.distributed:
@@ -858,6 +1098,11 @@ class Trainer:
         if window.get("iters_n"):
             rec["iters"] = window["iters_sum"] / window["iters_n"]
             rec["converged"] = window.get("conv_sum", 0.0) / window["iters_n"]
+        for key in ("contraction", "contraction_max"):
+            if key in window:
+                rec[key] = window[key]
+        if window.get("jac_n"):
+            rec["jacobian"] = window["jac_sum"] / window["jac_n"]
         self.logger.log("train", self.step, **rec)
         self.progress.update(
             self.step,
