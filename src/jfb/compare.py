@@ -38,9 +38,9 @@ from jfb.tasks import Task
 #: Seed of the tuning noise (distinct from the evaluation seed).
 TUNE_SEED = 12345
 GRIDS: dict[str, tuple[float, ...]] = {
-    "tikhonov": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
-    "tikhonov-identity": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
-    "tv": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+    "tikhonov": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0),
+    "tikhonov-identity": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0),
+    "tv": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
     "wiener": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
 }
 COLUMNS = [
