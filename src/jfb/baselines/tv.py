@@ -215,6 +215,9 @@ def tv_reconstruct(
             from below).
         step_ratio: r = tau / sigma > 0; tau = 0.99 r / L, sigma = 0.99 / (r L),
             L = sqrt(op_norm^2 + 8). Changes the path, not the limit.
+    An operator whose norm s lies outside [1/2, 2] (super-resolution, tomography) is solved in
+    the equivalent form with A / s, y / s and lam / s^2 (same minimiser), starting from
+    A^T y / s^2: otherwise one of the two dual steps is tiny and the start far off in scale.
     Returns x without an autograd graph and without clamping (callers clamp).
     """
     _check_iter_tol(max_iter, tol)
@@ -226,13 +229,6 @@ def tv_reconstruct(
         if aty.dim() != 4:
             raise ValueError(f"TV needs images: A^T y must be (N, C, H, W), got {tuple(aty.shape)}")
         lam_b = batch_weight(lam, aty)
-        if x0 is None:
-            x = aty
-        else:
-            if x0.shape != aty.shape:
-                raise ValueError(f"x0 has shape {tuple(x0.shape)}, expected A^T y's "
-                                 f"{tuple(aty.shape)}")
-            x = x0.detach().to(device=aty.device, dtype=aty.dtype)
         if op_norm is None:
             gen = torch.Generator(device="cpu").manual_seed(0)
             op_norm = 1.02 * op.norm_estimate((1, *aty.shape[1:]), n_iter=60, tol=1e-5,
@@ -241,6 +237,16 @@ def tv_reconstruct(
             math.isfinite(op_norm) and op_norm >= 0
         ):
             raise ValueError(f"op_norm must be a finite number >= 0, got {op_norm!r}")
+        scale = float(op_norm) if not 0.5 <= op_norm <= 2.0 else 1.0
+        if scale != 1.0:  # the equivalent, well-scaled problem (see the docstring)
+            y, aty, lam_b, op_norm = y / scale, aty / scale**2, lam_b / scale**2, 1.0
+        if x0 is None:
+            x = aty
+        else:
+            if x0.shape != aty.shape:
+                raise ValueError(f"x0 has shape {tuple(x0.shape)}, expected A^T y's "
+                                 f"{tuple(aty.shape)}")
+            x = x0.detach().to(device=aty.device, dtype=aty.dtype)
         ratio = _check_positive("step_ratio", step_ratio)
         big_l = math.sqrt(float(op_norm) ** 2 + GRADIENT_NORM_SQ)
         tau, sigma = 0.99 * ratio / big_l, 0.99 / (ratio * big_l)
@@ -248,9 +254,9 @@ def tv_reconstruct(
         def step(state, consts):
             x, xbar, p, q = state
             y_, lam_ = consts
-            p = (p + sigma * (op.A(xbar) - y_)) / (1.0 + sigma)
+            p = (p + sigma * (op.A(xbar) / scale - y_)) / (1.0 + sigma)
             q = _project(q + sigma * gradient(xbar), lam_, isotropic, vectorial)
-            x_new = x - tau * (op.A_adjoint(p) + gradient_adjoint(q))
+            x_new = x - tau * (op.A_adjoint(p) / scale + gradient_adjoint(q))
             return (x_new, 2.0 * x_new - x, p, q), relative_change(x_new, x)
 
         p0 = torch.zeros_like(y)
