@@ -19,10 +19,12 @@ Contract: every input either succeeds with a sane result (image: a finite float3
 file when it was not corrupted; task: a Task whose spec round-trips and whose small kernels are
 valid; config: a Config equal to its own dict and TOML round trips) or raises a
 ``jfb.errors.JFBError``. Anything else (another exception, a broken result, more than
-``--timeout`` seconds) is a crash. A broken contract that is already known and reported to the
-owner of the code (listed in docs/RELIABILITY.md; recognised by ``KnownIssue`` checks below) is
-counted as ``known`` instead. Prints per target: tried, accepted, rejected (JFBError), known,
-crashed, and the first crashes and known issues; exits 1 if anything crashed.
+``--timeout`` seconds; 1 s for a YAML alias bomb) is a crash. A broken contract that is already
+known and reported to the owner of the code (listed in docs/RELIABILITY.md; recognised by
+``KnownIssue`` checks) is counted as ``known`` instead; there are none at present (those found
+were fixed and their checks removed, so that a regression counts as a crash). Prints per target:
+tried, accepted, rejected (JFBError), known, crashed, and the first crashes and known issues;
+exits 1 if anything crashed.
 
     python scripts/fuzz.py --cases 3000 --seed 0
 """
@@ -401,21 +403,13 @@ def _first_size(spec: str) -> float:
 
 def _check_round_trip(task: Any) -> None:
     """``parse_task(task.to_spec()) == task`` (when the task can be written as a spec)."""
-    import dataclasses
-
     from jfb.tasks import parse_task
 
     try:
         spec = task.to_spec()
     except ValueError:  # documented: values holding ',' or '=' cannot be written as a spec
         return
-    again = parse_task(spec)
-    if again == task:
-        return
-    if task.train_data is None and dataclasses.replace(again, train_data=None) == task:
-        raise KnownIssue("tasks: to_spec() of a task without training data (data=FOLDER "
-                         "without train/ and val/) parses back with train=celeba128:train")
-    _require(False, f"round trip through {spec!r}")
+    _require(parse_task(spec) == task, f"round trip through {spec!r}")
 
 
 def _check_kernel(task: Any) -> None:
@@ -424,16 +418,7 @@ def _check_kernel(task: Any) -> None:
 
     k = task.kernel_tensor()
     _require(isinstance(k, torch.Tensor) and k.dim() in (2, 3), f"a 2-D kernel, got {k.shape}")
-    if k.dim() == 3 and k.shape[0] != 3:
-        raise KnownIssue("tasks: a file kernel of shape (C, kh, kw) with C != 3 is accepted; "
-                         "Blur refuses it later with a ValueError on RGB images")
-    kind, _, args = task.kernel.partition(":")
-    if kind == "disk" and bool(torch.isnan(k).all()):
-        raise KnownIssue("kernels: disk(r) with r below ~0.044 (no sub-pixel centre inside) is "
-                         "0/0: a NaN kernel")
-    if kind == "gaussian" and bool(torch.isnan(k).all()) and float(args.split(":")[1]) < 1e-150:
-        raise KnownIssue("kernels: gaussian(size, sigma) with sigma < ~1e-162 (sigma^2 "
-                         "underflows to 0) is 0/0: a NaN kernel")
+    _require(k.dim() == 2 or k.shape[0] == 3, f"(kh, kw) or (3, kh, kw), got {tuple(k.shape)}")
     _require(bool(torch.isfinite(k).all()) and float(k.min()) >= 0, "finite, >= 0")
     sums = k.sum(dim=(-2, -1))
     _require(bool(((sums - 1).abs() < 1e-4).all()), f"sums to 1, got {sums.tolist()}")
@@ -451,17 +436,10 @@ def _check_task(task: Any, spec_kernel: str | None, build_kernel: bool) -> None:
 
 
 def _parse_kernel_task(spec: str) -> Any:
-    """``parse_task(f"kernel={spec}")``; an empty .npy kernel file's EOFError is a known issue."""
+    """``parse_task(f"kernel={spec}")``."""
     from jfb.tasks import parse_task
 
-    try:
-        return parse_task(f"kernel={spec}")
-    except EOFError as exc:
-        path = Path(spec.partition(":")[2])
-        if spec.startswith("file:") and path.is_file() and path.stat().st_size == 0:
-            raise KnownIssue("kernels: from_file() of an empty .npy file lets numpy's EOFError "
-                             "out (it catches OSError and ValueError only)") from exc
-        raise
+    return parse_task(f"kernel={spec}")
 
 
 def fuzz_kernel(rng: random.Random, n: int, workdir: Path, timeout: float) -> Counts:
@@ -627,10 +605,9 @@ def yaml_alias_bomb(levels: int) -> str:
     return "model:\n  net:\n    depth: [" + ", ".join(items) + "]\n"
 
 
-#: Reported, not fixed here (config.py's _describe is not this change's to edit).
-YAML_BOMB_ISSUE = ("config: a wrong-typed value is repr()'d whole before the message cuts it to "
-                   "60 characters; a 345-byte YAML alias bomb (9^8 strings) takes ~3 s and "
-                   "~700 MB, each level more 9 times that")
+#: Time limit of a YAML alias bomb case: refused in milliseconds since config's ``_describe``
+#: uses a bounded repr; the whole ``repr()`` it made before took ~3 s and ~700 MB (a crash now).
+BOMB_TIMEOUT_S = 1.0
 
 
 def _config_text(rng: random.Random, keys: list[str]) -> tuple[str, str, str]:
@@ -639,7 +616,7 @@ def _config_text(rng: random.Random, keys: list[str]) -> tuple[str, str, str]:
 
     suffix = rng.choice([".toml", ".toml", ".yaml", ".yml", ".json", ".ini", ""])
     pick = rng.random()
-    if pick < 0.0005:  # about 3 s each
+    if pick < 0.0005:
         return "YAML alias bomb", yaml_alias_bomb(8), ".yaml"
     if pick < 0.15:
         text = "".join(rng.choice(string.printable + "[]{}=:\"'#\u00e9") for _ in
@@ -694,8 +671,8 @@ def fuzz_config(rng: random.Random, n: int, workdir: Path, timeout: float) -> Co
         else:
             path.write_text(text, encoding="utf-8")
         run_case(counts, f"{desc} as {path.name}: {text[:120]!r}",
-                 lambda p=path: load_config(p), lambda c: _check_config(c, workdir), timeout,
-                 slow_issue=YAML_BOMB_ISSUE if desc == "YAML alias bomb" else None)
+                 lambda p=path: load_config(p), lambda c: _check_config(c, workdir),
+                 min(timeout, BOMB_TIMEOUT_S) if desc == "YAML alias bomb" else timeout)
         path.unlink()
     return counts
 

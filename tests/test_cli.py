@@ -192,6 +192,31 @@ def test_train_eval_deblur_end_to_end(trained, capsys, tmp_path):
     assert_one_line_error(code, err, "kernel")
 
 
+def test_eval_reports_the_contraction_factor_when_asked(trained, capsys, tmp_path, monkeypatch):
+    ckpt = str(trained / "best.safetensors")
+    argv = ["eval", ckpt, "--max-images", "2", "--device", "cpu", "--contraction"]
+    code, out, err = run([*argv, "--out", str(tmp_path / "ev")], capsys)
+    assert code == 0, err
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert 0 < res["contraction_mean"] <= res["contraction_max"] < float("inf")
+    header = out.splitlines()[0]
+    assert "contraction_mean" in header and "contraction_max" in header
+    assert "contraction_max" in (tmp_path / "ev" / "results.md").read_text()
+    rows = (tmp_path / "ev" / "per_image.csv").read_text().splitlines()
+    assert rows[0].endswith(",contraction") and len(rows) == 3
+    per_image = [float(r.split(",")[-1]) for r in rows[1:]]
+    assert max(per_image) == pytest.approx(res["contraction_max"], abs=1e-4)
+
+    import jfb.pipeline
+
+    real = jfb.pipeline.load_model
+    monkeypatch.setattr(jfb.pipeline, "load_model",
+                        lambda *a, **k: (torch.nn.Identity(), *real(*a, **k)[1:]))
+    code, _, err = run([*argv, "--out", str(tmp_path / "ff")], capsys)
+    assert_one_line_error(code, err, "--contraction needs an implicit model", "Identity")
+    assert not (tmp_path / "ff").exists()
+
+
 def test_resume_continues_a_finished_run(trained, capsys):
     code, out, err = run(
         ["train", *TINY, "--set", "train.steps=4", "--out", str(trained), "--resume", "--quiet"],

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from jfb.errors import DataError
@@ -189,3 +191,69 @@ def test_validate_keeps_valid_kernels():
     assert out.dtype == torch.float64 and torch.equal(out, k)
     assert kernels.validate([[1, 2]]).dtype == torch.float32
     assert kernels.validate(torch.rand(3, 2, 2)).shape == (3, 2, 2)
+
+
+# ---------------------------------------------------------------------- fuzz regressions
+def test_from_file_of_an_empty_npy_is_a_data_error(tmp_path):
+    (tmp_path / "empty.npy").write_bytes(b"")  # numpy raises EOFError: it used to escape
+    with pytest.raises(DataError, match="empty.npy.*empty or truncated"):
+        kernels.from_file(tmp_path / "empty.npy")
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+@pytest.mark.parametrize("radius", [5e-324, 1e-300, 0.01, 0.04, 0.0441, 0.3, 0.5])
+def test_a_tiny_disk_is_the_delta(radius, antialias):
+    # anti-aliased disks below r ~ 0.044 hold no sub-pixel centre: they used to be 0/0 (NaN)
+    assert torch.equal(kernels.disk(radius, antialias=antialias), torch.ones(1, 1))
+
+
+@pytest.mark.parametrize("sigma", [5e-324, 1e-300, 1e-170, 1.5e-162])
+def test_a_gaussian_with_a_vanishing_sigma_is_the_delta(sigma):
+    # 2 sigma^2 underflows to 0: exp(-t^2 / 0) used to be 0/0 (NaN) at the centre
+    k = kernels.gaussian(5, sigma)
+    delta = torch.zeros(5, 5)
+    delta[2, 2] = 1.0
+    assert torch.equal(k, delta)
+    assert torch.equal(kernels.gaussian(5, 0.05), delta)  # the float32 kernel of a small sigma
+
+
+def test_a_gaussian_with_a_huge_sigma_is_the_box():
+    for sigma in (1e200, 1.7e308):  # sigma**2 overflows (Python raises OverflowError)
+        torch.testing.assert_close(kernels.gaussian(3, sigma), torch.full((3, 3), 1 / 9))
+
+
+def test_kernel_size_is_bounded():
+    assert kernels.MAX_SIZE == 255 and kernels.MAX_DISK_RADIUS == 127.5
+    assert kernels.gaussian(255, 1.0).shape == (255, 255)
+    assert kernels.motion(255, seed=1).shape == (255, 255)
+    assert kernels.disk(127.5).shape == kernels.disk(127.5, antialias=False).shape == (255, 255)
+    with pytest.raises(ValueError, match=r"size must be <= 255.*got 100001"):
+        kernels.gaussian(100001, 1.0)
+    with pytest.raises(ValueError, match=r"size must be <= 255.*got 256"):
+        kernels.motion(256)
+    for antialias in (True, False):
+        with pytest.raises(ValueError, match=r"radius must be <= 127.5.*got 127.6"):
+            kernels.disk(127.6, antialias=antialias)
+    with pytest.raises(ValueError, match="radius must be <= 127.5"):
+        kernels.disk(1e300)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kind=st.sampled_from(["gaussian", "motion", "disk", "disk-hard"]),
+    size=st.integers(1, 41),
+    value=st.floats(min_value=0, max_value=1e308, exclude_min=True, allow_subnormal=True),
+)
+def test_every_constructor_gives_a_finite_kernel_summing_to_one_or_raises(kind, size, value):
+    try:
+        if kind == "gaussian":
+            k = kernels.gaussian(size | 1, value)
+        elif kind == "motion":
+            k = kernels.motion(size, seed=int(value) % 1000, intensity=min(value, 1.0))
+        else:
+            k = kernels.disk(value, antialias=kind == "disk")
+    except ValueError as exc:
+        assert kind.startswith("disk") and value > kernels.MAX_DISK_RADIUS, exc
+        return
+    assert k.dim() == 2 and max(k.shape) <= kernels.MAX_SIZE
+    assert bool(torch.isfinite(k).all()) and _is_normalised_float32_cpu(k)

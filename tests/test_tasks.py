@@ -197,6 +197,11 @@ def test_parse_task_data_folders(tmp_path: Path) -> None:
         ("train=natural:patches:x", "size must be an integer"),
         ("train=celeba128:test", "celeba128:train or celeba128:val"),
         (" , ", "no key=value"),
+        ("kernel=gaussian:100001:1.0", r"kernel=.*size must be <= 255 \(the maximum kernel size"),
+        ("kernel=motion:257", r"kernel=.*size must be <= 255"),
+        ("kernel=disk:127.6", r"kernel=.*radius must be <= 127.5"),
+        ("kernel=disk:1e300", r"kernel=.*radius must be <= 127.5"),
+        ("train=None", "train='None'"),
     ],
 )
 def test_parse_task_errors_name_the_field(spec: str, match: str) -> None:
@@ -302,3 +307,54 @@ def test_parse_task_operator_errors(spec, match) -> None:
         Task("x", None, 0.01, op="sr:1")
     with pytest.raises(ConfigError, match="applies to op=blur only"):
         Task("x", "gaussian:5:1.0", 0.01, op="denoise")
+
+
+# ---------------------------------------------------------------------- fuzz regressions
+def test_tiny_disks_and_gaussians_are_delta_kernels() -> None:
+    assert torch.equal(parse_task("kernel=disk:0.04").kernel_tensor(), torch.ones(1, 1))
+    k = parse_task("kernel=gaussian:3:1e-300").kernel_tensor()
+    assert torch.equal(k, torch.tensor([[0.0, 0, 0], [0, 1, 0], [0, 0, 0]]))
+    assert parse_task("kernel=gaussian:255:2.0").kernel_tensor().shape == (255, 255)
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_a_file_kernel_must_have_one_or_three_channels(tmp_path: Path, channels: int) -> None:
+    np.save(tmp_path / "k.npy", np.ones((channels, 3, 3)))
+    with pytest.raises(ConfigError, match=rf"kernel=.*C = 1 or 3.*\({channels}, 3, 3\)"):
+        parse_task(f"kernel=file:{tmp_path / 'k.npy'}")
+
+
+def test_file_kernels_of_one_and_three_channels_blur_rgb_images(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).random((3, 3, 5)) + 0.1
+    np.save(tmp_path / "one.npy", rgb[:1])
+    np.save(tmp_path / "three.npy", rgb)
+    one = parse_task(f"kernel=file:{tmp_path / 'one.npy'}").kernel_tensor()
+    assert one.shape == (3, 5)  # (1, kh, kw) is the kernel shared by all channels
+    torch.testing.assert_close(one, torch.from_numpy(rgb[0] / rgb[0].sum()).float())
+    three = parse_task(f"kernel=file:{tmp_path / 'three.npy'}")
+    assert three.kernel_tensor().shape == (3, 3, 5)
+    x = torch.rand(2, 3, 16, 16)
+    for task in (parse_task(f"kernel=file:{tmp_path / 'one.npy'}"), three):
+        assert task.operator()(x).shape == (2, 3, 16, 16)
+
+
+def test_a_task_without_training_data_round_trips(tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / "a.png")
+    for t in (parse_task(f"data={flat}"), parse_task(f"data={flat},op=sr:2"),
+              Task("x", "disk:1.5", 0.0, val_data="natural:crops:64"),
+              parse_task("train=none,val=natural:crops:32")):
+        assert t.train_data is None
+        assert "train=none" in t.to_spec()
+        assert parse_task(t.to_spec()) == t
+    assert parse_task(f"data={flat},train=natural:patches:16").train_data == "natural:patches:16"
+    none = tmp_path / "none"
+    none.mkdir()  # a folder called none is still reachable
+    assert parse_task(f"train={none}").train_data == f"folder:{none}"
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_every_registered_task_round_trips(name: str) -> None:
+    t = TASKS[name]
+    assert parse_task(t.to_spec()) == t

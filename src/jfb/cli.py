@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--out", help="output folder (default: beside the checkpoint, eval-<task>)")
+    p.add_argument(
+        "--contraction",
+        action="store_true",
+        help="also measure the local contraction factor ||J_T(x*)||_2 of every reconstruction "
+        "(implicit models; 10 power iterations) and report its mean and max",
+    )
     _add_common(p)
 
     p = sub.add_parser(
@@ -259,6 +265,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from jfb.atomic import write_text
+    from jfb.errors import ConfigError
     from jfb.evaluate import evaluate
     from jfb.pipeline import EVAL_SEED, load_model
     from jfb.report import figure_grid, markdown_table, write_json
@@ -270,6 +277,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, cfg, info = load_model(args.checkpoint, device=device, eval_max_iter=args.eval_max_iter,
                                   op=None if other is None else other.operator())
     task = other or get_task(cfg.task)
+    if args.contraction and not callable(getattr(model, "contraction", None)):
+        raise ConfigError(f"--contraction needs an implicit model; {args.checkpoint} holds a "
+                          f"{type(model).__name__}")
     pairs = task.val_pairs(seed=EVAL_SEED, limit=args.max_images)
     res = evaluate(
         model,
@@ -278,6 +288,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=device,
         keep=4,
+        contraction=args.contraction,
     )
     row = res.summary()
     row.update(
@@ -300,11 +311,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "infer_ms_per_image",
         "n_images",
     ]
+    if res.contraction is not None:
+        cols += ["contraction_mean", "contraction_max"]
     write_text(out / "results.md", markdown_table([row], cols))
-    lines = ["index,psnr,ssim,iterations"]
+    lines = ["index,psnr,ssim,iterations" + ("" if res.contraction is None else ",contraction")]
     for i in range(res.n_images):
         it = "" if res.iterations is None else int(res.iterations[i])
-        lines.append(f"{i},{float(res.psnr[i]):.4f},{float(res.ssim[i]):.5f},{it}")
+        line = f"{i},{float(res.psnr[i]):.4f},{float(res.ssim[i]):.5f},{it}"
+        if res.contraction is not None:
+            line += f",{float(res.contraction[i]):.5f}"
+        lines.append(line)
     write_text(out / "per_image.csv", "\n".join(lines) + "\n")
     n = len(res.examples)
     images = [[pairs[i][0], pairs[i][1], res.examples[i]] for i in range(n)]

@@ -14,10 +14,14 @@ the seed and the image size), ``inpaint:box:SIZE`` (a centred square hole, SIZE 
 side), ``radon:ANGLES`` (parallel-beam tomography, ANGLES equally spaced angles over 180 degrees,
 as many detectors as the image side; square images).
 
-Kernel specs: ``gaussian:SIZE:SIGMA``, ``motion:SIZE[:SEED[:INTENSITY]]`` (SIZE odd),
-``disk:RADIUS``, ``file:PATH`` (``.npy`` or a grey image).
+Kernel specs: ``gaussian:SIZE:SIGMA``, ``motion:SIZE[:SEED[:INTENSITY]]`` (SIZE odd, at most
+:data:`jfb.physics.kernels.MAX_SIZE` = 255), ``disk:RADIUS`` (RADIUS at most
+:data:`jfb.physics.kernels.MAX_DISK_RADIUS` = 127.5, a 255 x 255 kernel), ``file:PATH``
+(``.npy`` or a grey image; an ``.npy`` array is (kh, kw), or (C, kh, kw) with C = 1 or 3, the
+pipeline's RGB channels).
 Data specs: ``celeba128:train``, ``celeba128:val``, ``natural:patches:SIZE``,
-``natural:crops:SIZE``, ``folder:PATH``.
+``natural:crops:SIZE``, ``folder:PATH``; in a task spec, ``train=none`` says that the task has no
+training images (what :meth:`Task.to_spec` writes for ``train_data=None``).
 """
 
 from __future__ import annotations
@@ -71,6 +75,12 @@ def _float(text: str, what: str) -> float:
     return v
 
 
+def _max_size(where: str, size: int) -> None:
+    if size > kernels.MAX_SIZE:
+        raise ConfigError(f"{where}: size must be <= {kernels.MAX_SIZE} (the maximum kernel "
+                          f"size), got {size}")
+
+
 def _parse_kernel(spec: str) -> tuple[str, tuple[Any, ...]]:
     """``"gaussian:5:5.0"`` -> ``("gaussian", (5, 5.0))``; raises ConfigError naming the problem."""
     if not isinstance(spec, str) or not spec:
@@ -88,6 +98,7 @@ def _parse_kernel(spec: str) -> tuple[str, tuple[Any, ...]]:
         size, sigma = _int(parts[0], f"{where}: size"), _float(parts[1], f"{where}: sigma")
         if size < 1 or size % 2 == 0:
             raise ConfigError(f"{where}: size must be odd and >= 1, got {size}")
+        _max_size(where, size)
         if sigma <= 0:
             raise ConfigError(f"{where}: sigma must be > 0, got {sigma}")
         return kind, (size, sigma)
@@ -99,6 +110,7 @@ def _parse_kernel(spec: str) -> tuple[str, tuple[Any, ...]]:
         intensity = _float(parts[2], f"{where}: intensity") if len(parts) > 2 else 0.5
         if size < 1 or size % 2 == 0:
             raise ConfigError(f"{where}: size must be odd and >= 1, got {size}")
+        _max_size(where, size)
         if seed < 0:
             raise ConfigError(f"{where}: seed must be >= 0, got {seed}")
         if not 0.0 <= intensity <= 1.0:
@@ -110,6 +122,10 @@ def _parse_kernel(spec: str) -> tuple[str, tuple[Any, ...]]:
         radius = _float(parts[0], f"{where}: radius")
         if radius <= 0:
             raise ConfigError(f"{where}: radius must be > 0, got {radius}")
+        if radius > kernels.MAX_DISK_RADIUS:
+            raise ConfigError(f"{where}: radius must be <= {kernels.MAX_DISK_RADIUS} (a "
+                              f"{kernels.MAX_SIZE} x {kernels.MAX_SIZE} kernel, the maximum "
+                              f"kernel size), got {radius}")
         return kind, (radius,)
     raise ConfigError(f"{where}: unknown kernel type {kind!r}; expected gaussian, motion, disk "
                       "or file")
@@ -231,7 +247,8 @@ class Task:
         noise_sigma: standard deviation of the Gaussian noise, pixels in ``[0, 1]``.
         padding: boundary of the blur (and of the super-resolution filter): ``"zeros"``,
             ``"circular"``, ``"reflect"`` or ``"valid"`` (blur only).
-        train_data: data spec of the training images (None: the task has none).
+        train_data: data spec of the training images (None: the task has none; written
+            ``train=none`` by :meth:`to_spec`).
         val_data: data spec of the evaluation images.
         description: one line for ``jfb`` listings.
         op: operator spec (see the module docstring); ``"blur"`` by default.
@@ -271,7 +288,10 @@ class Task:
         return _parse_op(self.op)[0]
 
     def kernel_tensor(self) -> torch.Tensor:
-        """The blur kernel as a float32 ``(kh, kw)`` tensor summing to 1 (op=blur only)."""
+        """The blur kernel as a float32 tensor summing to 1 (op=blur only): ``(kh, kw)``, or
+        ``(3, kh, kw)`` for a per-channel ``file:`` kernel (a ``(1, kh, kw)`` file gives
+        ``(kh, kw)``; other channel counts are refused with a ConfigError, as the pipeline's
+        images are RGB)."""
         if self.kernel is None:
             raise ConfigError(f"task {self.name!r} (op={self.op}) has no blur kernel")
         kind, args = _parse_kernel(self.kernel)
@@ -283,9 +303,20 @@ class Task:
         if kind == "disk":
             return kernels.disk(*args)
         try:
-            return kernels.from_file(args[0])
+            k = kernels.from_file(args[0])
         except DataError as exc:
             raise ConfigError(f"kernel={self.kernel!r}: {exc}") from exc
+        if k.dim() == 3:
+            from jfb.pipeline import CHANNELS
+
+            if k.shape[0] not in (1, CHANNELS):
+                raise ConfigError(
+                    f"kernel={self.kernel!r}: a 3-D kernel (C, kh, kw) needs C = 1 or "
+                    f"{CHANNELS} (one kernel per channel of the RGB images), got shape "
+                    f"{tuple(k.shape)}")
+            if k.shape[0] == 1:
+                k = k[0].clone()
+        return k
 
     def operator(self) -> LinearOperator:
         """The forward operator A named by ``op`` (blur: this task's kernel and boundary)."""
@@ -336,13 +367,14 @@ class Task:
         return DegradedDataset(self.val_set(**kwargs), self.operator(), self.noise(), seed=seed)
 
     def to_spec(self) -> str:
-        """A string that :func:`parse_task` turns back into this task (description aside)."""
+        """A string that :func:`parse_task` turns back into this task (description aside):
+        ``parse_task(t.to_spec()) == t``. A task without training data is written
+        ``train=none``. Raises ValueError when a value holds ``,`` or ``=``."""
         fields = [("name", self.name), ("op", self.op)]
         if self.kernel is not None:
             fields.append(("kernel", self.kernel))
         fields += [("noise", repr(self.noise_sigma)), ("padding", self.padding)]
-        if self.train_data is not None:
-            fields.append(("train", self.train_data))
+        fields.append(("train", NO_TRAIN if self.train_data is None else self.train_data))
         fields.append(("val", self.val_data))
         for key, value in fields:
             if "," in value or "=" in value:
@@ -384,6 +416,8 @@ TASKS: dict[str, Task] = {
 }
 
 _KEYS = ("name", "op", "kernel", "noise", "padding", "data", "train", "val", "description")
+#: ``train=none`` in a task spec: the task has no training images (``Task.train_data`` None).
+NO_TRAIN = "none"
 _DEFAULTS = TASKS["celeba-gauss5"]
 
 
@@ -406,8 +440,10 @@ def parse_task(spec: str) -> Task:
     docstring), ``noise`` (sigma >= 0), ``padding``, ``data``
     (``celeba128``, ``natural``, or a folder: with ``train/`` and ``val/`` sub-folders these are
     the splits, otherwise the folder is the evaluation set and there is no training set),
-    ``train`` / ``val`` (a data spec or a folder; override ``data``), ``name``, ``description``.
-    Missing keys take ``celeba-gauss5``'s values. Raises :class:`ConfigError` naming the bad field.
+    ``train`` / ``val`` (a data spec or a folder; override ``data``; ``train=none``: no
+    training images, so a folder named ``none`` is ``train=folder:none`` or ``train=./none``),
+    ``name``, ``description``. Missing keys take ``celeba-gauss5``'s values. Raises
+    :class:`ConfigError` naming the bad field.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"task spec must be a non-empty string, got {spec!r}")
@@ -446,7 +482,7 @@ def parse_task(spec: str) -> Task:
             else:
                 train, val = None, f"folder:{p}"
     if "train" in values:
-        train = _data_value(values["train"], "train")
+        train = None if values["train"] == NO_TRAIN else _data_value(values["train"], "train")
     if "val" in values:
         val = _data_value(values["val"], "val")
     noise = _float(values["noise"], "noise") if "noise" in values else _DEFAULTS.noise_sigma

@@ -1,8 +1,16 @@
 """Blur kernels: Gaussian, random camera-shake motion, uniform disk, from arrays or files.
 
-Every constructor returns a float32 CPU tensor of shape (kh, kw) with non-negative entries
-summing to 1 (``from_array(..., normalize=False)`` keeps the given scale). :func:`validate`
-checks a user kernel: 2-D (kh, kw), or 3-D (C, kh, kw) for one kernel per channel.
+Every constructor returns a finite float32 CPU tensor of shape (kh, kw) with non-negative
+entries summing to 1 (``from_array(..., normalize=False)`` keeps the given scale), or raises
+(ValueError/TypeError for bad arguments, :class:`jfb.errors.DataError` for bad files). The
+parametric kernels (:func:`gaussian`, :func:`motion`, :func:`disk`) are at most
+:data:`MAX_SIZE` x :data:`MAX_SIZE` pixels (255; for a disk, a radius of at most
+:data:`MAX_DISK_RADIUS` = 127.5): a larger one is refused with a ValueError naming the limit,
+before anything is allocated. Degenerate parameters give the mathematical limit, never NaN: a
+Gaussian whose sigma is so small that 2 sigma^2 underflows to 0 is the centred delta, and a
+disk of radius <= 1/2 is the 1 x 1 delta. :func:`validate` checks a user kernel: 2-D (kh, kw),
+or 3-D (C, kh, kw) for one kernel per channel; kernels from arrays and files have no size limit
+(their size is that of the data given).
 """
 
 from __future__ import annotations
@@ -16,7 +24,21 @@ import torch
 
 from jfb.errors import DataError
 
-__all__ = ["disk", "from_array", "from_file", "gaussian", "motion", "validate"]
+__all__ = [
+    "MAX_DISK_RADIUS",
+    "MAX_SIZE",
+    "disk",
+    "from_array",
+    "from_file",
+    "gaussian",
+    "motion",
+    "validate",
+]
+
+#: Largest side, in pixels, of a kernel built by :func:`gaussian`, :func:`motion` or :func:`disk`.
+MAX_SIZE = 255
+#: Largest radius accepted by :func:`disk`: its kernel then has side 2 ceil(r - 1/2) + 1 = 255.
+MAX_DISK_RADIUS = (MAX_SIZE - 1) / 2 + 0.5
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -25,6 +47,21 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def _check_size(what: str, size: int) -> None:
+    if size > MAX_SIZE:
+        raise ValueError(f"{what} kernel size must be <= {MAX_SIZE} (the maximum kernel size, "
+                         f"jfb.physics.kernels.MAX_SIZE), got {size}")
+
+
+def _normalised(k: torch.Tensor, what: str) -> torch.Tensor:
+    """``k / k.sum()`` as float32, after checking that this is a finite kernel summing to 1."""
+    total = float(k.sum())
+    if not (math.isfinite(total) and total > 0 and bool(torch.isfinite(k).all())):
+        raise ValueError(f"{what}: the kernel is not finite or sums to {total} (a bug: please "
+                         "report the arguments)")
+    return (k / total).to(torch.float32)
 
 
 def _check_positive(name: str, value: Any) -> float:
@@ -89,16 +126,29 @@ def from_array(array: Any, normalize: bool = True) -> torch.Tensor:
 def gaussian(size: int, sigma: float) -> torch.Tensor:
     """Isotropic Gaussian kernel k[i, j] ∝ exp(-((i-c)^2 + (j-c)^2) / (2 sigma^2)), c = size//2.
 
-    ``size`` is an odd int >= 1 and ``sigma`` > 0; the kernel is normalised to sum 1.
+    ``size`` is an odd int in [1, :data:`MAX_SIZE`] and ``sigma`` a finite number > 0; the
+    kernel is normalised to sum 1. A sigma so small that 2 sigma^2 underflows to 0 (below about
+    1.6e-162) gives the limit sigma -> 0: the size x size delta, 1 at the centre (which is also
+    what any sigma below about 0.07 gives in float32). A sigma whose square overflows gives the
+    limit sigma -> inf: the uniform (box) kernel.
     """
     size = _check_int("size", size, 1)
     if size % 2 == 0:
         raise ValueError(f"gaussian kernel size must be odd, got {size}")
+    _check_size("gaussian", size)
     sigma = _check_positive("sigma", sigma)
+    try:
+        denom = 2.0 * sigma**2
+    except OverflowError:  # Python floats raise rather than give inf
+        denom = math.inf
+    if denom == 0.0:  # 0/0 at the centre otherwise; the limit sigma -> 0 is the delta
+        k = torch.zeros(size, size, dtype=torch.float64)
+        k[size // 2, size // 2] = 1.0
+        return k.to(torch.float32)
     t = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-(t**2) / (2.0 * sigma**2))
+    g = torch.exp(-(t**2) / denom)
     k = g[:, None] * g[None, :]
-    return (k / k.sum()).to(torch.float32)
+    return _normalised(k, f"gaussian({size}, {sigma!r})")
 
 
 def disk(radius: float, antialias: bool = True) -> torch.Tensor:
@@ -107,25 +157,39 @@ def disk(radius: float, antialias: bool = True) -> torch.Tensor:
     Without anti-aliasing, k[i, j] = 1 if i^2 + j^2 <= radius^2 (offsets from the centre), on a
     (2 floor(radius) + 1)^2 grid. With anti-aliasing, k[i, j] is the area of the pixel square
     [i-1/2, i+1/2] x [j-1/2, j+1/2] inside the disk (estimated on a 16 x 16 sub-pixel grid), on a
-    (2 ceil(radius - 1/2) + 1)^2 grid. A radius below 1/2 gives the 1 x 1 identity kernel.
+    (2 ceil(radius - 1/2) + 1)^2 grid. A radius of at most 1/2 gives the 1 x 1 identity kernel
+    (with anti-aliasing: the whole disk lies in the centre pixel, even when it is too small to
+    hold a sub-pixel centre). ``radius`` is a finite number in (0, :data:`MAX_DISK_RADIUS`]
+    (127.5: a 255 x 255 kernel).
     """
     radius = _check_positive("radius", radius)
     if not isinstance(antialias, bool):
         raise TypeError(f"antialias must be a bool, got {antialias!r}")
+    if radius > MAX_DISK_RADIUS:
+        raise ValueError(f"disk radius must be <= {MAX_DISK_RADIUS} (a {MAX_SIZE} x {MAX_SIZE} "
+                         f"kernel, the maximum kernel size), got {radius}")
     if antialias:
         half = max(math.ceil(radius - 0.5), 0)
+        if half == 0:
+            return torch.ones(1, 1, dtype=torch.float32)
         sub = 16
         offsets = (torch.arange(sub, dtype=torch.float64) + 0.5) / sub - 0.5
         t = torch.arange(-half, half + 1, dtype=torch.float64)
         pos = (t[:, None] + offsets[None, :]).reshape(-1)  # sub-pixel centres
-        inside = (pos[:, None] ** 2 + pos[None, :] ** 2 <= radius**2).to(torch.float64)
         n = 2 * half + 1
-        k = inside.reshape(n, sub, n, sub).sum(dim=(1, 3))
+        # one row of pixels at a time (memory O(n sub^2), not O((n sub)^2)), in numpy: many small
+        # torch ops would each start the intra-op thread pool; the counts are exact either way
+        pos2 = pos.numpy() ** 2
+        k = torch.from_numpy(np.stack([
+            (pos2[i * sub:(i + 1) * sub, None] + pos2[None, :] <= radius**2)
+            .reshape(sub, n, sub).sum(axis=(0, 2)).astype(np.float64)
+            for i in range(n)
+        ]))
     else:
         half = math.floor(radius)
         t = torch.arange(-half, half + 1, dtype=torch.float64)
         k = (t[:, None] ** 2 + t[None, :] ** 2 <= radius**2).to(torch.float64)
-    return (k / k.sum()).to(torch.float32)
+    return _normalised(k, f"disk({radius!r}, antialias={antialias})")
 
 
 def motion(
@@ -140,8 +204,10 @@ def motion(
     the grid, and rasterised with bilinear weights along densely resampled segments (so that the
     exposure per unit length is constant), then normalised to sum 1. The same ``seed`` gives
     the same kernel on every machine (numpy PCG64); kernels are not symmetric in general.
+    ``size`` is an int in [1, :data:`MAX_SIZE`].
     """
     size = _check_int("size", size, 1)
+    _check_size("motion", size)
     seed = _check_int("seed", seed, 0)
     n_steps = _check_int("n_steps", n_steps, 2)
     if isinstance(intensity, bool) or not isinstance(intensity, (int, float, np.floating)):
@@ -197,8 +263,11 @@ def _rasterise(z: np.ndarray, size: int) -> torch.Tensor:
     np.add.at(k, (y0, x1), w * fx * (1 - fy))
     np.add.at(k, (y1, x0), w * (1 - fx) * fy)
     np.add.at(k, (y1, x1), w * fx * fy)
-    k = k / k.sum()
-    return torch.from_numpy(k).to(torch.float32)
+    total = float(k.sum())
+    if not (math.isfinite(total) and total > 0):
+        raise ValueError(f"motion kernel of size {size}: the trajectory has weight {total} (a bug: "
+                         "please report the arguments)")
+    return torch.from_numpy(k / k.sum()).to(torch.float32)
 
 
 def from_file(path: str | os.PathLike[str]) -> torch.Tensor:
@@ -206,7 +275,7 @@ def from_file(path: str | os.PathLike[str]) -> torch.Tensor:
 
     Images are read with PIL; colour images are converted to grey as 0.299 R + 0.587 G +
     0.114 B on the float values (alpha ignored). Raises :class:`jfb.errors.DataError` if the
-    file is missing, unreadable, or not a valid kernel.
+    file is missing, unreadable (empty or truncated included), or not a valid kernel.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -214,6 +283,9 @@ def from_file(path: str | os.PathLike[str]) -> torch.Tensor:
     if path.lower().endswith(".npy"):
         try:
             arr = np.load(path, allow_pickle=False)
+        except EOFError as exc:  # numpy's answer to an empty file
+            raise DataError(f"cannot read kernel file {path}: the file is empty or truncated "
+                            f"({exc or 'EOFError'})") from exc
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read kernel file {path}: {exc}") from exc
     else:
