@@ -250,7 +250,8 @@ def test_dict_json_toml_round_trips(tmp_path):
 def test_model_section_schema():
     """The plain-dict model section has the keys jfb.models.build_model reads."""
     m = Config().to_dict()["model"]
-    assert set(m) == {"kind", "net", "solver", "backward", "init", "eta", "eta_max", "eta_scale"}
+    assert set(m) == {"kind", "net", "solver", "backward", "init", "eta", "eta_max", "eta_scale",
+                      "rho", "cg_iters"}
     assert {"name", "depth", "width", "spectral_norm", "sn_target", "batch_norm", "residual",
             "base", "levels"} == set(m["net"])
     assert {"name", "tol", "max_iter", "eval_max_iter", "eval_tol", "m", "lam", "beta",
@@ -276,3 +277,44 @@ def test_stability_keys_defaults_and_overrides():
     assert Config.from_dict(cfg.to_dict()) == cfg
     # not model-defining: a checkpoint written before the key existed still resumes
     assert "model.eta_scale" not in MODEL_DEFINING_KEYS
+
+
+# ---------------------------------------------------------------------- bounded error messages
+class _NoRepr:
+    """An object that must never be repr()'d: describing a value around it must not reach it."""
+
+    def __repr__(self) -> str:
+        raise AssertionError("repr() of the whole value")
+
+
+def test_describing_a_wrong_typed_value_reads_a_bounded_part_of_it():
+    from jfb.config import _describe
+
+    huge = [0] * 10**6 + [_NoRepr()]  # repr() would build a 3 MB string, then fail
+    assert _describe(huge) == "list [0, 0, 0, 0, ...]"
+    deep = {"a": [[[[[_NoRepr()]]]]], "b": "x" * 10**6, **{f"k{i}": i for i in range(10**5)}}
+    text = _describe(deep)
+    assert text.startswith("dict {'a': [[[...]]], 'b': 'xxx") and len(text) <= 65
+    assert _describe(10**5000) == "int <...>"  # too long for repr(): the type is enough
+    assert _describe("abc") == "str 'abc'" and _describe([1, 2]) == "list [1, 2]"
+    with pytest.raises(ConfigError, match=r"model\.net\.depth: expected int, got list \[0, 0, 0"):
+        Config.from_dict({"model": {"net": {"depth": huge}}})
+
+
+def test_a_yaml_alias_bomb_is_refused_without_expanding_it(tmp_path):
+    import tracemalloc
+
+    # 7 anchors, each 9 aliases of the one before: 9^7 strings in 230 bytes
+    items = ["&a [x, x, x, x, x, x, x, x, x]"] + [
+        f"&{c} [" + ", ".join([f"*{p}"] * 9) + "]" for p, c in zip("abcdef", "bcdefg", strict=True)
+    ]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("model:\n  net:\n    depth: [" + ", ".join(items) + "]\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError, match=r"model\.net\.depth: expected int, got list"):
+            load_config(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # the whole repr() was ~40 MB of text

@@ -7,7 +7,7 @@ import torch
 
 from jfb.deq import IFT, JFB, Anderson, Neumann, Picard, Unrolled
 from jfb.errors import ConfigError
-from jfb.models import DEGrad, DEProx, Feedforward, build_model
+from jfb.models import DEADMM, DEGrad, DEProx, Feedforward, build_model
 from jfb.nets import DnCNN
 from jfb.physics import Blur, LinearOperator, kernels
 
@@ -255,6 +255,7 @@ def test_a_few_jfb_steps_learn_to_deblur():
     ("override", "check"),
     [
         ("model.kind=deprox", lambda m: isinstance(m, DEProx)),
+        ("model.kind=deadmm", lambda m: isinstance(m, DEADMM) and not hasattr(m, "eta_raw")),
         ("model.kind=feedforward", lambda m: isinstance(m, Feedforward)),
         ("model.init=y", lambda m: m.init == "y"),
         ("model.eta=0.3", lambda m: abs(float(m.eta.detach()) - 0.3) < 1e-6),

@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         required=True,
         help="comma-separated: input (alias blurred), tikhonov, tikhonov-identity, tv, wiener, "
-        "or paths of .safetensors checkpoints",
+        "paths of .safetensors checkpoints, or pnp-admm:PATH / pnp-pgd:PATH (PATH: a denoiser "
+        "checkpoint trained with op=denoise)",
     )
     p.add_argument("--max-images", type=int, help="evaluate on the first N images only")
     p.add_argument(

@@ -9,10 +9,18 @@ Methods are named by specs:
     tv                 total variation (primal-dual), weight tuned likewise
     wiener             Wiener filter (circular padding only), weight tuned likewise
     PATH.safetensors   a checkpoint written by `jfb train` (its method name is its config's)
-Classical weights are tuned on fixed-noise pairs drawn from the *training* split, never on the
-images the table reports; for operators with ||A||^2 far from 1 (super-resolution, tomography)
-the grid is scaled by ||A||^2, so that it brackets the data term's scale. Implicit models are
-also evaluated at several test-time iteration budgets (PSNR versus fixed-point iterations).
+    pnp-admm:PATH      plug-and-play ADMM with the model of checkpoint PATH as its denoiser D
+                       (a model trained on a denoising task, op=denoise, e.g. `jfb train --set
+                       task=op=denoise,noise=0.03,... --set model.kind=feedforward`); the penalty
+                       rho is tuned like the classical weights (grid PNP_GRIDS, times ||A||^2)
+    pnp-pgd:PATH       plug-and-play proximal gradient x <- D(x - step A^T(A x - y)), same
+                       denoiser; the step is tuned (grid PNP_GRIDS, in units of 1 / ||A||^2)
+Classical and PnP weights are tuned on fixed-noise pairs drawn from the *training* split, never
+on the images the table reports; for operators with ||A||^2 far from 1 (super-resolution,
+tomography) the grid is scaled by ||A||^2, so that it brackets the data term's scale (the PnP-PGD
+step is always in units of 1 / ||A||^2). Both PnP methods run exactly PNP_ITERS iterations from
+A^T y (no early stop; ADMM's x-update by at most PNP_CG_ITERS CG steps). Implicit models are also
+evaluated at several test-time iteration budgets (PSNR versus fixed-point iterations).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +38,14 @@ from torch.utils.data import Dataset, Subset
 from jfb.atomic import write_text
 from jfb.baselines.direct import direct_inverse
 from jfb.data import DegradedDataset
-from jfb.errors import ConfigError
+from jfb.errors import ConfigError, JFBError
 from jfb.evaluate import EvalResult, evaluate
-from jfb.pipeline import EVAL_SEED, load_model
+from jfb.pipeline import EVAL_SEED, load_model, read_config
 from jfb.report import figure_grid, markdown_table, save_figure, write_json
-from jfb.tasks import Task
+from jfb.tasks import Task, get_task
+
+#: A reconstruction method: y -> x_hat.
+Method = Callable[[torch.Tensor], torch.Tensor]
 
 #: Seed of the tuning noise (distinct from the evaluation seed).
 TUNE_SEED = 12345
@@ -43,6 +55,19 @@ GRIDS: dict[str, tuple[float, ...]] = {
     "tv": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
     "wiener": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
 }
+#: Plug-and-play methods ("pnp-admm:PATH", "pnp-pgd:PATH"): the grids of their tuned weight, the
+#: ADMM penalty rho (scaled by ||A||^2 like the regularisation weights; with f = ||Ax - y||^2 / 2
+#: and a denoiser for noise sigma_d, MAP suggests rho ~ sigma_y^2 / sigma_d^2) and the PGD step
+#: (in units of 1 / ||A||^2, below 2 / ||A||^2, the stability bound for a non-expansive D).
+PNP_GRIDS: dict[str, tuple[float, ...]] = {
+    "pnp-admm": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0),
+    "pnp-pgd": (0.25, 0.5, 1.0, 1.5, 1.9),
+}
+#: The PnP row names and the names of their weights.
+PNP_NAMES = {"pnp-admm": ("PnP-ADMM", "rho"), "pnp-pgd": ("PnP-PGD", "step")}
+#: PnP iterations (all run: no early stop) and CG steps at most per ADMM x-update.
+PNP_ITERS = 40
+PNP_CG_ITERS = 20
 COLUMNS = [
     "method",
     "psnr",
@@ -74,7 +99,7 @@ INPUT_NAMES = {
 }
 
 
-def classical_method(name: str, op, weight: float) -> Callable[[torch.Tensor], torch.Tensor]:
+def classical_method(name: str, op, weight: float) -> Method:
     """The y -> x_hat map of a classical method with regularisation weight ``weight``."""
     from jfb.baselines import tikhonov
 
@@ -90,9 +115,63 @@ def classical_method(name: str, op, weight: float) -> Callable[[torch.Tensor], t
         from jfb.baselines.wiener import wiener
 
         return lambda y: wiener(op, y, weight, penalty="gradient")
-    raise ConfigError(
-        f"unknown method {name!r}: expected one of {', '.join(GRIDS)}, "
-        "'input' or a .safetensors checkpoint"
+    raise _unknown_method(name)
+
+
+def pnp_method(name: str, op, denoiser: Method, weight: float) -> Method:
+    """The y -> x_hat map of PnP-ADMM (``name="pnp-admm"``, rho = ``weight``) or PnP-PGD
+    ("pnp-pgd", step = ``weight``) with ``denoiser``: PNP_ITERS iterations from A^T y."""
+    from jfb.baselines.pnp import pnp_admm, pnp_pgd
+
+    if name == "pnp-admm":
+        return lambda y: pnp_admm(op, y, denoiser, rho=weight, max_iter=PNP_ITERS, tol=0.0,
+                                  cg_iters=PNP_CG_ITERS)
+    if name == "pnp-pgd":
+        return lambda y: pnp_pgd(op, y, denoiser, step=weight, max_iter=PNP_ITERS, tol=0.0)
+    raise _unknown_method(name)
+
+
+def method_kind(spec: str) -> str:
+    """"input", "pnp" ("pnp-admm:PATH", "pnp-pgd:PATH"), "checkpoint" ("PATH.safetensors") or
+    "classical" (a key of GRIDS); ConfigError for any other spec (a "pnp-NAME:..." with an
+    unknown NAME included)."""
+    if spec in INPUT_METHODS:
+        return "input"
+    name, sep, _ = spec.partition(":")
+    if sep and name.startswith("pnp-"):
+        if name not in PNP_GRIDS:
+            raise _unknown_method(spec)
+        return "pnp"
+    if spec.endswith(".safetensors"):
+        return "checkpoint"
+    if spec in GRIDS:
+        return "classical"
+    raise _unknown_method(spec)
+
+
+def denoiser_config(spec: str, path: str):
+    """The config of the denoiser checkpoint ``path`` of PnP method ``spec``; ConfigError unless
+    it is a readable .safetensors checkpoint of a model trained on a denoising task."""
+    if not path.endswith(".safetensors"):
+        raise ConfigError(f"method {spec!r}: expected {spec.partition(':')[0]}:PATH with PATH a "
+                          ".safetensors checkpoint of a denoiser")
+    try:
+        cfg = read_config(path)
+        kind = get_task(cfg.task).op_kind
+    except JFBError as exc:
+        raise ConfigError(f"method {spec!r}: {exc}") from exc
+    if kind != "denoise":
+        raise ConfigError(
+            f"method {spec!r}: the denoiser must be a model trained on a denoising task "
+            f"(op=denoise), but {path} was trained on task {cfg.task!r} (op={kind})"
+        )
+    return cfg
+
+
+def _unknown_method(spec: str) -> ConfigError:
+    return ConfigError(
+        f"unknown method {spec!r}: expected one of {', '.join(GRIDS)}, 'input', a .safetensors "
+        "checkpoint, pnp-admm:PATH or pnp-pgd:PATH (PATH: a denoiser's .safetensors checkpoint)"
     )
 
 
@@ -105,25 +184,41 @@ def tuning_pairs(task: Task, n: int, crop: int | None = None, seed: int = TUNE_S
 
 
 def tune_weight(
-    name: str, op, pairs: Dataset, device: str | torch.device = "cpu"
+    name: str,
+    op,
+    pairs: Dataset,
+    device: str | torch.device = "cpu",
+    method: Callable[[float], Method] | None = None,
 ) -> tuple[float, list[dict[str, float]]]:
-    """The grid weight of ``name`` with the best mean PSNR on ``pairs``, and every try (the grid
-    scaled by :func:`grid_scale`)."""
+    """The grid weight of ``name`` with the best mean PSNR on ``pairs``, and every try.
+
+    The grid is ``GRIDS[name]`` or ``PNP_GRIDS[name]`` times :func:`grid_scale`, or, for the
+    PnP-PGD step, divided by ||A||^2; ``method(w)`` is the y -> x_hat map at weight w (default:
+    :func:`classical_method`).
+    """
     from jfb.baselines import tune
 
-    scale = grid_scale(op, tuple(pairs[0][0].shape))
-    grid = tuple(float(f"{w * scale:.3g}") for w in GRIDS[name])
-    best, table = tune(
-        lambda w: classical_method(name, op, w), grid, pairs, batch_size=16, device=device
-    )
+    shape = tuple(pairs[0][0].shape)
+    if name == "pnp-pgd":  # a step size, stable below 2 / ||A||^2
+        scale = 1.0 / operator_norm_sq(op, shape)
+    else:
+        scale = grid_scale(op, shape)
+    grid = tuple(float(f"{w * scale:.3g}") for w in {**GRIDS, **PNP_GRIDS}[name])
+    make = method if method is not None else partial(classical_method, name, op)
+    best, table = tune(make, grid, pairs, batch_size=16, device=device)
     return best, [{"weight": r.value, "psnr": round(r.psnr, 4)} for r in table]
 
 
 def grid_scale(op, image_shape: tuple[int, ...]) -> float:
     """||A||^2 on images of ``image_shape`` (C, H, W) when it lies outside [1/2, 2], else 1: the
     factor by which the regularisation grids are scaled."""
-    norm_sq = op.norm_estimate((1, *image_shape), n_iter=50, tol=1e-4) ** 2
+    norm_sq = operator_norm_sq(op, image_shape)
     return norm_sq if not 0.5 <= norm_sq <= 2.0 else 1.0
+
+
+def operator_norm_sq(op, image_shape: tuple[int, ...]) -> float:
+    """||A||^2 = ||A^T A|| on images of ``image_shape`` (C, H, W), by power iteration."""
+    return op.norm_estimate((1, *image_shape), n_iter=50, tol=1e-4) ** 2
 
 
 def compare(
@@ -139,11 +234,8 @@ def compare(
 ) -> dict[str, Any]:
     """Evaluate ``methods`` on ``task``'s evaluation split; returns rows and curves."""
     for spec in methods:  # fail before any work, naming the bad method
-        if spec not in INPUT_METHODS and not spec.endswith(".safetensors") and spec not in GRIDS:
-            raise ConfigError(
-                f"unknown method {spec!r}: expected one of {', '.join(GRIDS)}, "
-                "'input' or a .safetensors checkpoint"
-            )
+        if method_kind(spec) == "pnp":
+            denoiser_config(spec, spec.partition(":")[2])
         if spec == "wiener" and task.op_kind != "blur":
             raise ConfigError(f"method 'wiener' applies to blur tasks only, not op={task.op}")
     val = task.val_pairs(seed=EVAL_SEED, limit=max_images)
@@ -152,7 +244,8 @@ def compare(
     curves: dict[str, list[dict[str, float]]] = {}
     tuning: dict[str, Any] = {}
     for spec in methods:
-        if spec in INPUT_METHODS:
+        kind = method_kind(spec)
+        if kind == "input":
             rows.append(
                 Row(
                     evaluate(
@@ -166,7 +259,7 @@ def compare(
                     {"params": 0, "train_seconds": 0},
                 )
             )
-        elif spec.endswith(".safetensors"):
+        elif kind == "checkpoint":
             model, cfg, info = load_model(spec, op=op, device=device)
             name = _model_name(cfg)
             res = evaluate(model, val, name=name, keep=keep, batch_size=batch_size, device=device)
@@ -185,23 +278,51 @@ def compare(
             if res.iterations is not None and iteration_budgets:
                 curves[name] = _budget_curve(model, val, iteration_budgets, batch_size, device)
         else:
+            name, make, label, info = _tunable(spec, op, device)
             t0 = time.perf_counter()
-            weight, tried = tune_weight(spec, op, tuning_pairs(task, tune_images), device)
+            weight, tried = tune_weight(
+                name, op, tuning_pairs(task, tune_images), device, method=make
+            )
             tuning[spec] = {
                 "best": weight,
                 "tried": tried,
                 "seconds": round(time.perf_counter() - t0, 1),
             }
             res = evaluate(
-                classical_method(spec, op, weight),
-                val,
-                name=f"{spec} ({weight:g})",
-                keep=keep,
-                batch_size=batch_size,
+                make(weight), val, name=label(weight), keep=keep, batch_size=batch_size,
                 device=device,
             )
-            rows.append(Row(res, {"params": 0, "train_seconds": 0}))
+            rows.append(Row(res, info))
     return {"task": task.name, "rows": rows, "curves": curves, "tuning": tuning, "val": val}
+
+
+def _tunable(
+    spec: str, op, device: str | torch.device
+) -> tuple[str, Callable[[float], Method], Callable[[float], str], dict[str, Any]]:
+    """(grid name, weight -> y -> x_hat map, weight -> row name, row info) of a classical or PnP
+    method spec; a PnP spec loads its denoiser (in eval mode, on ``device``)."""
+    if method_kind(spec) == "classical":
+        return (spec, partial(classical_method, spec, op), lambda w: f"{spec} ({w:g})",
+                {"params": 0, "train_seconds": 0})
+    from jfb.baselines.pnp import DenoiserWrapper
+
+    name, _, path = spec.partition(":")
+    model, cfg, info = load_model(path, device=device)
+    title, weight_name = PNP_NAMES[name]
+    net = _net_name(cfg.model)
+    if cfg.model.kind != "feedforward":  # an implicit model trained to denoise
+        net = f"{cfg.model.kind} {net}"
+    sigma = get_task(cfg.task).noise_sigma
+
+    def label(w: float) -> str:
+        return f"{title} (trained {net} denoiser, sigma {sigma:g}; {weight_name} {w:g})"
+
+    row_info = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_seconds": info.get("extra", {}).get("train_seconds", _logged_seconds(path)),
+        "checkpoint": path,
+    }
+    return name, partial(pnp_method, name, op, DenoiserWrapper(model)), label, row_info
 
 
 def _logged_seconds(checkpoint: str) -> float | None:
@@ -223,13 +344,18 @@ def _logged_seconds(checkpoint: str) -> float | None:
 def _model_name(cfg) -> str:
     """E.g. "degrad + jfb (dncnn 7x32, SN<=1)" or "feedforward (dncnn 7x32)"."""
     m = cfg.model
-    net = f"{m.net.name} {m.net.depth}x{m.net.width}"
+    net = _net_name(m)
     if m.net.spectral_norm:
         net += f", SN<={m.net.sn_target:g}"
     if m.kind == "feedforward":
         return f"feedforward ({net})"
     bw = m.backward.name + (f"({m.backward.k})" if m.backward.k != 1 else "")
     return f"{m.kind} + {bw} ({net})"
+
+
+def _net_name(m) -> str:
+    """E.g. "dncnn 7x32" for a ``ModelConfig``."""
+    return f"{m.net.name} {m.net.depth}x{m.net.width}"
 
 
 def _budget_curve(model, val, budgets, batch_size, device) -> list[dict[str, float]]:

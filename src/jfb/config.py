@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import json
 import math
+import reprlib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -134,13 +136,17 @@ class BackwardConfig:
 @dataclass
 class ModelConfig:
     """The reconstructor: ``kind`` = DE-GRAD (x <- x - eta (A^T(Ax - y) + R(x))), DE-PROX
-    (x <- R(x - eta A^T(Ax - y))) or a feedforward net; ``init`` is x0 (A^T y, y or Tikhonov);
-    ``eta`` the initial step size, bounded by ``eta_max`` when it is learned. With
-    ``eta_scale="operator"`` both are in units of 1/L, L = ||A^T A|| estimated at the first
-    forward and saved with the weights (the data-fit step is non-expansive for eta <= 2/L).
+    (x <- R(x - eta A^T(Ax - y))), DE-ADMM (one ADMM iteration on (z, u):
+    x = (A^T A + rho I)^{-1}(A^T y + rho (z - u)), z <- R(x + u), u <- u + x - z; outputs z) or a
+    feedforward net; ``init`` is x0 (A^T y, y or Tikhonov). DE-GRAD/DE-PROX: ``eta`` the initial
+    step size, bounded by ``eta_max`` when it is learned. DE-ADMM: ``rho`` the initial (learned,
+    positive) ADMM penalty, ``cg_iters`` the CG steps per x-update; eta/eta_max do not apply. With
+    ``eta_scale="operator"`` eta and eta_max are in units of 1/L and rho in units of L,
+    L = ||A^T A|| estimated at the first forward and saved with the weights (the data-fit step is
+    non-expansive for eta <= 2/L).
     """
 
-    kind: Literal["degrad", "deprox", "feedforward"] = _f("degrad", doc="model kind")
+    kind: Literal["degrad", "deprox", "deadmm", "feedforward"] = _f("degrad", doc="model kind")
     net: NetConfig = _f(factory=NetConfig)
     solver: SolverConfig = _f(factory=SolverConfig)
     backward: BackwardConfig = _f(factory=BackwardConfig)
@@ -148,8 +154,10 @@ class ModelConfig:
     eta: float = _f(1.0, gt=0, doc="initial step size")
     eta_max: float | None = _f(2.0, gt=0, doc="upper bound of the learned step size")
     eta_scale: Literal["none", "operator"] = _f(
-        "none", doc="'operator': eta and eta_max in units of 1 / ||A^T A||"
+        "none", doc="'operator': eta and eta_max in units of 1 / ||A^T A||, rho in units of it"
     )
+    rho: float = _f(1.0, gt=0, doc="initial ADMM penalty (deadmm)")
+    cg_iters: int = _f(20, ge=1, doc="CG steps per ADMM x-update (deadmm)")
 
 
 @dataclass
@@ -376,8 +384,40 @@ def _unknown_msg(dotted: str, known: Mapping[str, Any]) -> str:
     return msg
 
 
+class _ShortRepr(reprlib.Repr):
+    """A bounded repr for error messages: at most 4 items per container, 3 levels deep, 60
+    characters per string, and dicts in their own order (reprlib sorts a dict's keys first), so
+    describing a value visits O(1) of it whatever its size; a 345-byte YAML alias bomb stands
+    for 9^8 strings, and ``repr()`` of it took seconds and hundreds of MB."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxtuple = self.maxlist = self.maxarray = self.maxdict = 4
+        self.maxset = self.maxfrozenset = self.maxdeque = 4
+        self.maxstring = self.maxother = 60
+        self.maxlong = 40
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                 for k, v in itertools.islice(x.items(), self.maxdict)]
+        return "{" + ", ".join(items + (["..."] if len(x) > self.maxdict else [])) + "}"
+
+
+_SHORT_REPR = _ShortRepr()
+
+
 def _describe(value: Any) -> str:
-    text = repr(value)
+    """``"TYPE REPR"`` for an error message, REPR bounded (see :class:`_ShortRepr`) and cut to
+    60 characters."""
+    try:
+        text = _SHORT_REPR.repr(value)
+    except Exception:  # noqa: BLE001 - e.g. an int too long to print; the type is enough
+        text = "<...>"
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(value).__name__} {text}"

@@ -4,6 +4,9 @@
              z <- D(x + u),  u <- u + x - z.
 - PnP-PGD:   x <- D(x - step A^T (A x - y)).
 
+The ADMM data step, :func:`admm_x_update`, is differentiable (implicit differentiation of the
+linear solve), and is also the x-update of the learned ``jfb.models.DEADMM``.
+
 ``denoiser`` is any callable ``D(v) -> v`` or, with ``sigma`` given, ``D(v, sigma) -> v``; it
 must act on each sample alone (no batch statistics), because converged samples are frozen and
 only the active ones are passed on. :class:`DenoiserWrapper` adapts a trained ``nn.Module``.
@@ -20,7 +23,7 @@ from jfb.baselines.tikhonov import conjugate_gradient
 from jfb.baselines.tv import _check_iter_tol, _check_positive, iterate_per_sample, relative_change
 from jfb.physics.base import LinearOperator
 
-__all__ = ["DenoiserWrapper", "pnp_admm", "pnp_pgd"]
+__all__ = ["DenoiserWrapper", "admm_x_update", "pnp_admm", "pnp_pgd"]
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -47,6 +50,56 @@ def _start(op: LinearOperator, y: torch.Tensor, x0: torch.Tensor | None) -> torc
 
 def _check_sigma(sigma: float | None) -> float | None:
     return None if sigma is None else _check_positive("sigma", sigma)
+
+
+def admm_x_update(
+    op: LinearOperator,
+    aty: torch.Tensor,
+    z: torch.Tensor,
+    u: torch.Tensor,
+    rho: float | torch.Tensor,
+    *,
+    x0: torch.Tensor | None = None,
+    cg_iters: int = 20,
+    cg_tol: float = 1e-6,
+) -> torch.Tensor:
+    """ADMM's data step x = argmin ||A x - y||^2 / 2 + rho/2 ||x - (z - u)||^2, i.e.
+    (A^T A + rho I) x = A^T y + rho (z - u), by at most ``cg_iters`` CG steps from ``x0``
+    (default zeros), stopping per sample at relative residual ``cg_tol``.
+
+    ``aty`` is A^T y. Differentiable in ``aty``, ``z``, ``u`` and ``rho`` (a number or a 0-d
+    tensor): the backward solves the same system for the incoming gradient g (same CG budget, from
+    zeros), d/db = M^{-1} g and d/drho = -<M^{-1} g, x>, the derivative of the exact solve
+    whatever the start; it is itself differentiable (double backward).
+    """
+    rho_t = torch.as_tensor(rho, dtype=aty.dtype, device=aty.device)
+    if rho_t.dim() != 0:
+        raise ValueError(f"rho must be a number or a 0-d tensor, got shape {tuple(rho_t.shape)}")
+    return _RidgeSolve.apply(aty + rho_t * (z - u), rho_t, x0, op, cg_iters, cg_tol)
+
+
+class _RidgeSolve(torch.autograd.Function):
+    """x = M^{-1} b with M = A^T A + rho I, by CG from x0; see :func:`admm_x_update`. Under CUDA
+    autocast the solve runs in float32 (CG's recurrences lose their accuracy in bf16)."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, b, rho, x0, op, cg_iters, cg_tol):  # type: ignore[override]
+        r = rho.detach()
+        start = None if x0 is None else x0.detach()
+        x, _ = conjugate_gradient(lambda v: op.normal(v) + r * v, b.detach(), start,
+                                  max_iter=cg_iters, tol=cg_tol)
+        ctx.save_for_backward(rho, x)
+        ctx.op, ctx.cg_iters, ctx.cg_tol = op, cg_iters, cg_tol
+        return x
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, g):  # type: ignore[override]
+        rho, x = ctx.saved_tensors
+        w = _RidgeSolve.apply(g, rho, None, ctx.op, ctx.cg_iters, ctx.cg_tol)  # M symmetric
+        grad_rho = -(w * x).sum() if ctx.needs_input_grad[1] else None
+        return w, grad_rho, None, None, None, None
 
 
 def pnp_admm(
@@ -86,14 +139,10 @@ def pnp_admm(
         x = _start(op, y, x0)
         aty = op.A_adjoint(y)
 
-        def apply(v: torch.Tensor) -> torch.Tensor:
-            return op.normal(v) + rho * v
-
         def step(state, consts):
             x, z, u = state
             (aty_,) = consts
-            x, _ = conjugate_gradient(apply, aty_ + rho * (z - u), x, max_iter=cg_iters,
-                                      tol=cg_tol)
+            x = admm_x_update(op, aty_, z, u, rho, x0=x, cg_iters=cg_iters, cg_tol=cg_tol)
             z_new = _denoise(denoiser, x + u, sigma)
             u = u + x - z_new
             return (x, z_new, u), relative_change(z_new, z)

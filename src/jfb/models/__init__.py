@@ -6,11 +6,12 @@ last solve in ``model.last_stats`` (None for feedforward models).
 
 from jfb.models.build import build_backward, build_model, build_solver
 from jfb.models.feedforward import Feedforward
-from jfb.models.implicit import DEGrad, DEProx, ImplicitModel
+from jfb.models.implicit import DEADMM, DEGrad, DEProx, ImplicitModel
 from jfb.models.init import INITS, initial_estimate
 
 __all__ = [
     "INITS",
+    "DEADMM",
     "DEGrad",
     "DEProx",
     "Feedforward",

@@ -10,11 +10,12 @@ from jfb.deq import IFT, JFB, Anderson, BackwardStrategy, Neumann, Picard, Unrol
 from jfb.deq.solvers import _SolverBase
 from jfb.errors import ConfigError
 from jfb.models.feedforward import Feedforward
-from jfb.models.implicit import DEGrad, DEProx
+from jfb.models.implicit import DEADMM, DEGrad, DEProx
 from jfb.nets import build_net
 from jfb.physics import LinearOperator
 
-_IMPLICIT = {"degrad": DEGrad, "deprox": DEProx}
+_STEP_MODELS = {"degrad": DEGrad, "deprox": DEProx}
+KINDS = ("degrad", "deprox", "deadmm", "feedforward")
 _IFT_SOLVER_NAMES = {
     "picard": "fixed_point",
     "fixed_point": "fixed_point",
@@ -69,17 +70,20 @@ def build_model(cfg: dict[str, Any], op: LinearOperator, channels: int = 3) -> n
     )
     if kind == "feedforward":
         return Feedforward(op, net, init=cfg.get("init", "adjoint"))
-    if kind not in _IMPLICIT:
-        raise ConfigError(f"model.kind: unknown model {kind!r} (degrad, deprox, feedforward)")
-    return _IMPLICIT[kind](
-        op,
-        net,
-        solver=build_solver(cfg.get("solver", {})),
-        backward=build_backward(cfg.get("backward", {})),
-        init=cfg.get("init", "adjoint"),
-        eta=cfg.get("eta", 1.0),
-        eta_max=cfg.get("eta_max", 2.0),
-        eta_scale=cfg.get("eta_scale", "none"),
+    if kind not in KINDS:
+        raise ConfigError(f"model.kind: unknown model {kind!r} ({', '.join(KINDS)})")
+    common = {
+        "solver": build_solver(cfg.get("solver", {})),
+        "backward": build_backward(cfg.get("backward", {})),
+        "init": cfg.get("init", "adjoint"),
+        "eta_scale": cfg.get("eta_scale", "none"),
+    }
+    if kind == "deadmm":
+        return DEADMM(
+            op, net, rho=cfg.get("rho", 1.0), cg_iters=cfg.get("cg_iters", 20), **common
+        )
+    return _STEP_MODELS[kind](
+        op, net, eta=cfg.get("eta", 1.0), eta_max=cfg.get("eta_max", 2.0), **common
     )
 
 

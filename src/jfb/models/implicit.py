@@ -1,17 +1,23 @@
-"""Implicit reconstructors: x_hat = x*, the fixed point of a learned physics-aware map T(.; y).
+"""Implicit reconstructors: x_hat = the output of s*, the fixed point of a learned physics-aware
+map T(.; y).
 
     DE-GRAD   T(x) = x - eta * (A^T(A x - y) + R(x))      (gradient step on data fit + learned R)
     DE-Prox   T(x) = R(x - eta * A^T(A x - y))            (learned proximal / denoising step)
+    DE-ADMM   s = (z, u):  x = (A^T A + rho I)^{-1} (A^T y + rho (z - u)),  z+ = R(x + u),
+              u+ = u + x - z+                             (one ADMM iteration, R a learned denoiser)
 
-eta is learned, kept in (0, eta_max) by eta = eta_max * sigmoid(s) (or softplus(s) if eta_max is
-None). With ``eta_scale="operator"`` eta and eta_max are in units of 1/L, L = ||A^T A|| = ||A||^2
-estimated once (the data-fit step x - eta A^T(Ax - y) is non-expansive for eta <= 2/L), so the
-same config suits operators of any scale. The solve and the gradient come from
-:func:`jfb.deq.fixed_point`, so every solver and backward strategy of the engine applies.
+For DE-GRAD and DE-Prox the state s is the image; DE-ADMM (Gilton, Ongie and Willett, 2021)
+stacks z and the scaled dual u along the channels and outputs z*. eta is learned, kept in
+(0, eta_max) by eta = eta_max * sigmoid(s) (or softplus(s) if eta_max is None); rho is learned as
+softplus(s). With ``eta_scale="operator"`` eta and eta_max are in units of 1/L and rho in units of
+L, L = ||A^T A|| = ||A||^2 estimated once (the data-fit step x - eta A^T(Ax - y) is non-expansive
+for eta <= 2/L), so the same config suits operators of any scale. The solve and the gradient come
+from :func:`jfb.deq.fixed_point`, so every solver and backward strategy of the engine applies.
 
-Stability diagnostics at a fixed point x*: :meth:`ImplicitModel.contraction` (||J_T(x*)||_2 per
+Stability diagnostics at a fixed point s*: :meth:`ImplicitModel.contraction` (||J_T(s*)||_2 per
 sample, power iteration) and :meth:`ImplicitModel.jacobian_frobenius` (Hutchinson estimate of
-||J_T(x*)||_F^2, differentiable: the Jacobian regulariser of Bai, Koltun and Kolter, 2021).
+||J_T(s*)||_F^2, differentiable: the Jacobian regulariser of Bai, Koltun and Kolter, 2021). Both
+take the model's output and rebuild the state from it (:meth:`ImplicitModel.state_at`).
 """
 
 from __future__ import annotations
@@ -25,33 +31,52 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from jfb.baselines.pnp import admm_x_update
 from jfb.deq import JFB, Anderson, BackwardStrategy, SolverStats, contraction_estimate, fixed_point
 from jfb.deq.solvers import _SolverBase
 from jfb.models.init import INITS, initial_estimate
 from jfb.nets import frozen_spectral_norm, has_batch_norm, spectral_norm_power_step
 from jfb.physics import LinearOperator
 
-#: How eta is measured: "none" (absolute) or "operator" (in units of 1 / ||A^T A||).
+#: How eta (and rho) are measured: "none" (absolute) or "operator" (in units of 1 / ||A^T A||,
+#: rho in units of ||A^T A||).
 ETA_SCALES = ("none", "operator")
 # Power iteration for L = ||A||^2: seeded (every DDP rank gets the same L), tight tolerance.
 _NORM_SEED, _NORM_ITERS, _NORM_TOL = 0, 200, 1e-7
 
 
+def _raw_of(value: float, upper: float | None) -> float:
+    """The s with :func:`_bounded` (s, upper) = value: logit(value / upper) or softplus^{-1}."""
+    if upper is None:
+        return value + math.log(-math.expm1(-value))  # log(e^v - 1), stable for large v
+    p = value / upper
+    return math.log(p / (1 - p))
+
+
+def _bounded(raw: torch.Tensor, upper: float | None) -> torch.Tensor:
+    """A learned positive number: upper * sigmoid(raw) in (0, upper), or softplus(raw) > 0."""
+    return F.softplus(raw) if upper is None else upper * torch.sigmoid(raw)
+
+
 class ImplicitModel(nn.Module):
-    """Common machinery of fixed-point reconstructors; subclasses define ``T(x, y)``.
+    """Common machinery of fixed-point reconstructors; subclasses define ``T(s, y)``.
+
+    The fixed-point state s is the image itself unless a subclass says otherwise (``initial``
+    gives s0, ``output`` reads the image from a state, ``state_at`` rebuilds a fixed point's state
+    from its output).
 
     Args:
         op: the forward operator A (a ``jfb.physics.LinearOperator``).
         net: the learned part R; must act on each sample alone (no BatchNorm).
         solver: forward solver (default ``Anderson()``); its eval budget is used in eval mode.
         backward: gradient strategy (default ``JFB()``).
-        init: initial iterate: "adjoint" (A^T y), "y", or "tikhonov" (a few CG steps of
+        init: initial image estimate: "adjoint" (A^T y), "y", or "tikhonov" (a few CG steps of
             Tikhonov with gradient penalty).
-        eta: initial step size; eta_max: its upper bound (None: positive, unbounded).
-        contraction_iters: if > 0, every solve estimates ||J_T(x*)|| (stats.contraction).
-        eta_scale: "none" (eta as given) or "operator": eta and eta_max in units of 1/L with
-            L = ||A^T A||, estimated at the first forward (or by :meth:`calibrate`) and kept in
-            the buffer ``ata_norm`` (registered only in this mode), so a checkpoint restores it.
+        contraction_iters: if > 0, every solve estimates ||J_T(s*)|| (stats.contraction).
+        eta_scale: "none" (step sizes as given) or "operator": step sizes in units of 1/L (rho in
+            units of L) with L = ||A^T A||, estimated at the first forward (or by
+            :meth:`calibrate`) and kept in the buffer ``ata_norm`` (registered only in this mode),
+            so a checkpoint restores it.
     """
 
     def __init__(
@@ -62,8 +87,6 @@ class ImplicitModel(nn.Module):
         solver: _SolverBase | None = None,
         backward: BackwardStrategy | None = None,
         init: str = "adjoint",
-        eta: float = 1.0,
-        eta_max: float | None = 2.0,
         contraction_iters: int = 0,
         eta_scale: str = "none",
     ) -> None:
@@ -77,10 +100,6 @@ class ImplicitModel(nn.Module):
             )
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if not (math.isfinite(eta) and eta > 0):
-            raise ValueError(f"eta must be a positive number, got {eta!r}")
-        if eta_max is not None and not (math.isfinite(eta_max) and eta < eta_max):
-            raise ValueError(f"need 0 < eta < eta_max, got eta={eta!r}, eta_max={eta_max!r}")
         if eta_scale not in ETA_SCALES:
             raise ValueError(f"eta_scale must be one of {ETA_SCALES}, got {eta_scale!r}")
         self.op = op
@@ -88,28 +107,15 @@ class ImplicitModel(nn.Module):
         self.solver = Anderson() if solver is None else solver
         self.backward = JFB() if backward is None else backward
         self.init = init
-        self.eta_max = eta_max
         self.contraction_iters = contraction_iters
-        if eta_max is None:
-            raw = math.log(math.expm1(eta))  # softplus^{-1}
-        else:
-            p = eta / eta_max
-            raw = math.log(p / (1 - p))  # sigmoid^{-1}
-        self.eta_raw = nn.Parameter(torch.tensor(raw))
         self.eta_scale = eta_scale
         if eta_scale == "operator":  # NaN: not estimated yet
             self.register_buffer("ata_norm", torch.tensor(float("nan")))
         self.last_stats: SolverStats | None = None
 
-    @property
-    def eta(self) -> torch.Tensor:
-        """The learned step size, eta_max * sigmoid(s) or softplus(s), divided by L = ||A^T A||
-        when ``eta_scale="operator"`` (NaN until L is estimated)."""
-        if self.eta_max is None:
-            eta = F.softplus(self.eta_raw)
-        else:
-            eta = self.eta_max * torch.sigmoid(self.eta_raw)
-        return eta / self.ata_norm if self.eta_scale == "operator" else eta
+    def _operator_scale(self) -> torch.Tensor | float:
+        """L = ||A^T A|| with ``eta_scale="operator"`` (NaN until estimated), else 1."""
+        return self.ata_norm if self.eta_scale == "operator" else 1.0
 
     @torch.no_grad()
     def calibrate(self, x_shape: tuple[int, ...] | torch.Size) -> float:
@@ -127,25 +133,37 @@ class ImplicitModel(nn.Module):
         self.ata_norm.fill_(norm**2)
         return norm**2
 
-    def T(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The fixed-point map T(x; y)."""
+    def T(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The fixed-point map T(s; y)."""
         raise NotImplementedError
 
-    def initial(self, y: torch.Tensor) -> torch.Tensor:
-        """The first iterate x0 from the measurement (see ``init``)."""
+    def initial_image(self, y: torch.Tensor) -> torch.Tensor:
+        """The initial image estimate x0 from the measurement (see ``init``)."""
         return initial_estimate(self.op, y, self.init)
 
+    def initial(self, y: torch.Tensor) -> torch.Tensor:
+        """The first iterate s0 of the fixed-point state (here x0 itself)."""
+        return self.initial_image(y)
+
+    def output(self, s: torch.Tensor) -> torch.Tensor:
+        """The reconstruction held by a state (here the state itself)."""
+        return s
+
+    def state_at(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The fixed point s* whose output is ``x_hat`` (here x_hat itself)."""
+        return x_hat
+
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """x_hat = x*(y); the solve's statistics are kept in ``self.last_stats``."""
+        """x_hat = output(s*(y)); the solve's statistics are kept in ``self.last_stats``."""
         if y.dim() != 4:
             raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(y.shape)}")
-        x0 = self.initial(y)
+        s0 = self.initial(y)
         if self.eta_scale == "operator" and bool(torch.isnan(self.ata_norm)):
-            self.calibrate(x0.shape[1:])
+            self.calibrate(self.output(s0).shape[1:])
         with self.fixed_map():
-            x, stats = fixed_point(
-                lambda x: self.T(x, y),
-                x0,
+            s, stats = fixed_point(
+                lambda s: self.T(s, y),
+                s0,
                 solver=self.solver,
                 backward=self.backward,
                 params=[*self.parameters(), y],
@@ -153,7 +171,7 @@ class ImplicitModel(nn.Module):
                 contraction_iters=self.contraction_iters,
             )
         self.last_stats = stats
-        return x
+        return self.output(s)
 
     def pretrain_forward(self, y: torch.Tensor) -> torch.Tensor:
         """A feedforward use of R for pre-training it (see the subclass)."""
@@ -163,28 +181,33 @@ class ImplicitModel(nn.Module):
         self, x_star: torch.Tensor, y: torch.Tensor, *, n_iter: int = 5,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """||J_T(x*)||_2 per sample (power iteration on J^T J, ``n_iter`` steps): the local
-        contraction factor. T is frozen (no power step of spectral norm) and no parameter
-        gradient is built; draws only from ``generator`` (else the global RNG)."""
+        """||J_T(s*)||_2 per sample at the state of the output ``x_star`` (power iteration on
+        J^T J, ``n_iter`` steps): the local contraction factor. T is frozen (no power step of
+        spectral norm) and no parameter gradient is built; draws only from ``generator`` (else
+        the global RNG)."""
         with torch.no_grad(), self.fixed_map(advance=False):
             return contraction_estimate(
-                lambda x: self.T(x, y), x_star.detach(), n_iter=n_iter, generator=generator
+                lambda s: self.T(s, y), self.state_at(x_star.detach(), y),
+                n_iter=n_iter, generator=generator,
             )
 
     def jacobian_frobenius(
         self, x_star: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Per-sample Hutchinson estimate of ||J_T(x*)||_F^2 / d: ||J^T v||^2 / d with one probe
-        v ~ N(0, I) (E ||J^T v||^2 = ||J||_F^2; d = elements per sample), at the detached x*.
+        """Per-sample Hutchinson estimate of ||J_T(s*)||_F^2 / d: ||J^T v||^2 / d with one probe
+        v ~ N(0, I) (E ||J^T v||^2 = ||J||_F^2; d = elements of a state), at the detached state
+        s* of the output ``x_star``.
 
         Differentiable w.r.t. the parameters (VJP with ``create_graph``): adding ``gamma *
         mean`` to the loss is the Jacobian regulariser of Bai, Koltun and Kolter (2021).
         """
-        z = x_star.detach().requires_grad_(True)
-        v = torch.randn(z.shape, generator=generator, dtype=z.dtype, device="cpu").to(z.device)
+        with torch.no_grad():
+            s = self.state_at(x_star.detach(), y)
+        s = s.requires_grad_(True)
+        v = torch.randn(s.shape, generator=generator, dtype=s.dtype, device="cpu").to(s.device)
         with torch.enable_grad(), self.fixed_map(advance=False):
-            (jt_v,) = torch.autograd.grad(self.T(z, y), z, v, create_graph=True)
-        return jt_v.flatten(1).square().sum(1) / z[0].numel()
+            (jt_v,) = torch.autograd.grad(self.T(s, y), s, v, create_graph=True)
+        return jt_v.flatten(1).square().sum(1) / s[0].numel()
 
     @contextlib.contextmanager
     def fixed_map(self, advance: bool = True) -> Iterator[None]:
@@ -205,7 +228,38 @@ class ImplicitModel(nn.Module):
             yield
 
 
-class DEGrad(ImplicitModel):
+class StepModel(ImplicitModel):
+    """An implicit model with a learned step size eta (DE-GRAD, DE-Prox).
+
+    Args (besides :class:`ImplicitModel`'s):
+        eta: initial step size; eta_max: its upper bound (None: positive, unbounded).
+    """
+
+    def __init__(
+        self,
+        op: LinearOperator,
+        net: nn.Module,
+        *,
+        eta: float = 1.0,
+        eta_max: float | None = 2.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(op, net, **kwargs)
+        if not (math.isfinite(eta) and eta > 0):
+            raise ValueError(f"eta must be a positive number, got {eta!r}")
+        if eta_max is not None and not (math.isfinite(eta_max) and eta < eta_max):
+            raise ValueError(f"need 0 < eta < eta_max, got eta={eta!r}, eta_max={eta_max!r}")
+        self.eta_max = eta_max
+        self.eta_raw = nn.Parameter(torch.tensor(_raw_of(eta, eta_max)))
+
+    @property
+    def eta(self) -> torch.Tensor:
+        """The learned step size, eta_max * sigmoid(s) or softplus(s), divided by L = ||A^T A||
+        when ``eta_scale="operator"`` (NaN until L is estimated)."""
+        return _bounded(self.eta_raw, self.eta_max) / self._operator_scale()
+
+
+class DEGrad(StepModel):
     """DE-GRAD: T(x) = x - eta * (A^T(A x - y) + R(x)).
 
     R plays the gradient of a learned regulariser; at x*, A^T(A x* - y) + R(x*) = 0.
@@ -216,11 +270,11 @@ class DEGrad(ImplicitModel):
 
     def pretrain_forward(self, y: torch.Tensor) -> torch.Tensor:
         """x0 - R(x0): R learns the residual between the initial estimate and the image."""
-        x0 = self.initial(y)
+        x0 = self.initial_image(y)
         return x0 - self.net(x0)
 
 
-class DEProx(ImplicitModel):
+class DEProx(StepModel):
     """DE-Prox: T(x) = R(x - eta * A^T(A x - y)), R a learned denoiser (proximal step)."""
 
     def T(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -228,4 +282,77 @@ class DEProx(ImplicitModel):
 
     def pretrain_forward(self, y: torch.Tensor) -> torch.Tensor:
         """R(x0): R learns to map the initial estimate to the image."""
-        return self.net(self.initial(y))
+        return self.net(self.initial_image(y))
+
+
+class DEADMM(ImplicitModel):
+    """DE-ADMM (Gilton, Ongie and Willett, 2021): one ADMM iteration with a learned denoiser R,
+    on the state s = (z, u) stacked along the channels (u: the scaled dual variable):
+
+        x = (A^T A + rho I)^{-1} (A^T y + rho (z - u)),   z+ = R(x + u),   u+ = u + x - z+.
+
+    The output is z* (the denoiser's output; x* = z* at a fixed point). s0 = (x0, 0) with x0 from
+    ``init``. The x-update is :func:`jfb.baselines.pnp.admm_x_update`: at most ``cg_iters`` CG
+    steps warm-started at z (which is x at a fixed point, so the truncation does not move the
+    fixed point), differentiable by implicit differentiation of the solve, so every backward
+    strategy applies. rho = softplus(s) is learned (times L = ||A^T A|| when
+    ``eta_scale="operator"``).
+
+    Args (besides :class:`ImplicitModel`'s):
+        rho: initial ADMM penalty (> 0); cg_iters: CG steps at most per x-update (and per
+        backward solve); cg_tol: CG's relative residual tolerance.
+    """
+
+    def __init__(
+        self,
+        op: LinearOperator,
+        net: nn.Module,
+        *,
+        rho: float = 1.0,
+        cg_iters: int = 20,
+        cg_tol: float = 1e-6,
+        **kwargs,
+    ) -> None:
+        super().__init__(op, net, **kwargs)
+        if not (math.isfinite(rho) and rho > 0):
+            raise ValueError(f"rho must be a positive number, got {rho!r}")
+        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
+            raise ValueError(f"cg_iters must be an int >= 1, got {cg_iters!r}")
+        if not (math.isfinite(cg_tol) and cg_tol >= 0):
+            raise ValueError(f"cg_tol must be a finite number >= 0, got {cg_tol!r}")
+        self.cg_iters, self.cg_tol = cg_iters, cg_tol
+        self.rho_raw = nn.Parameter(torch.tensor(_raw_of(rho, None)))
+
+    @property
+    def rho(self) -> torch.Tensor:
+        """The learned ADMM penalty softplus(s), times L = ||A^T A|| when
+        ``eta_scale="operator"`` (NaN until L is estimated)."""
+        return _bounded(self.rho_raw, None) * self._operator_scale()
+
+    def x_update(self, z: torch.Tensor, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x = argmin ||A x - y||^2 / 2 + rho/2 ||x - (z - u)||^2 (CG warm-started at z)."""
+        return admm_x_update(self.op, self.op.A_adjoint(y), z, u, self.rho, x0=z,
+                             cg_iters=self.cg_iters, cg_tol=self.cg_tol)
+
+    def T(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z, u = s.chunk(2, dim=1)
+        x = self.x_update(z, u, y)
+        z_new = self.net(x + u)
+        return torch.cat([z_new, u + x - z_new], dim=1)
+
+    def initial(self, y: torch.Tensor) -> torch.Tensor:
+        """s0 = (z0, u0) = (x0, 0)."""
+        x0 = self.initial_image(y)
+        return torch.cat([x0, torch.zeros_like(x0)], dim=1)
+
+    def output(self, s: torch.Tensor) -> torch.Tensor:
+        """z."""
+        return s.chunk(2, dim=1)[0]
+
+    def state_at(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(z*, u*) with u* = -A^T(A z* - y) / rho: at a fixed point x* = z*, and the x-update's
+        normal equations give rho u* = A^T y - A^T A z*."""
+        u = -self.op.A_adjoint(self.op.A(x_hat) - y) / self.rho
+        return torch.cat([x_hat, u], dim=1)
+
+    pretrain_forward = DEProx.pretrain_forward  # R(x0): R learns to map x0 to the image
