@@ -27,7 +27,7 @@ fi
 # Without torchvision `import deepinv` fails; the tests then import it through a test-only
 # torchvision stub that fails loudly if used (docs/DEEPINV.md explains why that is sound).
 deepinv_pkg="deepinv==0.5.0"
-deepinv_deps="einops==0.8.2 h5py==3.16.0 natsort==8.4.0 requests==2.34.2 torchmetrics==1.9.0 lightning-utilities==0.15.3"
+deepinv_deps="einops==0.8.2 h5py==3.16.0 natsort==8.4.0 requests==2.34.2 torchmetrics==1.9.0 lightning-utilities==0.15.3 tqdm==4.70.1"
 deepinv_stamp=.venv/.jfb-deepinv
 if [ ! -f "$deepinv_stamp" ] || [ "$(cat "$deepinv_stamp")" != "$deepinv_pkg $deepinv_deps" ]; then
   torch_pin="torch==$(.venv/bin/python -c 'import torch; print(torch.__version__)')"
