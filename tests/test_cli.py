@@ -300,3 +300,20 @@ def test_bench_subcommand_takes_its_own_options(tmp_path, capsys):
                           "--out", str(tmp_path)], capsys)
     assert code == 0, err
     assert list(tmp_path.glob("floor_tiny.json"))
+
+
+def test_train_that_diverges_stops_with_one_line_and_exit_2(capsys, tmp_path):
+    """eta = 5 on A = I: |1 - eta| = 4, the solve runs away; after the allowed rollbacks the
+    CLI says why in one line, exits 2, and keeps the checkpoint."""
+    sets = ["task=op=denoise,noise=0.05,train=natural:patches:16,val=natural:crops:16,name=t",
+            "model.eta=5", "model.eta_max=none", "model.solver.name=picard",
+            "model.solver.max_iter=20", "model.net.depth=2", "model.net.width=4",
+            "model.net.spectral_norm=false", "model.init=adjoint", "data.batch_size=2",
+            "data.max_val_images=1", "train.steps=6", "train.val_every=2", "train.max_rollbacks=1",
+            "train.device=cpu"]
+    argv = ["train", "--quiet", "--out", str(tmp_path / "run")]
+    for kv in sets:
+        argv += ["--set", kv]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "diverged", "max_rollbacks")
+    assert (tmp_path / "run" / "last.safetensors").is_file()
