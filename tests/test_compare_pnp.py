@@ -97,3 +97,15 @@ def test_other_checkpoints_and_unknown_specs_are_refused_before_any_work(
     for spec, match in cases:
         with pytest.raises(ConfigError, match=match):
             compare(task, ["tikhonov", spec], max_images=1, tune_images=2)
+
+
+def test_model_names_describe_the_net_and_the_penalty():
+    from jfb.compare import _model_name
+    from jfb.config import Config
+
+    unet = Config.from_dict({"model": {"kind": "feedforward", "net": {
+        "name": "unet", "base": 16, "levels": 3, "spectral_norm": False}}})
+    assert _model_name(unet) == "feedforward (unet 3 levels, base 16)"
+    jac = Config.from_dict({"model": {"net": {"depth": 7, "width": 32, "spectral_norm": False}},
+                            "train": {"jacobian_penalty": 1e-3}})
+    assert _model_name(jac) == "degrad + jfb (dncnn 7x32, Jacobian penalty 0.001)"

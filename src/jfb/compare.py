@@ -350,11 +350,15 @@ def _model_name(cfg) -> str:
     if m.kind == "feedforward":
         return f"feedforward ({net})"
     bw = m.backward.name + (f"({m.backward.k})" if m.backward.k != 1 else "")
+    if cfg.train.jacobian_penalty:
+        net += f", Jacobian penalty {cfg.train.jacobian_penalty:g}"
     return f"{m.kind} + {bw} ({net})"
 
 
 def _net_name(m) -> str:
-    """E.g. "dncnn 7x32" for a ``ModelConfig``."""
+    """E.g. "dncnn 7x32" or "unet 3 levels, base 16" for a ``ModelConfig``."""
+    if m.net.name == "unet":
+        return f"unet {m.net.levels} levels, base {m.net.base}"
     return f"{m.net.name} {m.net.depth}x{m.net.width}"
 
 
