@@ -20,6 +20,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
 
+def _add_restore_options(p: argparse.ArgumentParser) -> None:
+    """The options `restore` and `deblur` share (see ``_restore_kwargs``)."""
+    p.add_argument("--max-iter", type=int, help="fixed-point iteration budget")
+    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    _add_common(p)
+
+
+def _restore_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments of ``jfb.deblur.restore_file`` from ``_add_restore_options``."""
+    return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "tile": args.tile,
+            "overlap": args.overlap, "device": args.device, "force": args.force}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jfb", description=DESCRIPTION)
     _add_common(parser)
@@ -113,12 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="boundary of the blur model: zeros, circular, reflect (default: model's)",
     )
-    p.add_argument("--max-iter", type=int, help="fixed-point iteration budget")
-    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    _add_common(p)
+    _add_restore_options(p)
 
     p = sub.add_parser(
         "restore",
@@ -137,12 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel=gaussian:7:2.0); default: the checkpoint's task",
     )
     p.add_argument("--mask", help="inpainting: image or .npy of the input's size, nonzero = seen")
-    p.add_argument("--max-iter", type=int, help="fixed-point iteration budget")
-    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    _add_common(p)
+    _add_restore_options(p)
 
     p = sub.add_parser(
         "degrade",
@@ -339,16 +345,7 @@ def cmd_deblur(args: argparse.Namespace) -> int:
     from jfb.deblur import deblur_file
 
     deblur_file(
-        args.input,
-        args.output,
-        checkpoint=args.checkpoint,
-        kernel=args.kernel,
-        padding=args.padding,
-        max_iter=args.max_iter,
-        tile=args.tile,
-        overlap=args.overlap,
-        device=args.device,
-        force=args.force,
+        args.input, args.output, kernel=args.kernel, padding=args.padding, **_restore_kwargs(args)
     )
     print(f"written: {args.output}")
     return 0
@@ -361,14 +358,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     restore_file(
         args.input,
         args.output,
-        checkpoint=args.checkpoint,
         op=get_task(args.task).operator() if args.task else None,
         mask=args.mask,
-        max_iter=args.max_iter,
-        tile=args.tile,
-        overlap=args.overlap,
-        device=args.device,
-        force=args.force,
+        **_restore_kwargs(args),
     )
     print(f"written: {args.output}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from jfb.physics import Blur, Downsample, Identity, LinearOperator, Mask
 from jfb.physics.mask import _MaskBase
 from jfb.pipeline import CHANNELS, load_model
 from jfb.restore import restore_tiled
-from jfb.tasks import Task, get_task
+from jfb.tasks import Task
 
 #: The shipped default model (trained by the project; see its model card beside it).
 DEFAULT_MODEL = "default.safetensors"
@@ -79,7 +79,7 @@ def restore_file(
     output_path: str | os.PathLike[str],
     *,
     checkpoint: str | os.PathLike[str] | None = None,
-    op: LinearOperator | None = None,
+    op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
     mask: str | os.PathLike[str] | None = None,
     max_iter: int | None = None,
     tile: int = 256,
@@ -91,7 +91,8 @@ def restore_file(
     atomically (format by suffix).
 
     The forward model is the checkpoint task's operator, or ``op`` (the models are
-    physics-aware: their map uses A explicitly). ``mask`` (an image or .npy of the input's size,
+    physics-aware: their map uses A explicitly), which may be a function of the checkpoint's
+    task (see :func:`jfb.pipeline.load_model`). ``mask`` (an image or .npy of the input's size,
     nonzero = observed) gives an inpainting model the pixels actually missing. Translation-
     invariant operators (blur, denoising, super-resolution) and given masks are processed in
     overlapping tiles (bounded memory); fixed-pattern masks and tomography take the whole
@@ -112,8 +113,8 @@ def restore_file(
     op = model.op
     grey = y.shape[0] == 1
     y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)
-    tiled = mask is not None or isinstance(op, (Blur, Identity, Downsample))
-    if tiled and min(y.shape[-2:]) < 8:
+    translation_invariant = isinstance(op, (Blur, Identity, Downsample))
+    if (mask is not None or translation_invariant) and min(y.shape[-2:]) < 8:
         raise DataError(f"{src} is too small ({y.shape[-1]}x{y.shape[-2]} pixels)")
     if mask is not None:
         if not isinstance(op, _MaskBase):
@@ -129,7 +130,7 @@ def restore_file(
                 return model(tiles * masks)
 
         x = restore_tiled(masked, y, tile=tile, overlap=overlap, aux=m[None].to(dev))
-    elif isinstance(op, (Blur, Identity, Downsample)):
+    elif translation_invariant:
         if isinstance(op, Blur) and op.padding == "valid":
             raise DataError("padding 'valid' changes the image size; use zeros, circular or "
                             "reflect")
@@ -159,15 +160,14 @@ def deblur_file(
 ) -> torch.Tensor:
     """:func:`restore_file` for blur models; ``kernel``/``padding`` replace the checkpoint
     task's blur (see ``jfb.tasks`` for kernel specs)."""
-    op = None
-    if kernel is not None or padding is not None:
-        from jfb.pipeline import read_config
 
-        base = get_task(read_config(checkpoint or default_checkpoint()).task)
+    def blur_for(base: Task) -> LinearOperator:
         if base.op_kind != "blur":
             raise DataError(f"--kernel/--padding apply to blur models; this one is op={base.op}")
-        op = Task("custom", kernel=kernel or base.kernel, noise_sigma=0.0,
-                  padding=padding or base.padding).operator()
+        return Task("custom", kernel=kernel or base.kernel, noise_sigma=0.0,
+                    padding=padding or base.padding).operator()
+
+    op = blur_for if kernel is not None or padding is not None else None
     return restore_file(input_path, output_path, checkpoint=checkpoint, op=op, **kwargs)
 
 

@@ -8,6 +8,7 @@ model, cfg, info = load_model("runs/x/best.safetensors")
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,20 +71,22 @@ def read_config(path: str | Path) -> Config:
 def load_model(
     path: str | Path,
     *,
-    op: LinearOperator | None = None,
+    op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
     device: str | torch.device = "cpu",
     eval_max_iter: int | None = None,
 ) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as, load its weights, put it in eval mode.
 
     ``op`` replaces the task's operator (a physics-aware model can be applied to another blur,
-    mask or image size);
+    mask or image size); it may be a function of the checkpoint's task that returns it;
     ``eval_max_iter`` changes the test-time iteration budget of an implicit model.
     Returns (model, config, info) with info = {"step", "config", "extra"} from the checkpoint.
     """
     weights, info = load_weights(path)
     cfg = _config_of(info, path)
-    op = op if op is not None else get_task(cfg.task).operator()
+    if op is None or not isinstance(op, LinearOperator):
+        task = get_task(cfg.task)
+        op = task.operator() if op is None else op(task)
     model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
     own = {k: v for k, v in weights.items() if not k.startswith("op.")}
     expected = {k for k in model.state_dict() if not k.startswith("op.")}
