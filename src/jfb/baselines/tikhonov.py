@@ -26,7 +26,25 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a per-sample vector (N,) to broadcast against ``like`` (N, ...)."""
-    return v.view(-1, *([1] * (like.dim() - 1)))
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def batch_weight(lam: float | torch.Tensor, like: torch.Tensor, name: str = "lam") -> torch.Tensor:
+    """A weight >= 0 given as a number or one value per sample, as an (N, 1, ..., 1) tensor
+    broadcasting against ``like`` (same device and dtype)."""
+    n = like.shape[0]
+    if isinstance(lam, torch.Tensor):
+        t = lam.detach().to(device=like.device, dtype=like.dtype).reshape(-1)
+        if t.numel() not in (1, n):
+            raise ValueError(f"{name} must be a number or hold one value per sample ({n}), "
+                             f"got {lam.numel()} values")
+    elif isinstance(lam, bool) or not isinstance(lam, (int, float)):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(lam).__name__}")
+    else:
+        t = torch.tensor([float(lam)], device=like.device, dtype=like.dtype)
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ValueError(f"{name} must be finite and >= 0, got {lam}")
+    return _bview(t.expand(n).clone(), like)
 
 
 def conjugate_gradient(
@@ -130,20 +148,7 @@ def tikhonov(
         raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
     with torch.no_grad():
         b = op.A_adjoint(y)
-        if isinstance(lam, torch.Tensor):
-            lam_t = lam.detach().to(device=b.device, dtype=b.dtype).reshape(-1)
-            if lam_t.numel() not in (1, b.shape[0]):
-                raise ValueError(
-                    f"lam must be a number or hold one value per sample ({b.shape[0]}), "
-                    f"got {lam.numel()} values"
-                )
-        elif isinstance(lam, bool) or not isinstance(lam, (int, float)):
-            raise TypeError(f"lam must be a number or a tensor, got {type(lam).__name__}")
-        else:
-            lam_t = torch.tensor([float(lam)], device=b.device, dtype=b.dtype)
-        if not bool(torch.isfinite(lam_t).all()) or bool((lam_t < 0).any()):
-            raise ValueError(f"lam must be finite and >= 0, got {lam}")
-        lam_b = lam_t.expand(b.shape[0]).reshape(-1, *([1] * (b.dim() - 1)))
+        lam_b = batch_weight(lam, b)
 
         if penalty == "identity":
             def apply(x: torch.Tensor) -> torch.Tensor:

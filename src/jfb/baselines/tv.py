@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from jfb.baselines.tikhonov import gradient, gradient_adjoint
+from jfb.baselines.tikhonov import batch_weight, gradient, gradient_adjoint
 from jfb.physics.base import LinearOperator
 
 __all__ = ["total_variation", "tv_objective", "tv_reconstruct"]
@@ -40,11 +40,6 @@ Step = Callable[[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]],
 
 
 # ------------------------------------------------------------------------------ shared helpers
-def _bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-sample vector (N,) to broadcast against ``like`` (N, ...)."""
-    return v.reshape(-1, *([1] * (like.dim() - 1)))
-
-
 def _check_iter_tol(max_iter: int, tol: float) -> None:
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
@@ -61,24 +56,6 @@ def _check_positive(name: str, value: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
-
-
-def batch_weight(lam: float | torch.Tensor, like: torch.Tensor, name: str = "lam") -> torch.Tensor:
-    """A weight >= 0 given as a number or one value per sample, as an (N, 1, ..., 1) tensor
-    broadcasting against ``like`` (same device and dtype)."""
-    n = like.shape[0]
-    if isinstance(lam, torch.Tensor):
-        t = lam.detach().to(device=like.device, dtype=like.dtype).reshape(-1)
-        if t.numel() not in (1, n):
-            raise ValueError(f"{name} must be a number or hold one value per sample ({n}), "
-                             f"got {lam.numel()} values")
-    elif isinstance(lam, bool) or not isinstance(lam, (int, float)):
-        raise TypeError(f"{name} must be a number or a tensor, got {type(lam).__name__}")
-    else:
-        t = torch.tensor([float(lam)], device=like.device, dtype=like.dtype)
-    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
-        raise ValueError(f"{name} must be finite and >= 0, got {lam}")
-    return _bview(t.expand(n).clone(), like)
 
 
 def relative_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from jfb.baselines.tv import batch_weight
+from jfb.baselines.tikhonov import batch_weight
 from jfb.physics.base import Identity, LinearOperator
 from jfb.physics.blur import Blur
 
