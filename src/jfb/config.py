@@ -201,7 +201,16 @@ class TrainConfig:
     amp: Literal["none", "bf16"] = _f("none", doc="bf16 autocast (CUDA only)")
     channels_last: bool = _f(False, doc="channels-last memory format (CUDA only)")
     compile: bool = _f(False, doc="torch.compile the model")
-    pretrain_steps: int = _f(0, ge=0, doc="pre-train R as a feedforward deblurrer first")
+    pretrain_steps: int = _f(0, ge=0, doc="pre-train R as a feedforward map first")
+    pretrain: Literal["deblur", "denoise"] = _f(
+        "deblur", doc="pre-train R to map x0(y) to x, or x + noise to x (a blind denoiser)"
+    )
+    pretrain_noise: float = _f(
+        0.1, gt=0, doc="denoising pre-training: noise std drawn uniformly in [0, this]"
+    )
+    init_net: str | None = _f(
+        None, doc="start R from the net of this jfb checkpoint (e.g. a trained denoiser)"
+    )
     device: Literal["auto", "cpu", "cuda"] = _f("auto", doc="device")
     out_dir: str = _f("runs/default", doc="output folder (logs, checkpoints)")
     max_bad_steps: int = _f(

@@ -53,7 +53,38 @@ def build_run(cfg: Config, *, with_train: bool = True) -> Run:
     )
     val = task.val_pairs(seed=EVAL_SEED, limit=cfg.data.max_val_images, root=root)
     model = build_model(cfg.to_dict()["model"], task.operator(), channels=CHANNELS)
+    if with_train and cfg.train.init_net is not None:
+        init_net(model, cfg.train.init_net)
     return Run(cfg, task, model, train, val)  # type: ignore[arg-type]
+
+
+def init_net(model: nn.Module, path: str | Path) -> int:
+    """Start ``model.net`` (the learned part R) from the net of the jfb checkpoint ``path``;
+    returns the number of tensors copied. Everything else (eta, rho, the operator) is left as is.
+
+    The two nets must have the same architecture and parametrisation (both with or both without
+    spectral normalisation); the ``residual`` flag may differ, since it changes what the net
+    returns, not its weights. Typical use: a feedforward residual DnCNN denoiser D(x) = x - N(x)
+    trained with ``jfb train`` starts DE-Prox or DE-ADMM at plug-and-play with D, or DE-GRAD
+    (built with ``residual=false``, so R = N = x - D(x)) at RED's gradient step. Raises
+    CheckpointError naming the tensors that do not fit.
+    """
+    net = getattr(model, "net", None)
+    if not isinstance(net, nn.Module):
+        raise CheckpointError(f"{type(model).__name__} has no learned net to initialise")
+    weights, _ = load_weights(path)
+    theirs = {k[len("net."):]: v for k, v in weights.items() if k.startswith("net.")}
+    own = net.state_dict()
+    missing, unexpected = sorted(own.keys() - theirs.keys()), sorted(theirs.keys() - own.keys())
+    shapes = sorted(k for k in own.keys() & theirs.keys() if own[k].shape != theirs[k].shape)
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{path}: its net does not fit this model's net (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, other shapes {shapes[:3]}); the architecture, width, "
+            "depth and spectral_norm must be the same"
+        )
+    net.load_state_dict(theirs, strict=True)
+    return len(theirs)
 
 
 def _config_of(info: dict[str, Any], path: str | Path) -> Config:

@@ -30,5 +30,9 @@ class Feedforward(nn.Module):
             raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(y.shape)}")
         return self.net(initial_estimate(self.op, y, self.init))
 
+    def feedforward(self, v: torch.Tensor) -> torch.Tensor:
+        """The net alone on an image estimate v (pre-training it as a denoiser: v = x + noise)."""
+        return self.net(v)
+
     def pretrain_forward(self, y: torch.Tensor) -> torch.Tensor:
         return self(y)

@@ -173,9 +173,14 @@ class ImplicitModel(nn.Module):
         self.last_stats = stats
         return self.output(s)
 
-    def pretrain_forward(self, y: torch.Tensor) -> torch.Tensor:
-        """A feedforward use of R for pre-training it (see the subclass)."""
+    def feedforward(self, v: torch.Tensor) -> torch.Tensor:
+        """R used once as a feedforward restoration of an image estimate v (see the subclass):
+        what pre-training trains, as a deblurrer (v = x0) or as a denoiser (v = x + noise)."""
         raise NotImplementedError
+
+    def pretrain_forward(self, y: torch.Tensor) -> torch.Tensor:
+        """feedforward(x0): R learns to map the initial estimate x0(y) to the image."""
+        return self.feedforward(self.initial_image(y))
 
     def contraction(
         self, x_star: torch.Tensor, y: torch.Tensor, *, n_iter: int = 5,
@@ -268,10 +273,10 @@ class DEGrad(StepModel):
     def T(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x - self.eta * (self.op.A_adjoint(self.op.A(x) - y) + self.net(x))
 
-    def pretrain_forward(self, y: torch.Tensor) -> torch.Tensor:
-        """x0 - R(x0): R learns the residual between the initial estimate and the image."""
-        x0 = self.initial_image(y)
-        return x0 - self.net(x0)
+    def feedforward(self, v: torch.Tensor) -> torch.Tensor:
+        """v - R(v): R learns the residual between an estimate and the image (as a denoiser,
+        R(v) = v - D(v) is the gradient of RED's regulariser)."""
+        return v - self.net(v)
 
 
 class DEProx(StepModel):
@@ -280,9 +285,9 @@ class DEProx(StepModel):
     def T(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.net(x - self.eta * self.op.A_adjoint(self.op.A(x) - y))
 
-    def pretrain_forward(self, y: torch.Tensor) -> torch.Tensor:
-        """R(x0): R learns to map the initial estimate to the image."""
-        return self.net(self.initial_image(y))
+    def feedforward(self, v: torch.Tensor) -> torch.Tensor:
+        """R(v): R learns to map an estimate to the image."""
+        return self.net(v)
 
 
 class DEADMM(ImplicitModel):
@@ -355,4 +360,4 @@ class DEADMM(ImplicitModel):
         u = -self.op.A_adjoint(self.op.A(x_hat) - y) / self.rho
         return torch.cat([x_hat, u], dim=1)
 
-    pretrain_forward = DEProx.pretrain_forward  # R(x0): R learns to map x0 to the image
+    feedforward = DEProx.feedforward  # R(v): R learns to map an estimate to the image

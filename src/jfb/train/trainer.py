@@ -111,6 +111,8 @@ CONTRACTION_SAMPLES, CONTRACTION_ITERS = 2, 5
 _MASK64 = (1 << 64) - 1
 # Salts of the generators of the stability diagnostics (kept apart from every other stream).
 _SALT_CONTRACTION, _SALT_JACOBIAN = 0xC0417, 0x7AC0B
+# ... and of the noise of denoising pre-training (training steps; validation).
+_SALT_PRETRAIN, _SALT_PRETRAIN_VAL = 0xDE015E, 0xDE0FA1
 
 
 class TrainingDivergedError(SolverError):
@@ -421,12 +423,12 @@ class Trainer:
         if tc.compile:
             self.forward_module = torch.compile(self.ddp)
 
-        pre = getattr(self.model, "pretrain_forward", None)
-        self.can_pretrain = callable(pre) and _overrides_pretrain(self.model)
+        self.can_pretrain = _can_pretrain(self.model, tc.pretrain)
         self.pretrain_steps = tc.pretrain_steps if self.can_pretrain else 0
         if tc.pretrain_steps and not self.can_pretrain:
+            method = "pretrain_forward(y)" if tc.pretrain == "deblur" else "feedforward(v)"
             self.notes.append(
-                f"model {type(self.model).__name__} has no pretrain_forward(y): "
+                f"model {type(self.model).__name__} has no {method}: "
                 f"skipping {tc.pretrain_steps} pre-training steps"
             )
         self.total_steps = self.pretrain_steps + tc.steps
@@ -567,11 +569,38 @@ class Trainer:
             generator=self._diagnostic_generator(_SALT_CONTRACTION),
         )
 
+    def _pretrain_output(self, x: torch.Tensor, y: torch.Tensor, *,
+                         val_batch: int | None = None) -> torch.Tensor:
+        """What pre-training fits to x: ``pretrain_forward(y)`` (``pretrain="deblur"``), or
+        ``feedforward(x + sigma * n)`` (``"denoise"``) with sigma ~ U[0, pretrain_noise] per
+        sample in training and pretrain_noise / 2 in validation (batch ``val_batch`` of this
+        rank's shard). The noise of a training step is drawn for the whole global batch from
+        (seed, step) and sliced by rank, so it does not depend on the number of processes;
+        validation noise is the same at every validation."""
+        tc = self.config.train
+        if tc.pretrain == "deblur":
+            return self.model.pretrain_forward(y)
+        if val_batch is not None:
+            g = torch.Generator().manual_seed(
+                mix_seed(tc.seed, _SALT_PRETRAIN_VAL, self.dist.rank, val_batch)
+            )
+            noise = torch.randn(x.shape, generator=g, dtype=torch.float32)
+            sigma = torch.full((x.shape[0],), tc.pretrain_noise / 2)
+        else:
+            g = self._diagnostic_generator(_SALT_PRETRAIN)
+            n, world = x.shape[0], self.dist.world_size
+            full = (n * world, *x.shape[1:])
+            mine = slice(self.dist.rank * n, (self.dist.rank + 1) * n)
+            noise = torch.randn(full, generator=g, dtype=torch.float32)[mine]
+            sigma = (torch.rand(n * world, generator=g) * tc.pretrain_noise)[mine]
+        noise = noise.mul_(sigma.view(-1, 1, 1, 1)).to(device=x.device, dtype=x.dtype)
+        return self.model.feedforward(x + noise)
+
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, pretrain: bool) -> dict[str, Any]:
         tc = self.config.train
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            x_hat = self.model.pretrain_forward(y) if pretrain else self.forward_module(y)
+            x_hat = self._pretrain_output(x, y) if pretrain else self.forward_module(y)
         stats = None if pretrain else getattr(self.model, "last_stats", None)
         blown, capped, worst, unconv = solver_divergence(
             stats, max_residual=tc.diverge_residual, max_unconverged=tc.diverge_unconverged
@@ -590,7 +619,7 @@ class Trainer:
             self.step + 1
         ):  # at the map whose fixed point x_hat is: before the update
             contraction = self._contraction(x_hat, y)
-        if pretrain and self.dist.distributed:  # pretrain_forward bypasses DDP's gradient hooks
+        if pretrain and self.dist.distributed:  # pre-training bypasses DDP's gradient hooks
             for p in self.params:
                 if p.grad is not None:
                     all_reduce_sum(p.grad).div_(self.dist.world_size)
@@ -665,10 +694,12 @@ class Trainer:
         cuda_devices = [self.device] if self.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=cuda_devices):
-                for x, y in _start(self._val_loader()):
+                for i, (x, y) in enumerate(_start(self._val_loader())):
                     x, y = self._to_device(x), self._to_device(y)
                     with self._autocast():
-                        x_hat = self.model.pretrain_forward(y) if pretrain else self.model(y)
+                        x_hat = (
+                            self._pretrain_output(x, y, val_batch=i) if pretrain else self.model(y)
+                        )
                     p = psnr(x_hat.float().clamp(0, 1), x.float())
                     acc[0] += p.sum().double()
                     acc[1] += p.numel()
@@ -1115,16 +1146,16 @@ class Trainer:
         window.clear()
 
 
-def _overrides_pretrain(model: nn.Module) -> bool:
-    """True when ``pretrain_forward`` is implemented (not a base class's NotImplementedError)."""
-    fn = getattr(type(model), "pretrain_forward", None)
-    if fn is None:
-        return callable(getattr(model, "pretrain_forward", None))
-    try:
-        from jfb.models.implicit import ImplicitModel
-    except ImportError:  # pragma: no cover
-        return True
-    return fn is not getattr(ImplicitModel, "pretrain_forward", None)
+def _can_pretrain(model: nn.Module, mode: str) -> bool:
+    """Whether ``model`` has what pre-training in ``mode`` calls: ``pretrain_forward(y)``
+    ("deblur") or ``feedforward(v)`` ("denoise"), and, if it has ``feedforward``, one that is
+    not the implicit base class's NotImplementedError stub."""
+    name = "pretrain_forward" if mode == "deblur" else "feedforward"
+    if not callable(getattr(model, name, None)):
+        return False
+    from jfb.models.implicit import ImplicitModel
+
+    return getattr(type(model), "feedforward", None) is not ImplicitModel.feedforward
 
 
 def _typical(ms: Sequence[float]) -> float | None:
