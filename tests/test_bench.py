@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from jfb import bench
+from jfb.bench import allocator
 from jfb.deq import JFB, Anderson, Unrolled
 
 HEADER = {
@@ -83,9 +84,9 @@ def test_step_graph_grows_with_cap_for_unrolled_only(records):
 
 def _tiny_model(backward, cap):
     cfg = bench.SIZES["tiny"]
-    model = bench._fresh_model(cfg, torch.device("cpu"), backward=backward,
-                               solver=Anderson(tol=bench.FIXED_TOL, max_iter=cap))
-    x, y = bench._synthetic_pair(2, 16, 3, model.op, 0, torch.device("cpu"))
+    model = bench.fresh_model(cfg, torch.device("cpu"), backward=backward,
+                              solver=Anderson(tol=bench.FIXED_TOL, max_iter=cap))
+    x, y = bench.synthetic_pair(2, 16, 3, model.op, 0, torch.device("cpu"))
     return model, y
 
 
@@ -205,11 +206,11 @@ def test_malloc_scenario_default_then_tuned(monkeypatch, tmp_path):
 
     def fake_tune() -> str:
         calls.append(1)
-        monkeypatch.setattr(bench, "_malloc_state", "tuned: fake")
+        monkeypatch.setattr(allocator, "_malloc_state", "tuned: fake")
         return "tuned: fake"
 
-    monkeypatch.setattr(bench, "_malloc_state", "default")
-    monkeypatch.setattr(bench, "tune_cpu_malloc", fake_tune)
+    monkeypatch.setattr(allocator, "_malloc_state", "default")
+    monkeypatch.setattr(allocator, "tune_cpu_malloc", fake_tune)
     rec = bench.run_scenario("malloc", size="tiny", out=tmp_path, threads=1, quiet=True)
     res = rec["results"]
     if sys.platform.startswith("linux"):
