@@ -109,3 +109,9 @@ def test_model_names_describe_the_net_and_the_penalty():
     jac = Config.from_dict({"model": {"net": {"depth": 7, "width": 32, "spectral_norm": False}},
                             "train": {"jacobian_penalty": 1e-3}})
     assert _model_name(jac) == "degrad + jfb (dncnn 7x32, Jacobian penalty 0.001)"
+    warm = Config.from_dict({"model": {"kind": "deadmm", "net": {"spectral_norm": False}},
+                             "train": {"init_net": "runs/denoiser/best.safetensors"}})
+    assert _model_name(warm) == "deadmm + jfb (dncnn 17x64, R from denoiser)"
+    pre = Config.from_dict({"model": {"kind": "deprox", "net": {"spectral_norm": False}},
+                            "train": {"pretrain_steps": 50, "pretrain": "denoise"}})
+    assert _model_name(pre) == "deprox + jfb (dncnn 17x64, R pre-trained as a denoiser (50 steps))"

@@ -343,15 +343,19 @@ def _logged_seconds(checkpoint: str) -> float | None:
 
 def _model_name(cfg) -> str:
     """E.g. "degrad + jfb (dncnn 7x32, SN<=1)" or "feedforward (dncnn 7x32)"."""
-    m = cfg.model
+    m, t = cfg.model, cfg.train
     net = _net_name(m)
     if m.net.spectral_norm:
         net += f", SN<={m.net.sn_target:g}"
+    if t.init_net:
+        net += f", R from {Path(t.init_net).parent.name or t.init_net}"
+    elif t.pretrain_steps and t.pretrain == "denoise":
+        net += f", R pre-trained as a denoiser ({t.pretrain_steps} steps)"
     if m.kind == "feedforward":
         return f"feedforward ({net})"
     bw = m.backward.name + (f"({m.backward.k})" if m.backward.k != 1 else "")
-    if cfg.train.jacobian_penalty:
-        net += f", Jacobian penalty {cfg.train.jacobian_penalty:g}"
+    if t.jacobian_penalty:
+        net += f", Jacobian penalty {t.jacobian_penalty:g}"
     return f"{m.kind} + {bw} ({net})"
 
 
