@@ -157,3 +157,52 @@ def test_a_model_without_a_feedforward_map_skips_denoising_pretraining(tmp_path)
     trainer = _trainer(tmp_path, NoFeedforward())
     assert trainer.pretrain_steps == 0
     assert any("no feedforward(v)" in n for n in trainer.notes)
+
+
+# ---------------------------------------------------------------------- jfb eval --config
+def _eval(tmp_path, capsys, *args):
+    from jfb.cli import main
+
+    code = main(["eval", *args, "--max-images", "2", "--device", "cpu"])
+    return code, capsys.readouterr()
+
+
+def test_eval_config_scores_the_model_training_would_start_from(denoiser, tmp_path, capsys):
+    """`jfb eval --config` scores the untrained model a config builds: with train.init_net
+    it is the model with the denoiser as R (the same number as that model built by hand), and
+    without it, another (random) R."""
+    import json
+
+    from jfb.evaluate import evaluate
+    from jfb.tasks import parse_task
+
+    net, path = denoiser
+    task = f"op=denoise,noise=0.05,{DATA},name=t"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'task = "{task}"\n[model]\nkind = "deprox"\ninit = "y"\n[model.net]\n'
+                   'depth = 3\nwidth = 4\nspectral_norm = false\nresidual = true\n')
+    scores = {}
+    for name, sets in {"warm": ["--set", f"train.init_net={path}"], "cold": []}.items():
+        out = tmp_path / name
+        code, (_, err) = _eval(tmp_path, capsys, "--config", str(cfg), *sets, "--out", str(out))
+        assert code == 0, err
+        scores[name] = json.loads((out / "results.json").read_text())
+    assert scores["warm"]["step"] == 0
+    assert scores["warm"]["psnr"] != pytest.approx(scores["cold"]["psnr"], abs=1e-3)
+    # the same number as evaluating the model built by hand
+    model, _ = _model("deprox", residual=True)
+    model.op = parse_task(task).operator()
+    model.init = "y"
+    init_net(model, path)
+    ref = evaluate(model.eval(), parse_task(task).val_pairs(seed=0, limit=2), name="r")
+    assert scores["warm"]["psnr"] == pytest.approx(float(ref.psnr.mean()), abs=1e-3)
+
+
+@pytest.mark.parametrize("args, needle", [
+    ([], "either a checkpoint or --config"),
+    (["x.safetensors", "--config", "c.toml"], "either a checkpoint or --config"),
+    (["x.safetensors", "--set", "train.steps=2"], "--set applies to --config only"),
+])
+def test_eval_takes_a_checkpoint_or_a_config(tmp_path, capsys, args, needle):
+    code, (_, err) = _eval(tmp_path, capsys, *args)
+    assert code == 2 and needle in err

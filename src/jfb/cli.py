@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 DESCRIPTION = """Implicit networks (deep equilibrium models) trained with Jacobian-free
 backpropagation for imaging inverse problems: deblurring, denoising, super-resolution,
@@ -92,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluation split with seeded noise; writes results.json, results.md, "
         "per_image.csv and a figure grid.",
     )
-    p.add_argument("checkpoint", help="a .safetensors checkpoint written by `jfb train`")
+    p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint written by `jfb train`")
+    p.add_argument(
+        "--config",
+        help="instead of a checkpoint: evaluate the untrained model this config builds (R from "
+        "train.init_net if set), i.e. what training would start from; --set overrides apply",
+    )
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of --config (repeatable)")
     p.add_argument("--task", help="task name or spec (default: the checkpoint's own task)")
     p.add_argument("--max-images", type=int, help="evaluate on the first N images only")
     p.add_argument(
@@ -270,6 +278,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _untrained_model(args: argparse.Namespace, device, other) -> tuple[Any, Any, dict]:
+    """The model ``--config`` builds, before any training step, in eval mode on ``device``."""
+    from jfb.config import load_config
+    from jfb.models import build_model
+    from jfb.pipeline import CHANNELS, init_net, set_eval_max_iter
+    from jfb.tasks import get_task
+
+    cfg = load_config(args.config, args.overrides)
+    op = (other or get_task(cfg.task)).operator()
+    model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
+    if cfg.train.init_net is not None:
+        init_net(model, cfg.train.init_net)
+    if args.eval_max_iter is not None:
+        set_eval_max_iter(model, args.eval_max_iter)
+    return model.to(device).eval(), cfg, {"step": 0, "config": cfg.to_dict(), "extra": {}}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from jfb.atomic import write_text
     from jfb.errors import ConfigError
@@ -281,17 +306,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     other = get_task(args.task) if args.task else None  # evaluate under that task's physics
-    model, cfg, info = load_model(args.checkpoint, device=device, eval_max_iter=args.eval_max_iter,
-                                  op=None if other is None else other.operator())
+    if (args.checkpoint is None) == (args.config is None):
+        raise ConfigError("give either a checkpoint or --config")
+    if args.overrides and args.config is None:
+        raise ConfigError("--set applies to --config only")
+    if args.config is not None:
+        model, cfg, info = _untrained_model(args, device, other)
+        source = Path(args.config)
+    else:
+        model, cfg, info = load_model(args.checkpoint, device=device,
+                                      eval_max_iter=args.eval_max_iter,
+                                      op=None if other is None else other.operator())
+        source = Path(args.checkpoint)
     task = other or get_task(cfg.task)
     if args.contraction and not callable(getattr(model, "contraction", None)):
-        raise ConfigError(f"--contraction needs an implicit model; {args.checkpoint} holds a "
+        raise ConfigError(f"--contraction needs an implicit model; {source} holds a "
                           f"{type(model).__name__}")
     pairs = task.val_pairs(seed=EVAL_SEED, limit=args.max_images)
     res = evaluate(
         model,
         pairs,
-        name=Path(args.checkpoint).stem,
+        name=source.stem,
         batch_size=args.batch_size,
         device=device,
         keep=4,
@@ -305,7 +340,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         params=sum(p.numel() for p in model.parameters()),
         command=args.command_line,
     )
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{task.name}"
+    if args.out:
+        out = Path(args.out)
+    elif args.config is not None:
+        out = Path(cfg.train.out_dir) / f"eval-untrained-{task.name}"
+    else:
+        out = source.parent / f"eval-{task.name}"
     write_json(out / "results.json", row)
     cols = [
         "method",

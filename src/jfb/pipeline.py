@@ -43,7 +43,8 @@ class Run:
 
 
 def build_run(cfg: Config, *, with_train: bool = True) -> Run:
-    """Task, (x, y) training pairs with fresh noise, fixed-noise val pairs and the model."""
+    """Task, (x, y) training pairs with fresh noise (None unless ``with_train``), fixed-noise
+    val pairs and the model as training starts (R from ``train.init_net`` when set)."""
     task = get_task(cfg.task)
     root = cfg.data.root  # where CelebA-128 lives (None: the default search)
     train = (
@@ -53,7 +54,7 @@ def build_run(cfg: Config, *, with_train: bool = True) -> Run:
     )
     val = task.val_pairs(seed=EVAL_SEED, limit=cfg.data.max_val_images, root=root)
     model = build_model(cfg.to_dict()["model"], task.operator(), channels=CHANNELS)
-    if with_train and cfg.train.init_net is not None:
+    if cfg.train.init_net is not None:
         init_net(model, cfg.train.init_net)
     return Run(cfg, task, model, train, val)  # type: ignore[arg-type]
 
@@ -132,14 +133,15 @@ def load_model(
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
     if eval_max_iter is not None:
-        solver = getattr(model, "solver", None)
-        if solver is None:
-            raise ValueError("eval_max_iter applies to implicit models only")
-        if (
-            isinstance(eval_max_iter, bool)
-            or not isinstance(eval_max_iter, int)
-            or eval_max_iter < 1
-        ):
-            raise ValueError(f"eval_max_iter must be an integer >= 1, got {eval_max_iter!r}")
-        solver.eval_max_iter = eval_max_iter
+        set_eval_max_iter(model, eval_max_iter)
     return model.to(device).eval(), cfg, info
+
+
+def set_eval_max_iter(model: nn.Module, eval_max_iter: int) -> None:
+    """Change the test-time iteration budget of an implicit model's solver."""
+    solver = getattr(model, "solver", None)
+    if solver is None:
+        raise ValueError("eval_max_iter applies to implicit models only")
+    if isinstance(eval_max_iter, bool) or not isinstance(eval_max_iter, int) or eval_max_iter < 1:
+        raise ValueError(f"eval_max_iter must be an integer >= 1, got {eval_max_iter!r}")
+    solver.eval_max_iter = eval_max_iter
