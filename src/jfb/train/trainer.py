@@ -3,7 +3,8 @@ clipping, validation, checkpoints, exact resume, DDP, signals and divergence gua
 
 The trainer never builds a model or a dataset: it takes a model (any ``nn.Module`` mapping a
 measurement batch ``y`` to ``x_hat``, optionally exposing ``last_stats`` with per-sample
-``iterations``/``converged`` and ``pretrain_forward(y)``), a training set and a validation set of
+``iterations``/``converged``, ``pretrain_forward(y)`` and ``feedforward(v)``), a training set
+and a validation set of
 ``(x, y)`` pairs (the validation set with fixed noise).
 
 Reproducibility. The order of the training data is a function of ``(seed, epoch)`` alone
@@ -19,11 +20,13 @@ each rank's global RNG is instead seeded from ``(seed, step, rank)`` at start an
 Bitwise equality of a resumed run with an uninterrupted one also needs the same device and
 number of intra-op threads (float reductions depend on them).
 
-Steps. Global step ``g`` counts batches consumed, pre-training steps first: steps
-``[0, P)`` pre-train ``model.pretrain_forward`` (when the model has it; P = ``pretrain_steps``)
-and steps ``[P, P + steps)`` train ``model``. Pre-training uses the peak learning rate after
-``warmup_steps`` (capped at P), then logs one feedforward validation (``pretrain_val``) and clears
-the optimizer's moments; the main phase has its own warm-up and cosine/constant schedule.
+Steps. Global step ``g`` counts batches consumed, pre-training steps first: steps ``[0, P)``
+pre-train (P = ``pretrain_steps``, when the model has the method) ``pretrain_forward(y)``
+fitted to x (``pretrain="deblur"``), or ``feedforward(x + sigma n)`` fitted to x, a blind
+denoiser (``pretrain="denoise"``); steps ``[P, P + steps)`` train ``model``. Pre-training uses
+the peak learning rate after ``warmup_steps`` (capped at P), then logs one feedforward
+validation (``pretrain_val``) and clears the optimizer's moments; the main phase has its own
+warm-up and cosine/constant schedule.
 Divergence. A step is *bad* when its loss or gradient is NaN/Inf, or when the solve of an
 implicit model (``model.last_stats``) diverged: a final relative residual NaN/Inf or above
 ``diverge_residual``, or more than a fraction ``diverge_unconverged`` of the batch stopped at the
