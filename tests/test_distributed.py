@@ -23,6 +23,7 @@ from jfb.train.distributed import (
     all_gather_objects,
     all_reduce_sum,
     any_across_ranks,
+    cleanup_distributed,
     get_dist_info,
     init_distributed,
     rank_slice,
@@ -104,7 +105,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         json.dump({"summary": summary, "info": [info.rank, info.world_size, info.backend],
                    "logger_enabled": full.logger.enabled, "gathered": gathered,
                    "flag": flag, "total": float(total)}, fh)
-    torch.distributed.destroy_process_group()
+    cleanup_distributed()
 
 
 def _free_port() -> int:

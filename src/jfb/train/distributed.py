@@ -104,8 +104,12 @@ def get_dist_info() -> DistInfo:
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group (no-op when none)."""
+    """Leave the process group (no-op when none), after a barrier: no rank tears down its
+    connections (rank 0 also hosts the rendezvous store) while another still uses them, which
+    made a Gloo rank abort now and then at exit ("terminate called without an active
+    exception")."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
