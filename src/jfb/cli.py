@@ -281,15 +281,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _untrained_model(args: argparse.Namespace, device, other) -> tuple[Any, Any, dict]:
     """The model ``--config`` builds, before any training step, in eval mode on ``device``."""
     from jfb.config import load_config
-    from jfb.models import build_model
-    from jfb.pipeline import CHANNELS, init_net, set_eval_max_iter
-    from jfb.tasks import get_task
+    from jfb.pipeline import initial_model, set_eval_max_iter
 
     cfg = load_config(args.config, args.overrides)
-    op = (other or get_task(cfg.task)).operator()
-    model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
-    if cfg.train.init_net is not None:
-        init_net(model, cfg.train.init_net)
+    model = initial_model(cfg, None if other is None else other.operator())
     if args.eval_max_iter is not None:
         set_eval_max_iter(model, args.eval_max_iter)
     return model.to(device).eval(), cfg, {"step": 0, "config": cfg.to_dict(), "extra": {}}

@@ -22,7 +22,7 @@ from jfb.errors import CheckpointError
 from jfb.models import build_model
 from jfb.physics import LinearOperator
 from jfb.tasks import Task, get_task
-from jfb.train.checkpoint import load_weights
+from jfb.train.checkpoint import check_weights, load_weights
 
 #: Images are RGB throughout the pipeline; grey inputs are replicated (see ``jfb deblur``).
 CHANNELS = 3
@@ -53,10 +53,17 @@ def build_run(cfg: Config, *, with_train: bool = True) -> Run:
         else None
     )
     val = task.val_pairs(seed=EVAL_SEED, limit=cfg.data.max_val_images, root=root)
-    model = build_model(cfg.to_dict()["model"], task.operator(), channels=CHANNELS)
+    return Run(cfg, task, initial_model(cfg, task.operator()), train, val)  # type: ignore[arg-type]
+
+
+def initial_model(cfg: Config, op: LinearOperator | None = None) -> nn.Module:
+    """The model ``cfg`` describes as training starts: built with the task's operator (or
+    ``op``), R from ``train.init_net`` when set."""
+    op = op if op is not None else get_task(cfg.task).operator()
+    model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
     if cfg.train.init_net is not None:
         init_net(model, cfg.train.init_net)
-    return Run(cfg, task, model, train, val)  # type: ignore[arg-type]
+    return model
 
 
 def init_net(model: nn.Module, path: str | Path) -> int:
@@ -75,15 +82,8 @@ def init_net(model: nn.Module, path: str | Path) -> int:
         raise CheckpointError(f"{type(model).__name__} has no learned net to initialise")
     weights, _ = load_weights(path)
     theirs = {k[len("net."):]: v for k, v in weights.items() if k.startswith("net.")}
-    own = net.state_dict()
-    missing, unexpected = sorted(own.keys() - theirs.keys()), sorted(theirs.keys() - own.keys())
-    shapes = sorted(k for k in own.keys() & theirs.keys() if own[k].shape != theirs[k].shape)
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"{path}: its net does not fit this model's net (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}, other shapes {shapes[:3]}); the architecture, width, "
-            "depth and spectral_norm must be the same"
-        )
+    check_weights(path, theirs, net, what="this model's net",
+                  hint=" (the architecture, width, depth and spectral_norm must be the same)")
     net.load_state_dict(theirs, strict=True)
     return len(theirs)
 

@@ -299,7 +299,17 @@ def config_mismatches(
     return out
 
 
-def _check_weights(path: Path, weights: Mapping[str, torch.Tensor], model: nn.Module) -> None:
+def check_weights(
+    path: str | Path,
+    weights: Mapping[str, torch.Tensor],
+    model: nn.Module,
+    *,
+    what: str = "this model",
+    hint: str = "",
+) -> None:
+    """CheckpointError naming the missing, unexpected and mis-shaped tensors unless ``weights``
+    (read from ``path``) fit ``model``'s state dict exactly; ``what`` names the model in the
+    message and ``hint`` is appended to it."""
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
@@ -321,7 +331,7 @@ def _check_weights(path: Path, weights: Mapping[str, torch.Tensor], model: nn.Mo
     if shapes:
         problems.append(f"shape mismatch: {listing(shapes)}")
     if problems:
-        raise CheckpointError(f"{path} does not fit this model: " + "; ".join(problems))
+        raise CheckpointError(f"{path} does not fit {what}: " + "; ".join(problems) + hint)
 
 
 def load_checkpoint(
@@ -353,7 +363,7 @@ def load_checkpoint(
     weights = _prefixed(tensors, "model/")
     if model is not None:
         target = unwrap_model(model)
-        _check_weights(path, weights, target)
+        check_weights(path, weights, target)
         target.load_state_dict(weights, strict=True)
     if optimizer is not None:
         _load_optimizer(path, optimizer, tensors, meta)
