@@ -185,7 +185,7 @@ def test_gradients_reach_every_parameter(backward):
         assert float(p.grad.abs().sum()) > 0, name
 
 
-def test_stability_diagnostics_take_the_output():
+def test_stability_diagnostics_take_the_output(assert_penalty_grad_matches_fd):
     """contraction and jacobian_frobenius rebuild the (z, u) state from z*; the Jacobian penalty
     is differentiable in rho at that (detached) state: double backward through the CG solve."""
     m = model(Shrink(0.4, 0.1), cg_tol=1e-14)
@@ -195,16 +195,7 @@ def test_stability_diagnostics_take_the_output():
     assert m.contraction(z, y, n_iter=20).shape == (1,)
     s = m.state_at(z, y).detach()
     m.state_at = lambda x_hat, y: s  # hold the state fixed while rho moves
-
-    def at(raw: float) -> torch.Tensor:
-        with torch.no_grad():
-            m.rho_raw.fill_(raw)
-        return m.jacobian_frobenius(z, y, generator=torch.Generator().manual_seed(2))
-
-    raw0, h = float(m.rho_raw.detach()), 1e-6
-    at(raw0).sum().backward()
-    fd = (float(at(raw0 + h).detach()) - float(at(raw0 - h).detach())) / (2 * h)
-    assert float(m.rho_raw.grad) == pytest.approx(fd, rel=1e-6)
+    assert_penalty_grad_matches_fd(m, m.rho_raw, z, y)
 
 
 # ---------------------------------------------------------------------- config and training
