@@ -555,8 +555,9 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     # ------------------------------------------------------------------ one step
-    def _diagnostic_generator(self, salt: int) -> torch.Generator:
-        """A CPU generator seeded by (seed, step, salt): diagnostics never touch the global RNGs."""
+    def _step_generator(self, salt: int) -> torch.Generator:
+        """A CPU generator seeded by (seed, step, salt): a step's side randomness (diagnostics,
+        pre-training noise) never touches the global RNGs."""
         return torch.Generator().manual_seed(mix_seed(self.config.train.seed, self.step, salt))
 
     def _is_log_step(self, g: int) -> bool:
@@ -569,7 +570,7 @@ class Trainer:
             x_hat.detach()[:k].to(y.dtype),
             y[:k],
             n_iter=CONTRACTION_ITERS,
-            generator=self._diagnostic_generator(_SALT_CONTRACTION),
+            generator=self._step_generator(_SALT_CONTRACTION),
         )
 
     def _pretrain_output(self, x: torch.Tensor, y: torch.Tensor, *,
@@ -590,7 +591,7 @@ class Trainer:
             noise = torch.randn(x.shape, generator=g, dtype=torch.float32)
             sigma = torch.full((x.shape[0],), tc.pretrain_noise / 2)
         else:
-            g = self._diagnostic_generator(_SALT_PRETRAIN)
+            g = self._step_generator(_SALT_PRETRAIN)
             n, world = x.shape[0], self.dist.world_size
             full = (n * world, *x.shape[1:])
             mine = slice(self.dist.rank * n, (self.dist.rank + 1) * n)
@@ -613,7 +614,7 @@ class Trainer:
         jac = None
         if self.jacobian_on and not pretrain:
             jac = self.model.jacobian_frobenius(
-                x_hat.detach(), y, generator=self._diagnostic_generator(_SALT_JACOBIAN)
+                x_hat.detach(), y, generator=self._step_generator(_SALT_JACOBIAN)
             ).mean()
             total = loss + tc.jacobian_penalty * jac
         total.backward()
