@@ -419,3 +419,45 @@ def test_newer_version_refused(tmp_path):
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(CheckpointError, match="version 99"):
         load_checkpoint(path)
+
+
+# ------------------------------------------------------------------ load_model (jfb.pipeline)
+def _degrad_checkpoint(tmp_path, depth: int, kernel: str, claimed_depth: int | None = None):
+    """A DE-GRAD checkpoint whose weights have ``depth`` layers and whose config says
+    ``claimed_depth`` (default: the same), with the blur ``kernel`` in its task."""
+    from jfb.models import build_model
+    from jfb.tasks import get_task
+
+    task = f"op=blur,kernel={kernel},noise=0.01,train=natural:patches:16,val=natural:crops:16"
+    net = {"name": "dncnn", "depth": depth, "width": 4}
+    model_cfg = {"kind": "degrad", "net": net}
+    model = build_model(Config.from_dict({"model": model_cfg}).to_dict()["model"],
+                        get_task(task).operator(), channels=3)
+    claimed = {**model_cfg, "net": {**net, "depth": claimed_depth or depth}}
+    cfg = Config.from_dict({"task": task, "model": claimed})
+    path = tmp_path / f"d{depth}-{claimed_depth}.safetensors"
+    save_checkpoint(path, model=model, step=0, config=cfg.to_dict(), rng=False)
+    return model, path
+
+
+def test_load_model_refuses_weights_that_do_not_fit_their_config_naming_them(tmp_path):
+    from jfb.pipeline import load_model
+
+    _, path = _degrad_checkpoint(tmp_path, depth=3, kernel="gaussian:5:1.0", claimed_depth=4)
+    with pytest.raises(CheckpointError, match="does not fit the model of its own config: "
+                       "missing weights: net.body.6.bias"):
+        load_model(path)
+
+
+def test_load_model_takes_the_operator_from_the_task_not_the_checkpoint(tmp_path):
+    from jfb.physics import Blur, kernels
+    from jfb.pipeline import load_model
+
+    saved, path = _degrad_checkpoint(tmp_path, depth=3, kernel="gaussian:5:1.0")
+    other = Blur(kernels.gaussian(5, 3.0))
+    model, _, _ = load_model(path, op=other)
+    assert torch.equal(model.op.kernel, other.kernel)
+    assert not torch.equal(model.op.kernel, saved.op.kernel)
+    for k, v in saved.state_dict().items():
+        if not k.startswith("op."):
+            assert torch.equal(model.state_dict()[k], v), k

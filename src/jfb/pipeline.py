@@ -120,18 +120,11 @@ def load_model(
         task = get_task(cfg.task)
         op = task.operator() if op is None else op(task)
     model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
+    # The operator's buffers come from the task (or ``op``), not from the checkpoint.
     own = {k: v for k, v in weights.items() if not k.startswith("op.")}
-    expected = {k for k in model.state_dict() if not k.startswith("op.")}
-    missing, unexpected = sorted(expected - own.keys()), sorted(own.keys() - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not fit the model of its own config "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
-    try:
-        model.load_state_dict(own, strict=False)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("op.")}
+    check_weights(path, own, expected, what="the model of its own config")
+    model.load_state_dict(own, strict=False)
     if eval_max_iter is not None:
         set_eval_max_iter(model, eval_max_iter)
     return model.to(device).eval(), cfg, info

@@ -302,15 +302,15 @@ def config_mismatches(
 def check_weights(
     path: str | Path,
     weights: Mapping[str, torch.Tensor],
-    model: nn.Module,
+    expected: nn.Module | Mapping[str, torch.Tensor],
     *,
     what: str = "this model",
     hint: str = "",
 ) -> None:
     """CheckpointError naming the missing, unexpected and mis-shaped tensors unless ``weights``
-    (read from ``path``) fit ``model``'s state dict exactly; ``what`` names the model in the
-    message and ``hint`` is appended to it."""
-    own = model.state_dict()
+    (read from ``path``) fit ``expected`` (a model's state dict, or the model) exactly; ``what``
+    names the model in the message and ``hint`` is appended to it."""
+    own = expected.state_dict() if isinstance(expected, nn.Module) else expected
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
     shapes = sorted(
