@@ -227,3 +227,72 @@ def test_malloc_scenario_default_then_tuned(monkeypatch, tmp_path):
 def test_all_excludes_malloc():
     assert "malloc" in bench.SCENARIOS and "malloc" not in bench.ALL
     assert set(bench.ALL) | {"malloc"} == set(bench.SCENARIOS)
+
+
+# ------------------------------------------------------------------ --checkpoint: a trained model
+CKPT_TASK = "op=blur,kernel=gaussian:5:1.0,noise=0.01,train=natural:patches:16," \
+            "val=natural:crops:16"
+
+
+def _checkpoint(path, kind: str, zero_net: bool):
+    """A checkpoint of a ``kind`` model with a tiny DnCNN; ``zero_net``: R(v) = 0, so that
+    DE-Prox's T(x) = R(...) = 0 and every solve stops after two iterations."""
+    from jfb.config import Config
+    from jfb.models import build_model
+    from jfb.tasks import get_task
+    from jfb.train.checkpoint import save_checkpoint
+
+    cfg = Config.from_dict({"task": CKPT_TASK, "model": {
+        "kind": kind, "net": {"name": "dncnn", "depth": 2, "width": 4,
+                              "spectral_norm": False, "residual": not zero_net}}})
+    torch.manual_seed(0)
+    model = build_model(cfg.to_dict()["model"], get_task(CKPT_TASK).operator(), channels=3)
+    if zero_net:
+        with torch.no_grad():
+            for p in model.net.parameters():
+                p.zero_()
+    save_checkpoint(path, model=model, step=0, config=cfg.to_dict(), rng=False)
+    return str(path)
+
+
+def test_checkpoint_is_the_model_every_scenario_times(records, tmp_path):
+    """A DE-Prox whose R is 0 converges in two iterations where the fresh DE-GRAD needs more:
+    each scenario's iteration counts show which model it timed."""
+    fresh = [r for r in records["step"]["results"]["at_tol"] if r["strategy"] == "JFB"][0]
+    assert fresh["forward_iters_mean"] > 2
+    ckpt = _checkpoint(tmp_path / "prox.safetensors", "deprox", zero_net=True)
+    run = {name: bench.run_scenario(name, size="tiny", checkpoint=ckpt, threads=1,
+                                    quiet=True)["results"]
+           for name in ("step", "solver", "inference", "floor", "peer")}
+    for name, res in run.items():
+        assert res.get("skipped") or res["model"].startswith(f"checkpoint {ckpt}: DEProx"), name
+    for row in run["step"]["at_tol"]:
+        assert row["forward_iters_mean"] <= 2, row["strategy"]
+    assert all(r["iters_max"] <= 2 for r in run["solver"]["rows"])
+    assert all(r["iters_mean"] <= 2 for r in run["inference"]["rows"])
+    if not run["peer"]["skipped"]:  # the fresh model's fixed regime makes max_iter + 1 calls
+        assert all(r["T_calls_forward"] <= 4 for r in run["peer"]["rows"])
+
+
+@pytest.mark.parametrize("name", ["inference", "floor"])
+def test_a_deadmm_checkpoint_runs_on_its_two_part_state(tmp_path, name):
+    """DE-ADMM's state (z, u) has twice the image's channels: T is applied to model.initial(y),
+    never to y itself."""
+    ckpt = _checkpoint(tmp_path / "admm.safetensors", "deadmm", zero_net=False)
+    res = bench.run_scenario(name, size="tiny", checkpoint=ckpt, threads=1, quiet=True,
+                             repeats=1, warmup=0)["results"]
+    assert res["model"].startswith(f"checkpoint {ckpt}: DEADMM")
+
+
+def test_context_model_copies_the_checkpoint_in_training_mode_with_the_given_parts(tmp_path):
+    from jfb.bench.common import Context
+
+    ckpt = _checkpoint(tmp_path / "prox.safetensors", "deprox", zero_net=False)
+    ctx = Context("tiny", bench.SIZES["tiny"], torch.device("cpu"), checkpoint=ckpt)
+    solver, backward = Anderson(max_iter=3), Unrolled()
+    a, b = ctx.model(solver=solver, backward=backward), ctx.model()
+    assert a.training and b.training  # the loaded model is in eval mode; steps train
+    assert a.solver is solver and a.backward is backward and b.solver is not solver
+    assert a.net is not b.net  # copies: one scenario's optimiser steps do not reach another's
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k

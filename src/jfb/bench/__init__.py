@@ -24,7 +24,9 @@ with the device, date, torch version, thread count and exact command inside the 
 Rules (docs/PROTOCOL.md, "Cost measurements"): warm-up first, synchronise CUDA before every
 clock read, median of repeats, ratios only between numbers of one run. Sizes: ``full`` (the
 paper's 17-layer 64-channel DnCNN, batch 16, 128x128 RGB; meant for a GPU), ``small`` (a
-CPU-sized version) and ``tiny`` (seconds; for tests).
+CPU-sized version) and ``tiny`` (seconds; for tests). With ``--checkpoint`` every scenario
+times that trained model (any implicit kind, its own net and operator) in place of the fresh
+DE-GRAD, at the preset's batch, image sizes and iteration caps.
 
 Modules, imports pointing down the list only: :mod:`~jfb.bench.memory` (the saved-tensor meter),
 :mod:`~jfb.bench.allocator` (CPU allocator tuning and its state), :mod:`~jfb.bench.common`

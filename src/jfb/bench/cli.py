@@ -32,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs per configuration")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--checkpoint", default=None,
-                   help="a trained checkpoint for the solver and inference scenarios")
+                   help="a trained implicit model (DE-GRAD, DE-Prox or DE-ADMM checkpoint): "
+                   "every scenario times it, with its own net and operator, instead of the "
+                   "fresh DE-GRAD of --size (whose batch, image sizes and iteration caps still "
+                   "apply); give it its own --out, the file names do not say which model ran")
     p.add_argument("--malloc", default="tuned", choices=["tuned", "default"],
                    help="CPU only: 'tuned' (default) keeps freed memory in glibc's heap "
                    "(see tune_cpu_malloc); 'default' leaves the allocator as it is")

@@ -1,10 +1,12 @@
 """What every scenario shares: the size presets (``--size``), the context a scenario receives
-(sizes, device, clock, options), clock readings and their medians, the synthetic model and data
-every scenario times, and the timed training step (step, floor and malloc scenarios).
+(sizes, device, clock, options, and the model it times: fresh, or the ``--checkpoint`` one),
+clock readings and their medians, the synthetic model and data, and the timed training step
+(step, floor and malloc scenarios).
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
 import time
@@ -18,7 +20,7 @@ from torch import nn
 from jfb.bench.memory import SavedTensorMeter
 from jfb.deq import BackwardStrategy
 from jfb.deq.solvers import _SolverBase
-from jfb.models import DEGrad
+from jfb.models import DEGrad, ImplicitModel
 from jfb.nets import DnCNN
 from jfb.physics import Blur, kernels
 
@@ -86,7 +88,10 @@ SIZES: dict[str, BenchSize] = {
 
 @dataclass
 class Context:
-    """What every scenario receives: sizes, device, clock and options."""
+    """What every scenario receives: sizes, device, clock and options, and the model it times
+    (:meth:`model`): a fresh DE-GRAD (:func:`fresh_model`), or a copy of the trained model of
+    ``checkpoint`` (any implicit kind: DE-GRAD, DE-Prox, DE-ADMM), with its own net and
+    operator."""
 
     size_name: str
     cfg: BenchSize
@@ -94,6 +99,37 @@ class Context:
     checkpoint: str | None = None
     quiet: bool = False
     notes: list[str] = field(default_factory=list)
+    _trained: nn.Module | None = field(default=None, repr=False)
+
+    def model(
+        self,
+        *,
+        solver: _SolverBase | None = None,
+        backward: BackwardStrategy | None = None,
+    ) -> ImplicitModel:
+        """A new model in training mode: :func:`fresh_model`, or a copy of the ``checkpoint``
+        model (loaded once), with ``solver`` / ``backward`` replacing its own when given."""
+        if self.checkpoint is None:
+            return fresh_model(self.cfg, self.device, solver=solver, backward=backward)
+        if self._trained is None:
+            self._trained = load_checkpoint(self.checkpoint, self.device)
+        model = copy.deepcopy(self._trained).train()
+        if solver is not None:
+            model.solver = solver
+        if backward is not None:
+            model.backward = backward
+        return model
+
+    def describe_model(self, eta: float | None = 1.0) -> str:
+        """What :meth:`model` builds, for the records (``eta=None``: a fresh model's eta is
+        given elsewhere)."""
+        if self.checkpoint is None:
+            return model_description(self.cfg, eta=eta)
+        model = self._trained if self._trained is not None else self.model()
+        n_params = sum(p.numel() for p in model.parameters())
+        return (f"checkpoint {self.checkpoint}: {type(model).__name__}, {n_params} parameters, "
+                f"operator {type(model.op).__name__}, its init {model.init!r}; synthetic smooth "
+                f"images, noise {NOISE}")
 
     def log(self, msg: str) -> None:
         if not self.quiet:
@@ -164,7 +200,8 @@ def fresh_model(
 
 
 def load_checkpoint(path: str, device: torch.device) -> nn.Module:
-    """A trained implicit model from ``--checkpoint`` (ValueError when it has no solver)."""
+    """A trained implicit model from ``--checkpoint``, in eval mode (ValueError when it has no
+    solver)."""
     from jfb.pipeline import load_model
 
     model, _cfg, _info = load_model(path, device=device)
@@ -173,11 +210,13 @@ def load_checkpoint(path: str, device: torch.device) -> nn.Module:
     return model
 
 
-def model_description(cfg: BenchSize, eta: float) -> str:
-    """The model and data of :func:`fresh_model` and :func:`synthetic_pair`, for the records."""
+def model_description(cfg: BenchSize, eta: float | None) -> str:
+    """The model and data of :func:`fresh_model` and :func:`synthetic_pair`, for the records
+    (``eta=None``: said elsewhere)."""
+    step = "eta as labelled" if eta is None else f"eta={eta}"
     return (
         f"DE-GRAD, Blur(gaussian 5x5, sigma 5, zero padding), fresh DnCNN(depth={cfg.depth}, "
-        f"width={cfg.width}, spectral_norm=True, residual=True), eta={eta}, seed {cfg.seed}; "
+        f"width={cfg.width}, spectral_norm=True, residual=True), {step}, seed {cfg.seed}; "
         f"synthetic smooth images, noise {NOISE}"
     )
 
@@ -214,7 +253,9 @@ def empty_cache(device: torch.device) -> None:
 class StepTimer:
     """Adam steps on MSE(model(y), x), each split into forward / backward / optimiser times."""
 
-    def __init__(self, ctx: Context, model: DEGrad, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(
+        self, ctx: Context, model: ImplicitModel, x: torch.Tensor, y: torch.Tensor
+    ) -> None:
         self.ctx, self.model, self.x, self.y = ctx, model, x, y
         self.opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         self.phases: dict[str, list[Span]] = {"forward": [], "backward": [], "optim": []}
@@ -277,7 +318,7 @@ class StepTimer:
 
 def time_training(
     ctx: Context,
-    model: DEGrad,
+    model: ImplicitModel,
     x: torch.Tensor,
     y: torch.Tensor,
     *,

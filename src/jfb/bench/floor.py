@@ -16,10 +16,8 @@ from jfb.bench.common import (
     Context,
     Span,
     StepTimer,
-    fresh_model,
     median_cpu,
     median_wall,
-    model_description,
     synthetic_pair,
 )
 from jfb.deq import JFB, Anderson, Picard
@@ -40,7 +38,7 @@ def scenario_floor(ctx: Context) -> dict[str, Any]:
     cfg = ctx.cfg
     n = cfg.floor_iters
     reps = max(cfg.repeats, 5)
-    model = fresh_model(cfg, ctx.device)
+    model = ctx.model()
     x, y = synthetic_pair(cfg.batch, cfg.image, cfg.channels, model.op, 1, ctx.device)
     x0 = model.initial(y)
     variants = {
@@ -144,7 +142,7 @@ def scenario_floor(ctx: Context) -> dict[str, Any]:
         ctx.log(f"floor: {vname}: step {timed['step_s'] * 1e3:.1f} ms, floor {floor * 1e3:.1f} "
                 f"ms, ratio {fb / floor:.2f}")
     return {
-        "model": model_description(cfg, eta=1.0),
+        "model": ctx.describe_model(),
         "image": cfg.image,
         "batch": cfg.batch,
         "t_f_s": t_f,

@@ -13,12 +13,9 @@ import torch
 from jfb.bench.common import (
     Context,
     empty_cache,
-    fresh_model,
     is_oom,
-    load_checkpoint,
     median_cpu,
     median_wall,
-    model_description,
     synthetic_pair,
 )
 from jfb.deq import Anderson
@@ -27,14 +24,12 @@ from jfb.deq import Anderson
 def scenario_inference(ctx: Context) -> dict[str, Any]:
     """ms per image at each side in ``infer_sizes`` (eval mode, no grad, Anderson to tol 1e-4)."""
     cfg = ctx.cfg
-    if ctx.checkpoint:
-        model = load_checkpoint(ctx.checkpoint, ctx.device)
+    if ctx.checkpoint:  # its own solver and test-time budget
+        model = ctx.model().eval()
         source = f"checkpoint {ctx.checkpoint}"
     else:
-        model = fresh_model(cfg, ctx.device)
+        model = ctx.model(solver=Anderson(m=5, tol=cfg.tol, max_iter=cfg.max_iter)).eval()
         source = "freshly initialised (untrained)"
-        model.solver = Anderson(m=5, tol=cfg.tol, max_iter=cfg.max_iter)
-    model.eval()
     tol, max_iter = model.solver.budget(training=False)
     rows = []
     for side, batch in zip(cfg.infer_sizes, cfg.infer_batch, strict=True):
@@ -50,10 +45,10 @@ def scenario_inference(ctx: Context) -> dict[str, Any]:
                         times.append(t1 - t0)
                         iters.append(model.last_stats.mean_iterations())
                 with model.fixed_map():
-                    t_t = []
+                    t_t, s0 = [], model.initial(y)
                     for i in range(cfg.warmup + cfg.repeats):
                         t0 = ctx.now()
-                        model.T(y, y)
+                        model.T(s0, y)
                         t1 = ctx.now()
                         if i >= cfg.warmup:
                             t_t.append(t1 - t0)
@@ -79,7 +74,7 @@ def scenario_inference(ctx: Context) -> dict[str, Any]:
                 f"{row['iters_mean']:.1f} it")
     return {
         "model_source": source,
-        "model": source if ctx.checkpoint else model_description(cfg, eta=1.0),
+        "model": ctx.describe_model(),
         "solver": f"{type(model.solver).__name__}, eval tol {tol:g}, eval max_iter {max_iter}",
         "rows": rows,
     }

@@ -15,10 +15,8 @@ from jfb.bench import allocator
 from jfb.bench.common import (
     FIXED_TOL,
     Context,
-    fresh_model,
     median_cpu,
     median_wall,
-    model_description,
     synthetic_pair,
     time_training,
 )
@@ -36,7 +34,7 @@ def scenario_malloc(ctx: Context) -> dict[str, Any]:
                 "reason": "the allocator was already tuned in this process (run this scenario "
                 "on its own: jfb bench --scenario malloc)"}
     cfg = ctx.cfg
-    base = fresh_model(cfg, ctx.device)
+    base = ctx.model()
     x, y = synthetic_pair(cfg.batch, cfg.image, cfg.channels, base.op, 1, ctx.device)
     n = cfg.floor_iters
 
@@ -66,7 +64,7 @@ def scenario_malloc(ctx: Context) -> dict[str, Any]:
                 f"JFB step {row['step_s'] * 1e3:.1f} ms")
     return {
         "skipped": False,
-        "model": model_description(cfg, eta=1.0),
+        "model": ctx.describe_model(),
         "image": cfg.image,
         "batch": cfg.batch,
         "iterations": n,

@@ -19,11 +19,9 @@ from jfb.bench.common import (
     FIXED_TOL,
     Context,
     Span,
-    fresh_model,
     median,
     median_cpu,
     median_wall,
-    model_description,
     synthetic_pair,
 )
 from jfb.bench.memory import SavedTensorMeter
@@ -62,7 +60,7 @@ def scenario_peer(ctx: Context) -> dict[str, Any]:
         version = _version("torchdeq")
     cfg = ctx.cfg
     m = 6  # torchdeq's default Anderson memory; used by both libraries here
-    model = fresh_model(cfg, ctx.device)
+    model = ctx.model()
     x, y = synthetic_pair(cfg.batch, cfg.image, cfg.channels, model.op, 1, ctx.device)
     init = copy.deepcopy(model.state_dict())
 
@@ -117,7 +115,7 @@ def scenario_peer(ctx: Context) -> dict[str, Any]:
                     zs, _info = self.deq(counter, mdl.initial(y), solver_kwargs={"m": m},
                                          backward_writer=self._writer)
                     out = zs[-1]
-                loss = F.mse_loss(out, x)
+                loss = F.mse_loss(mdl.output(out), x)
                 if meter is not None:
                     meter.__exit__(None, None, None)
                 t1 = ctx.now()
@@ -202,7 +200,7 @@ def scenario_peer(ctx: Context) -> dict[str, Any]:
     return {
         "skipped": False,
         "torchdeq_version": version,
-        "model": model_description(cfg, eta=1.0),
+        "model": ctx.describe_model(),
         "image": cfg.image,
         "batch": cfg.batch,
         "settings": f"Anderson m={m}, lam=1e-4 (ours scales lam by tr(GG^T)/n, torchdeq does "

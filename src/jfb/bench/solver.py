@@ -13,10 +13,8 @@ from jfb.bench.common import (
     Context,
     Span,
     fresh_model,
-    load_checkpoint,
     median_cpu,
     median_wall,
-    model_description,
     synthetic_pair,
 )
 from jfb.deq import Anderson, Picard, fixed_point
@@ -41,7 +39,7 @@ def scenario_solver(ctx: Context) -> dict[str, Any]:
     """Applications of T and time to tol 1e-4, Picard against Anderson, eval mode, no grad."""
     cfg = ctx.cfg
     if ctx.checkpoint:
-        models = {f"checkpoint {ctx.checkpoint}": load_checkpoint(ctx.checkpoint, ctx.device)}
+        models = {f"checkpoint {ctx.checkpoint}": ctx.model().eval()}
     else:
         models = {
             f"fresh eta={eta}": fresh_model(cfg, ctx.device, eta=eta).eval()
@@ -116,9 +114,7 @@ def scenario_solver(ctx: Context) -> dict[str, Any]:
             "batched_T_calls"]
     return {
         "model_source": "checkpoint" if ctx.checkpoint else "freshly initialised (untrained)",
-        "model": ("loaded from --checkpoint" if ctx.checkpoint
-                  else model_description(cfg, eta=float("nan")).replace("eta=nan", "eta as "
-                                                                           "labelled")),
+        "model": ctx.describe_model(eta=None),
         "image": cfg.image,
         "batch": cfg.batch,
         "rows": rows,

@@ -1,9 +1,9 @@
-"""Scenario ``step``: time per training step of DE-GRAD + DnCNN for JFB, JFB(2), IFT (Anderson,
-GMRES), Neumann(5) and Unrolled, split into forward solve / backward / optimiser step, and the
-size of the autograd graph (bytes of tensors saved for backward; plus
-``torch.cuda.max_memory_allocated`` on CUDA). Three tables: all strategies at the same forward
-tolerance; a sweep over the forward iteration cap with a fixed-iteration forward (equal forward
-work); a sweep over the image size.
+"""Scenario ``step``: time per training step of DE-GRAD + DnCNN (or of the ``--checkpoint``
+model) for JFB, JFB(2), IFT (Anderson, GMRES), Neumann(5) and Unrolled, split into forward solve /
+backward / optimiser step, and the size of the autograd graph (bytes of tensors saved for
+backward; plus ``torch.cuda.max_memory_allocated`` on CUDA). Three tables: all strategies at the
+same forward tolerance; a sweep over the forward iteration cap with a fixed-iteration forward
+(equal forward work); a sweep over the image size.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from jfb.bench.common import (
     Context,
     StepTimer,
     empty_cache,
-    fresh_model,
     is_oom,
-    model_description,
     synthetic_pair,
 )
 from jfb.deq import IFT, JFB, Anderson, BackwardStrategy, Neumann, Unrolled
@@ -56,7 +54,7 @@ def _run_strategy_rows(
         x = y = None
         for conf in group:
             name, solver = conf["strategy"], conf["solver"]
-            model = fresh_model(cfg, ctx.device, solver=solver, backward=_strategies(cfg)[name])
+            model = ctx.model(solver=solver, backward=_strategies(cfg)[name])
             if x is None:
                 x, y = synthetic_pair(cfg.batch, side, cfg.channels, model.op, 1, ctx.device)
             group_rows[name] = {"strategy": name, "image": side, "batch": cfg.batch,
@@ -145,7 +143,7 @@ def scenario_step(ctx: Context) -> dict[str, Any]:
         headline[f"JFB/{name} step time"] = jfb_t / t if jfb_t and t else None
         headline[f"{name}/JFB graph bytes"] = g / jfb_g if g and jfb_g else None
     return {
-        "model": model_description(cfg, eta=1.0),
+        "model": ctx.describe_model(),
         "forward_solver": "Anderson(m=5, lam=1e-4); at_tol: tol and max_iter below; sweeps: "
         f"tol={FIXED_TOL:g} so every solve does exactly max_iter iterations",
         "ift_backward": f"tol={cfg.tol:g}, max_iter={cfg.max_iter}, Anderson m=10 / GMRES "
