@@ -24,6 +24,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_restore_options(p: argparse.ArgumentParser) -> None:
     """The options `restore` and `deblur` share (see ``_restore_kwargs``)."""
     p.add_argument("--max-iter", type=int, help="fixed-point iteration budget")
+    p.add_argument(
+        "--noise", type=float, metavar="SIGMA",
+        help="noise std of the input, in its value units (0.01 = 1%% of the [0, 1] range); a "
+        "DE-ADMM model scales its learned rho by (SIGMA / its training noise)^2, "
+        "plug-and-play's rule (default: the noise it was trained at)",
+    )
     p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -33,8 +39,9 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
 
 def _restore_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments of ``jfb.deblur.restore_file`` from ``_add_restore_options``."""
-    return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "tile": args.tile,
-            "overlap": args.overlap, "device": args.device, "force": args.force}
+    return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "noise": args.noise,
+            "tile": args.tile, "overlap": args.overlap, "device": args.device,
+            "force": args.force}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure the local contraction factor ||J_T(x*)||_2 of every reconstruction "
         "(implicit models; 10 power iterations) and report its mean and max",
+    )
+    p.add_argument(
+        "--adapt-noise", action="store_true",
+        help="DE-ADMM models: scale the learned rho by (task noise / training noise)^2, "
+        "plug-and-play's rule, for a --task noisier or cleaner than the training one",
     )
     _add_common(p)
 
@@ -197,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--iterations",
         default="",
         help="test-time iteration budgets for the PSNR-vs-iterations curve, e.g. 1,2,5,10,20",
+    )
+    p.add_argument(
+        "--adapt-noise", action="store_true",
+        help="DE-ADMM checkpoints: scale the learned rho by (task noise / training noise)^2, "
+        "plug-and-play's rule (the row name says so); other methods are unchanged",
     )
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -294,7 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from jfb.atomic import write_text
     from jfb.errors import ConfigError
     from jfb.evaluate import evaluate
-    from jfb.pipeline import EVAL_SEED, load_model
+    from jfb.pipeline import EVAL_SEED, adapt_noise, load_model
     from jfb.report import figure_grid, markdown_table, write_json
     from jfb.tasks import get_task
     from jfb.train.trainer import resolve_device
@@ -314,6 +331,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                       op=None if other is None else other.operator())
         source = Path(args.checkpoint)
     task = other or get_task(cfg.task)
+    rho_factor = adapt_noise(model, cfg, task.noise_sigma) if args.adapt_noise else None
     if args.contraction and not callable(getattr(model, "contraction", None)):
         raise ConfigError(f"--contraction needs an implicit model; {source} holds a "
                           f"{type(model).__name__}")
@@ -335,6 +353,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         params=sum(p.numel() for p in model.parameters()),
         command=args.command_line,
     )
+    if rho_factor is not None:
+        row["rho_factor"] = rho_factor
     if args.out:
         out = Path(args.out)
     elif args.config is not None:
@@ -429,6 +449,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=device,
         iteration_budgets=budgets,
+        adapt_rho=args.adapt_noise,
     )
     table = write_comparison(
         out,

@@ -40,7 +40,7 @@ from jfb.baselines.direct import direct_inverse
 from jfb.data import DegradedDataset
 from jfb.errors import ConfigError, JFBError
 from jfb.evaluate import EvalResult, evaluate
-from jfb.pipeline import EVAL_SEED, load_model, read_config
+from jfb.pipeline import EVAL_SEED, adapt_noise, load_model, read_config
 from jfb.report import figure_grid, markdown_table, save_figure, write_json
 from jfb.tasks import Task, get_task
 
@@ -231,8 +231,12 @@ def compare(
     device: str | torch.device = "cpu",
     iteration_budgets: Sequence[int] = (),
     keep: int = 4,
+    adapt_rho: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``methods`` on ``task``'s evaluation split; returns rows and curves."""
+    """Evaluate ``methods`` on ``task``'s evaluation split; returns rows and curves.
+
+    ``adapt_rho``: DE-ADMM checkpoints scale their rho to the task's noise
+    (:func:`jfb.pipeline.adapt_noise`); their row names say by how much."""
     for spec in methods:  # fail before any work, naming the bad method
         if method_kind(spec) == "pnp":
             denoiser_config(spec, spec.partition(":")[2])
@@ -262,6 +266,9 @@ def compare(
         elif kind == "checkpoint":
             model, cfg, info = load_model(spec, op=op, device=device)
             name = _model_name(cfg)
+            if adapt_rho and callable(getattr(model, "adapt_noise", None)):
+                factor = adapt_noise(model, cfg, task.noise_sigma)
+                name += f" [rho x{factor:.3g} for noise {task.noise_sigma:g}]"
             res = evaluate(model, val, name=name, keep=keep, batch_size=batch_size, device=device)
             extra = info.get("extra", {})
             rows.append(

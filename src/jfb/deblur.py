@@ -82,6 +82,7 @@ def restore_file(
     op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
     mask: str | os.PathLike[str] | None = None,
     max_iter: int | None = None,
+    noise: float | None = None,
     tile: int = 256,
     overlap: int = 32,
     device: str = "auto",
@@ -92,12 +93,13 @@ def restore_file(
 
     The forward model is the checkpoint task's operator, or ``op`` (the models are
     physics-aware: their map uses A explicitly), which may be a function of the checkpoint's
-    task (see :func:`jfb.pipeline.load_model`). ``mask`` (an image or .npy of the input's size,
-    nonzero = observed) gives an inpainting model the pixels actually missing. Translation-
-    invariant operators (blur, denoising, super-resolution) and given masks are processed in
-    overlapping tiles (bounded memory); fixed-pattern masks and tomography take the whole
-    measurement. One-channel measurements are replicated to RGB for the model and the result is
-    averaged back. Refuses to overwrite an existing file without ``force``, and never
+    task (see :func:`jfb.pipeline.load_model`). ``noise``, the input's noise std, re-balances
+    a DE-ADMM model (:func:`jfb.pipeline.adapt_noise`). ``mask`` (an image or .npy of the
+    input's size, nonzero = observed) gives an inpainting model the pixels actually missing.
+    Translation-invariant operators (blur, denoising, super-resolution) and given masks are
+    processed in overlapping tiles (bounded memory); fixed-pattern masks and tomography take
+    the whole measurement. One-channel measurements are replicated to RGB for the model and the
+    result is averaged back. Refuses to overwrite an existing file without ``force``, and never
     overwrites the input.
     """
     from jfb.train.trainer import resolve_device
@@ -109,7 +111,7 @@ def restore_file(
         raise DataError(f"{src}: expected 1 or {CHANNELS} channels, got {y.shape[0]}")
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     dev = resolve_device(device)
-    model, _, _ = load_model(ckpt, device=dev, eval_max_iter=max_iter, op=op)
+    model, _, _ = load_model(ckpt, device=dev, eval_max_iter=max_iter, op=op, noise=noise)
     op = model.op
     grey = y.shape[0] == 1
     y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from jfb.config import Config
-from jfb.errors import CheckpointError
+from jfb.errors import CheckpointError, ConfigError
 from jfb.models import build_model
 from jfb.physics import LinearOperator
 from jfb.tasks import Task, get_task
@@ -106,12 +106,14 @@ def load_model(
     op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
     device: str | torch.device = "cpu",
     eval_max_iter: int | None = None,
+    noise: float | None = None,
 ) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as, load its weights, put it in eval mode.
 
     ``op`` replaces the task's operator (a physics-aware model can be applied to another blur,
     mask or image size); it may be a function of the checkpoint's task that returns it;
-    ``eval_max_iter`` changes the test-time iteration budget of an implicit model.
+    ``eval_max_iter`` changes the test-time iteration budget of an implicit model; ``noise``
+    (the measurements' noise std) applies :func:`adapt_noise`.
     Returns (model, config, info) with info = {"step", "config", "extra"} from the checkpoint.
     """
     weights, info = load_weights(path)
@@ -127,7 +129,24 @@ def load_model(
     model.load_state_dict(own, strict=False)
     if eval_max_iter is not None:
         set_eval_max_iter(model, eval_max_iter)
+    if noise is not None:
+        adapt_noise(model, cfg, noise)
     return model.to(device).eval(), cfg, info
+
+
+def adapt_noise(model: nn.Module, cfg: Config, sigma: float) -> float:
+    """Tell ``model``, trained under ``cfg``, that its measurements have noise std ``sigma``: a
+    DE-ADMM model scales its rho by (sigma / sigma_train)^2, sigma_train the noise of its
+    training task (:meth:`jfb.models.DEADMM.adapt_noise`). Returns that factor. ConfigError for
+    other models (they have no such rule) and for a model trained without noise."""
+    if not callable(getattr(model, "adapt_noise", None)):
+        raise ConfigError(f"noise adaptation applies to DE-ADMM models (their rho follows "
+                          f"sigma^2); this one is {cfg.model.kind}")
+    trained = get_task(cfg.task).noise_sigma
+    if not trained > 0:
+        raise ConfigError(f"the model was trained without noise (task {cfg.task}): there is "
+                          "no noise level to adapt from")
+    return model.adapt_noise(sigma, trained)
 
 
 def set_eval_max_iter(model: nn.Module, eval_max_iter: int) -> None:

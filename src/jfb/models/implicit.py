@@ -303,6 +303,11 @@ class DEADMM(ImplicitModel):
     strategy applies. rho = softplus(s) is learned (times L = ||A^T A|| when
     ``eta_scale="operator"``).
 
+    rho balances data fit and denoiser: x-update and denoiser step are those of plug-and-play
+    ADMM, whose rule is rho = sigma^2 / sigma_D^2 for measurement noise sigma and a denoiser of
+    strength sigma_D. :meth:`adapt_noise` applies that rule at test time, for measurements
+    noisier or cleaner than those the model was trained on.
+
     Args (besides :class:`ImplicitModel`'s):
         rho: initial ADMM penalty (> 0); cg_iters: CG steps at most per x-update (and per
         backward solve); cg_tol: CG's relative residual tolerance.
@@ -327,12 +332,27 @@ class DEADMM(ImplicitModel):
             raise ValueError(f"cg_tol must be a finite number >= 0, got {cg_tol!r}")
         self.cg_iters, self.cg_tol = cg_iters, cg_tol
         self.rho_raw = nn.Parameter(torch.tensor(_raw_of(rho, None)))
+        #: Test-time factor on the learned rho, set by :meth:`adapt_noise` (not saved).
+        self.rho_factor = 1.0
 
     @property
     def rho(self) -> torch.Tensor:
         """The learned ADMM penalty softplus(s), times L = ||A^T A|| when
-        ``eta_scale="operator"`` (NaN until L is estimated)."""
-        return _bounded(self.rho_raw, None) * self._operator_scale()
+        ``eta_scale="operator"`` (NaN until L is estimated), times ``rho_factor``."""
+        return _bounded(self.rho_raw, None) * self._operator_scale() * self.rho_factor
+
+    def adapt_noise(self, sigma: float, trained_sigma: float) -> float:
+        """Use the model on measurements with noise std ``sigma`` when it was trained at
+        ``trained_sigma``: rho_factor = (sigma / trained_sigma)^2, plug-and-play's rule
+        rho ~ sigma^2 with the learned denoiser unchanged. Returns the factor. A test-time
+        setting: checkpoints do not save it, and calling again replaces it."""
+        for name, value in (("sigma", sigma), ("trained_sigma", trained_sigma)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self.rho_factor = (sigma / trained_sigma) ** 2
+        return self.rho_factor
 
     def x_update(self, z: torch.Tensor, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x = argmin ||A x - y||^2 / 2 + rho/2 ||x - (z - u)||^2 (CG warm-started at z)."""
