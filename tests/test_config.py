@@ -255,7 +255,7 @@ def test_model_section_schema():
     assert {"name", "depth", "width", "spectral_norm", "sn_target", "batch_norm", "residual",
             "base", "levels"} == set(m["net"])
     assert {"name", "tol", "max_iter", "eval_max_iter", "eval_tol", "m", "lam", "beta",
-            "damping", "check_every"} == set(m["solver"])
+            "damping", "check_every", "compact"} == set(m["solver"])
     assert {"name", "k", "tol", "max_iter", "solver"} == set(m["backward"])
     for key in MODEL_DEFINING_KEYS:
         Config().get(key)  # every model-defining key exists

@@ -113,6 +113,7 @@ class SolverConfig:
     beta: float = _f(1.0, gt=0, le=1, doc="Anderson mixing parameter")
     damping: float = _f(1.0, gt=0, le=1, doc="Picard / Krasnoselskii-Mann relaxation")
     check_every: int = _f(1, ge=1, doc="test convergence every this many iterations")
+    compact: bool = _f(True, doc="apply T to the unfinished samples only (solves without grad)")
 
 
 @dataclass

@@ -8,6 +8,11 @@ same solve is differentiable when run with autograd enabled (the ``Unrolled`` st
 
 They know nothing of images: ``x`` is any tensor whose first dimension is the batch, and T must act
 on each sample alone (sample i of T(x) depends only on sample i of x).
+
+Compaction: when the map is a :class:`SubsetMap` (it can be applied to a subset of the batch) and
+the solve runs without autograd, each convergence check that finds samples newly finished cuts
+the map down to the unfinished ones, so a finished sample stops costing applications of T. The
+iterates stay full-batch (finished rows are carried unchanged), so the result is the same.
 """
 
 from __future__ import annotations
@@ -23,6 +28,21 @@ from jfb.deq.stats import SolverStats
 from jfb.errors import SolverError
 
 Map = Callable[[torch.Tensor], torch.Tensor]
+
+
+class SubsetMap:
+    """A map x -> f(x) on batches that can also be applied to part of a batch.
+
+    ``restrict(idx)`` (idx: a 1-D tensor of sample indices into the full batch) returns the map
+    g with g(x[idx]) == f(x)[idx]; e.g. for T(x; y), ``lambda idx: lambda s: T(s, y[idx])``.
+    Solvers use it to apply f to the samples still iterating only (see the module docstring).
+    """
+
+    def __init__(self, f: Map, restrict: Callable[[torch.Tensor], Map]) -> None:
+        self.f, self.restrict = f, restrict
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(x)
 
 _ON_FAILURE = ("ignore", "warn", "raise")
 
@@ -52,6 +72,8 @@ class _SolverBase:
         eval_tol: tolerance in evaluation (default: ``tol``).
         eval_max_iter: budget in evaluation (default: ``max_iter``); usually larger.
         check_every: test "all samples done" (a host sync) every this many iterations.
+        compact: at those tests, apply a :class:`SubsetMap` to the unfinished samples only
+            (no-grad solves; a plain map is always applied to the whole batch).
         record_trace: keep every iteration's residuals in ``stats.trace``.
         on_failure: what a sample that did not converge or went NaN/Inf does:
             "ignore" (reported in the stats), "warn", or "raise" (SolverError).
@@ -63,6 +85,7 @@ class _SolverBase:
     eval_tol: float | None = None
     eval_max_iter: int | None = None
     check_every: int = 1
+    compact: bool = True
     record_trace: bool = False
     on_failure: str = "ignore"
     eps: float = 1e-8
@@ -98,11 +121,18 @@ class _SolverBase:
                 f"x0 must have a non-empty batch dimension, got shape {tuple(x0.shape)}"
             )
         tol, max_iter = self.budget(training)
-        state = _Tracker(x0.shape[0], x0.device, tol, self.eps, self.record_trace)
+        n = x0.shape[0]
+        state = _Tracker(n, x0.device, tol, self.eps, self.record_trace)
+        restrict = getattr(f, "restrict", None)
+        compact = self.compact and callable(restrict) and not torch.is_grad_enabled()
         x = x0
         memory: dict = {}
+        g, idx = f, None  # the map applied, and the samples it covers (None: all)
         for k in range(max_iter):
-            fx = f(x)
+            if idx is None:
+                fx = g(x)
+            else:  # finished rows carry x unchanged: a zero residual, and they stay frozen
+                fx = x.index_copy(0, idx, g(x.index_select(0, idx)))
             if fx.shape != x.shape:
                 raise ValueError(
                     f"the map changed the shape of its input: {tuple(x.shape)} -> {tuple(fx.shape)}"
@@ -112,8 +142,18 @@ class _SolverBase:
             x_next = self._step(x, fx, memory)
             # Samples that converged now freeze at T(x); frozen ones keep their value.
             x = _batch_where(state.active_before, _batch_where(done_now, fx, x_next), x)
-            if (k + 1) % self.check_every == 0 and not bool(state.active.any()):
+            if (k + 1) % self.check_every != 0:
+                continue
+            if not compact:
+                if not bool(state.active.any()):
+                    break
+                continue
+            n_active = int(state.active.sum())  # the one host sync of this check
+            if n_active == 0:
                 break
+            if n_active < (n if idx is None else idx.numel()):
+                idx = state.active.nonzero().squeeze(1)
+                g = restrict(idx)
         stats = state.finish(max_iter, tol)
         self._report(stats)
         return x, stats

@@ -28,7 +28,7 @@ def build_solver(cfg: dict[str, Any]) -> _SolverBase:
     """Picard or Anderson from {name, tol, max_iter, eval_tol, eval_max_iter, check_every, ...}."""
     common = {
         k: cfg[k]
-        for k in ("tol", "max_iter", "eval_tol", "eval_max_iter", "check_every")
+        for k in ("tol", "max_iter", "eval_tol", "eval_max_iter", "check_every", "compact")
         if k in cfg
     }
     name = cfg.get("name", "anderson")

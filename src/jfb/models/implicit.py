@@ -33,7 +33,7 @@ from torch.nn.utils import parametrize
 
 from jfb.baselines.pnp import admm_x_update
 from jfb.deq import JFB, Anderson, BackwardStrategy, SolverStats, contraction_estimate, fixed_point
-from jfb.deq.solvers import _SolverBase
+from jfb.deq.solvers import Map, SubsetMap, _SolverBase
 from jfb.models.init import INITS, initial_estimate
 from jfb.nets import frozen_spectral_norm, has_batch_norm, spectral_norm_power_step
 from jfb.physics import LinearOperator
@@ -162,7 +162,7 @@ class ImplicitModel(nn.Module):
             self.calibrate(self.output(s0).shape[1:])
         with self.fixed_map():
             s, stats = fixed_point(
-                lambda s: self.T(s, y),
+                self._map(y),
                 s0,
                 solver=self.solver,
                 backward=self.backward,
@@ -172,6 +172,14 @@ class ImplicitModel(nn.Module):
             )
         self.last_stats = stats
         return self.output(s)
+
+    def _map(self, y: torch.Tensor) -> Map:
+        """s -> T(s; y); a :class:`~jfb.deq.SubsetMap` when A is the same for every sample, so
+        that the solver can apply T to the unfinished samples only (T(s[idx]; y[idx]))."""
+        if not self.op.shared_across_batch():
+            return lambda s: self.T(s, y)
+        return SubsetMap(lambda s: self.T(s, y),
+                         lambda idx: lambda s: self.T(s, y.index_select(0, idx)))
 
     def feedforward(self, v: torch.Tensor) -> torch.Tensor:
         """R used once as a feedforward restoration of an image estimate v (see the subclass):

@@ -42,6 +42,13 @@ class LinearOperator(torch.nn.Module, ABC):
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Apply the adjoint operator: x = A^T y."""
 
+    def shared_across_batch(self) -> bool:
+        """Whether A is the same map for every sample of a batch (no per-sample data), so that
+        A(x[idx]) = A(x)[idx] for any subset idx: a solver may then apply a model's T to the
+        unfinished samples only. False unless a subclass says so, as an operator that holds data
+        per sample must not."""
+        return False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`A`."""
         return self.A(x)
@@ -126,6 +133,10 @@ class LinearOperator(torch.nn.Module, ABC):
 
 class Identity(LinearOperator):
     """The identity operator: A x = x, A^T y = y (returns its input itself, not a copy)."""
+
+    def shared_across_batch(self) -> bool:
+        """True: one A for the whole batch."""
+        return True
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """Return x."""

@@ -156,6 +156,10 @@ class Blur(LinearOperator):
             Both paths give the same A and A^T up to rounding.
     """
 
+    def shared_across_batch(self) -> bool:
+        """True: one A for the whole batch."""
+        return True
+
     kernel: torch.Tensor
 
     def __init__(self, kernel: Any, padding: str = "zeros", method: str = "auto") -> None:

@@ -66,6 +66,10 @@ class Mask(_MaskBase):
             raise ValueError("mask has non-finite entries")
         self.register_buffer("mask", (mask != 0).to(torch.get_default_dtype()))
 
+    def shared_across_batch(self) -> bool:
+        """True for one mask (1, 1, H, W), False for one mask per sample."""
+        return self.mask.shape[0] == 1
+
     def mask_for(self, x: torch.Tensor) -> torch.Tensor:
         m = self.mask
         if m.shape[-2:] != x.shape[-2:] or m.shape[0] not in (1, x.shape[0]):
@@ -76,6 +80,10 @@ class Mask(_MaskBase):
 class RandomMask(_MaskBase):
     """Each pixel missing with probability ``missing`` (all channels), drawn from ``seed`` and the
     image size: the same (H, W) always gives the same mask, on every device."""
+
+    def shared_across_batch(self) -> bool:
+        """True: one A for the whole batch."""
+        return True
 
     def __init__(self, missing: float, seed: int = 0) -> None:
         super().__init__()
@@ -102,6 +110,10 @@ class RandomMask(_MaskBase):
 
 class BoxMask(_MaskBase):
     """A centred square hole of side round(``size`` * min(H, W)) pixels, 0 < size < 1."""
+
+    def shared_across_batch(self) -> bool:
+        """True: one A for the whole batch."""
+        return True
 
     def __init__(self, size: float) -> None:
         super().__init__()
