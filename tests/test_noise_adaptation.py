@@ -23,22 +23,22 @@ from jfb.train.checkpoint import save_checkpoint
 SIGMA = 0.01
 
 
-def _task(noise: float) -> str:
-    return (f"op=blur,kernel=gaussian:5:1.0,noise={noise},train=natural:patches:16,"
-            f"val=natural:crops:16,name=n{noise}")
+def _task(noise: float, op: str = "op=blur,kernel=gaussian:5:1.0") -> str:
+    return f"{op},noise={noise},train=natural:patches:16,val=natural:crops:16,name=n{noise}"
 
 
-def _checkpoint(tmp_path, kind: str = "deadmm", noise: float = SIGMA):
+def _checkpoint(tmp_path, kind: str = "deadmm", noise: float = SIGMA, op: str | None = None):
     """A ``kind`` model with a small random residual DnCNN, trained (saved) under noise
-    ``noise``."""
-    cfg = Config.from_dict({"task": _task(noise), "model": {
+    ``noise`` (and operator ``op``, default a blur)."""
+    task = _task(noise) if op is None else _task(noise, op)
+    cfg = Config.from_dict({"task": task, "model": {
         "kind": kind, "rho": 0.05, "cg_iters": 5,
         "net": {"name": "dncnn", "depth": 2, "width": 4, "spectral_norm": False,
                 "residual": True},
         "solver": {"max_iter": 6}}})
     torch.manual_seed(0)
     model = build_model(cfg.to_dict()["model"], get_task(cfg.task).operator(), channels=3)
-    path = tmp_path / f"{kind}-{noise}.safetensors"
+    path = tmp_path / f"{kind}-{noise}-{op is None}.safetensors"
     save_checkpoint(path, model=model, step=0, config=cfg.to_dict(), rng=False)
     return path
 
@@ -159,3 +159,51 @@ def test_compare_adapts_deadmm_rows_only_and_names_them(tmp_path):
     assert g1.result.method == g0.result.method
     torch.testing.assert_close(g1.result.psnr, g0.result.psnr, rtol=0, atol=0)
     assert not torch.allclose(a1.result.psnr, a0.result.psnr)
+
+
+# ------------------------------------------------------------------------------ estimation
+def test_the_noise_estimate_finds_white_noise_and_the_noise_of_a_blurred_image():
+    from jfb.data.builtin import natural_images
+    from jfb.physics import Blur, estimate_noise_std, kernels
+
+    g = torch.Generator().manual_seed(0)
+    pure = estimate_noise_std(0.02 * torch.randn(3, 3, 64, 64, generator=g))
+    torch.testing.assert_close(pure, torch.full((3,), 0.02), rtol=0.05, atol=0)
+    x = torch.stack([im[:, :96, :96] for _, im in natural_images()[:3]])
+    y = Blur(kernels.gaussian(5, 2.0)).A(x)
+    for sigma in (0.005, 0.01, 0.03):
+        est = estimate_noise_std(y + sigma * torch.randn(y.shape, generator=g))
+        assert bool(((est / sigma - 1).abs() < 0.25).all()), (sigma, est)
+    with pytest.raises(ValueError, match="images"):
+        estimate_noise_std(torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="2x2"):
+        estimate_noise_std(torch.rand(1, 3, 1, 8))
+
+
+def test_restore_noise_auto_uses_the_estimate_it_reports(tmp_path, measurement, capsys):
+    from jfb.data import load_image
+    from jfb.physics import estimate_noise_std
+
+    ckpt = _checkpoint(tmp_path)
+    base = ["restore", str(measurement), "--checkpoint", str(ckpt), "--device", "cpu"]
+    assert main(base + ["-o", str(tmp_path / "auto.png"), "--noise", "auto"]) == 0
+    printed = capsys.readouterr().out
+    want = float(estimate_noise_std(load_image(measurement, mode="keep")[None])[0])
+    assert f"estimated noise std of y.png: {want:.4g}" in printed
+    assert main(base + ["-o", str(tmp_path / "given.png"), "--noise", repr(want)]) == 0
+    assert main(base + ["-o", str(tmp_path / "plain.png")]) == 0
+    auto, given = (tmp_path / "auto.png").read_bytes(), (tmp_path / "given.png").read_bytes()
+    assert auto == given and auto != (tmp_path / "plain.png").read_bytes()
+    capsys.readouterr()
+
+
+def test_noise_auto_is_refused_where_the_estimate_would_see_the_image(tmp_path, capsys):
+    sr = _checkpoint(tmp_path, op="op=sr:2")
+    y = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(5))
+    save_image(y, tmp_path / "small.png")
+    argv = ["restore", str(tmp_path / "small.png"), "-o", str(tmp_path / "big.png"),
+            "--checkpoint", str(sr), "--noise", "auto", "--device", "cpu"]
+    assert main(argv) == 2
+    assert "--noise auto estimates the noise of blurred or noisy images" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(argv[:-4] + ["--noise", "loud"])

@@ -25,10 +25,11 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     """The options `restore` and `deblur` share (see ``_restore_kwargs``)."""
     p.add_argument("--max-iter", type=int, help="fixed-point iteration budget")
     p.add_argument(
-        "--noise", type=float, metavar="SIGMA",
-        help="noise std of the input, in its value units (0.01 = 1%% of the [0, 1] range); a "
-        "DE-ADMM model scales its learned rho by (SIGMA / its training noise)^2, "
-        "plug-and-play's rule (default: the noise it was trained at)",
+        "--noise", type=_noise_value, metavar="SIGMA|auto",
+        help="noise std of the input, in its value units (0.01 = 1%% of the [0, 1] range), or "
+        "'auto' to estimate it from the input (blur and denoising models); a DE-ADMM model "
+        "scales its learned rho by (SIGMA / its training noise)^2, plug-and-play's rule "
+        "(default: the noise it was trained at)",
     )
     p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
@@ -37,11 +38,21 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     _add_common(p)
 
 
+def _noise_value(text: str) -> float | str:
+    """``--noise``: a number, or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _restore_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments of ``jfb.deblur.restore_file`` from ``_add_restore_options``."""
     return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "noise": args.noise,
             "tile": args.tile, "overlap": args.overlap, "device": args.device,
-            "force": args.force}
+            "force": args.force, "report": print}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,9 @@ import torch
 from jfb.atomic import atomic_path
 from jfb.data import load_image, save_image
 from jfb.errors import DataError
-from jfb.physics import Blur, Downsample, Identity, LinearOperator, Mask
+from jfb.physics import Blur, Downsample, Identity, LinearOperator, Mask, estimate_noise_std
 from jfb.physics.mask import _MaskBase
-from jfb.pipeline import CHANNELS, load_model
+from jfb.pipeline import CHANNELS, adapt_noise, load_model
 from jfb.restore import restore_tiled
 from jfb.tasks import Task
 
@@ -82,11 +82,12 @@ def restore_file(
     op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
     mask: str | os.PathLike[str] | None = None,
     max_iter: int | None = None,
-    noise: float | None = None,
+    noise: float | str | None = None,
     tile: int = 256,
     overlap: int = 32,
     device: str = "auto",
     force: bool = False,
+    report: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Read the measurement ``input_path``, reconstruct the image, write ``output_path``
     atomically (format by suffix).
@@ -94,7 +95,9 @@ def restore_file(
     The forward model is the checkpoint task's operator, or ``op`` (the models are
     physics-aware: their map uses A explicitly), which may be a function of the checkpoint's
     task (see :func:`jfb.pipeline.load_model`). ``noise``, the input's noise std, re-balances
-    a DE-ADMM model (:func:`jfb.pipeline.adapt_noise`). ``mask`` (an image or .npy of the
+    a DE-ADMM model (:func:`jfb.pipeline.adapt_noise`); ``"auto"`` estimates it from the input
+    (:func:`jfb.physics.estimate_noise_std`; blur and denoising only, where the image's finest
+    details are gone or are the noise) and tells ``report``. ``mask`` (an image or .npy of the
     input's size, nonzero = observed) gives an inpainting model the pixels actually missing.
     Translation-invariant operators (blur, denoising, super-resolution) and given masks are
     processed in overlapping tiles (bounded memory); fixed-pattern masks and tomography take
@@ -111,8 +114,19 @@ def restore_file(
         raise DataError(f"{src}: expected 1 or {CHANNELS} channels, got {y.shape[0]}")
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     dev = resolve_device(device)
-    model, _, _ = load_model(ckpt, device=dev, eval_max_iter=max_iter, op=op, noise=noise)
+    model, cfg, _ = load_model(ckpt, device=dev, eval_max_iter=max_iter, op=op)
     op = model.op
+    if noise == "auto":
+        if not isinstance(op, (Blur, Identity)):
+            raise DataError(f"--noise auto estimates the noise of blurred or noisy images; this "
+                            f"model measures with {type(op).__name__}: give the value")
+        noise = float(estimate_noise_std(y[None])[0])
+        if report is not None:
+            report(f"estimated noise std of {src.name}: {noise:.4g}")
+    if noise is not None:
+        if isinstance(noise, str):
+            raise DataError(f"noise must be a number or 'auto', got {noise!r}")
+        adapt_noise(model, cfg, noise)
     grey = y.shape[0] == 1
     y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)
     translation_invariant = isinstance(op, (Blur, Identity, Downsample))

@@ -6,7 +6,7 @@ from jfb.physics.base import Identity, LinearOperator
 from jfb.physics.blur import Blur
 from jfb.physics.downsample import Downsample
 from jfb.physics.mask import BoxMask, Mask, RandomMask
-from jfb.physics.noise import GaussianNoise
+from jfb.physics.noise import GaussianNoise, estimate_noise_std
 
 __all__ = [
     "Blur",
@@ -17,5 +17,6 @@ __all__ = [
     "LinearOperator",
     "Mask",
     "RandomMask",
+    "estimate_noise_std",
     "kernels",
 ]
