@@ -162,7 +162,7 @@ class ImplicitModel(nn.Module):
             self.calibrate(self.output(s0).shape[1:])
         with self.fixed_map():
             s, stats = fixed_point(
-                self._map(y),
+                self.fixed_point_map(y),
                 s0,
                 solver=self.solver,
                 backward=self.backward,
@@ -173,7 +173,7 @@ class ImplicitModel(nn.Module):
         self.last_stats = stats
         return self.output(s)
 
-    def _map(self, y: torch.Tensor) -> Map:
+    def fixed_point_map(self, y: torch.Tensor) -> Map:
         """s -> T(s; y); a :class:`~jfb.deq.SubsetMap` when A is the same for every sample, so
         that the solver can apply T to the unfinished samples only (T(s[idx]; y[idx]))."""
         if not self.op.shared_across_batch():
