@@ -267,6 +267,38 @@ def test_validation_leaves_the_rng_alone(tmp_path):
     assert torch.equal(state, torch.get_rng_state())
 
 
+def test_time_limit_stops_resumably_and_the_resumed_run_equals_an_uninterrupted_one(
+    tmp_path, monkeypatch
+):
+    """train.max_minutes: a fake clock runs out after the third step's check."""
+    import jfb.train.trainer as trainer_mod
+
+    ref = make(tmp_path / "a")
+    ref.fit()
+    clock = {"now": 0.0}
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter():
+            clock["now"] += 1.0  # one second per reading
+            return clock["now"]
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+    monkeypatch.setattr(trainer_mod, "time", FakeTime())
+    first = make(tmp_path / "b", train={"max_minutes": 0.5})  # 30 fake seconds
+    s1 = first.fit()
+    monkeypatch.undo()
+    assert s1["stopped"] == "time_limit" and 0 < s1["global_step"] < 9
+    assert load_checkpoint(tmp_path / "b" / "last.safetensors")["step"] == s1["global_step"]
+    assert "max_minutes=0.5" in [r for r in records(tmp_path / "b", "event")][-1]["message"]
+    second = make(tmp_path / "b", model_seed=123)
+    s2 = second.fit(resume=True)
+    assert s2["global_step"] == 9 and s2["stopped"] == "completed"
+    assert_same(weights(ref), weights(second))
+
+
 @pytest.mark.parametrize("stop_at", [2, 7])  # inside pre-training; mid-epoch of main training
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, stop_at):
     ref = make(tmp_path / "a")

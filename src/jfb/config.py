@@ -213,6 +213,9 @@ class TrainConfig:
         None, doc="start R from the net of this jfb checkpoint (e.g. a trained denoiser)"
     )
     device: Literal["auto", "cpu", "cuda"] = _f("auto", doc="device")
+    max_minutes: float | None = _f(
+        None, gt=0, doc="stop after this much wall time, resumable (like a signal; None: off)"
+    )
     out_dir: str = _f("runs/default", doc="output folder (logs, checkpoints)")
     max_bad_steps: int = _f(
         10, ge=1, doc="N consecutive skipped (NaN/Inf or diverged) steps: roll back or stop"

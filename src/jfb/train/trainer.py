@@ -51,6 +51,8 @@ Both draw from generators seeded by (seed, step), never from the global RNGs.
 
 Signals. SIGINT/SIGTERM finish the current step, write ``last.safetensors`` and make ``fit``
 return with ``summary["stopped"] == "signal"`` (a second SIGINT interrupts at once).
+``train.max_minutes`` does the same once ``fit`` has run that long (``"time_limit"``): a run
+that must fit a job's time limit stops where ``--resume`` continues it exactly.
 """
 
 from __future__ import annotations
@@ -641,7 +643,8 @@ class Trainer:
             [
                 (~torch.isfinite(total.detach())).float(),
                 (~torch.isfinite(gnorm.detach().float())).float(),
-                torch.tensor(float(self._stop_signal is not None), device=dev),
+                torch.tensor(float(self._stop_signal is not None or self._out_of_time()),
+                             device=dev),
                 blown.to(dev),
                 capped.to(dev),
                 worst.to(dev),
@@ -922,6 +925,11 @@ class Trainer:
                 signal.signal(s, h)
 
     # ------------------------------------------------------------------ the loop
+    def _out_of_time(self) -> bool:
+        """Whether this ``fit`` has run ``train.max_minutes`` of wall time."""
+        limit = self.config.train.max_minutes
+        return limit is not None and time.perf_counter() - self._fit_start >= 60 * limit
+
     def _message(self, text: str, **fields: Any) -> None:
         self.progress.message(text)
         self.logger.log("event", self.step, message=text, **fields)
@@ -987,22 +995,24 @@ class Trainer:
                         self.bad_streak = 0
                         self._account(out, window, iters_all, (t1 - t0, t2 - t1))
                     if out["stop"] or (not self.dist.distributed and self._stop_signal is not None):
-                        stopped = "signal"
+                        timed_out = self._stop_signal is None and self._out_of_time()
+                        stopped = "time_limit" if timed_out else "signal"
                     if rolled_back:  # go on from the restored step with its data
                         batches.close()
                         window.clear()
                         batches = self._train_batches(self.step)
                     else:
                         self._after_step(pretrain, window, stopped)
-                    if stopped == "signal":
+                    if stopped in ("signal", "time_limit"):
                         break
         finally:
             if hasattr(batches, "close"):
                 batches.close()
             self.progress.close()
-        if stopped in ("signal", "max_steps"):
+        if stopped in ("signal", "max_steps", "time_limit"):
             self.save_last()
-            what = "signal" if stopped == "signal" else f"max_steps={max_steps}"
+            what = {"signal": "signal", "max_steps": f"max_steps={max_steps}",
+                    "time_limit": f"max_minutes={tc.max_minutes}"}[stopped]
             self._message(
                 f"stopped at step {self.step} ({what}); resume with resume=True", stopped=stopped
             )
@@ -1105,7 +1115,7 @@ class Trainer:
                 self.logger.log("val", g, best=improved, **val)
                 self.progress.update(g, force=True, val_psnr=val["psnr"], iters=val.get("iters"))
             # While updates are being skipped, keep the checkpoint of the last good step.
-            if stopped != "signal" and self.bad_streak == 0:
+            if stopped not in ("signal", "time_limit") and self.bad_streak == 0:
                 self.save_last()
                 self._take_snapshot()
 
