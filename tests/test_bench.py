@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from jfb import bench
-from jfb.bench import allocator
+from jfb import cpu_malloc as allocator
 from jfb.deq import JFB, Anderson, Unrolled
 
 HEADER = {

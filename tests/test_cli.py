@@ -317,3 +317,21 @@ def test_train_that_diverges_stops_with_one_line_and_exit_2(capsys, tmp_path):
     code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, "diverged", "max_rollbacks")
     assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_compute_commands_tune_the_cpu_allocator_unless_told_not_to(monkeypatch, tmp_path,
+                                                                   capsys):
+    from jfb import cpu_malloc
+
+    calls = []
+    monkeypatch.setattr(cpu_malloc, "tune_cpu_malloc", lambda: calls.append(1) or "tuned")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    missing = str(tmp_path / "none.safetensors")
+    main(["eval", missing])  # fails (no such file) after the tuning: that is enough here
+    assert calls == [1]
+    main(["tasks"])
+    assert calls == [1]  # listing tasks computes nothing
+    monkeypatch.setenv("JFB_MALLOC", "default")
+    main(["eval", missing])
+    assert calls == [1]
+    capsys.readouterr()

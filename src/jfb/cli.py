@@ -7,6 +7,7 @@ Errors in what the user handed in are one line on stderr and exit status 2 (no t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = bool(getattr(args, "debug", False)) or "--debug" in argv
+    _tune_cpu_malloc(args)
     try:
         return int(COMMANDS[args.command](args) or 0)
     except KeyboardInterrupt:
@@ -273,6 +275,24 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+#: Commands whose models run many applications of T (tuned allocator on CPU).
+COMPUTE_COMMANDS = ("demo", "train", "eval", "restore", "deblur", "compare")
+
+
+def _tune_cpu_malloc(args: argparse.Namespace) -> None:
+    """Keep freed memory in glibc's heap for the CPU runs of the compute commands
+    (:func:`jfb.cpu_malloc.tune_cpu_malloc`: fresh pages for every large tensor of T cost up to
+    2.7x on inference, docs/BENCHMARKS.md); ``JFB_MALLOC=default`` leaves glibc as it is."""
+    if args.command not in COMPUTE_COMMANDS or os.environ.get("JFB_MALLOC") == "default":
+        return
+    import torch
+
+    from jfb import cpu_malloc
+
+    if getattr(args, "device", None) == "cpu" or not torch.cuda.is_available():
+        cpu_malloc.tune_cpu_malloc()
 
 
 # --------------------------------------------------------------------------------- commands

@@ -29,8 +29,8 @@ times that trained model (any implicit kind, its own net and operator) in place 
 DE-GRAD, at the preset's batch, image sizes and iteration caps.
 
 Modules, imports pointing down the list only: :mod:`~jfb.bench.memory` (the saved-tensor meter),
-:mod:`~jfb.bench.allocator` (CPU allocator tuning and its state), :mod:`~jfb.bench.common`
-(size presets, context, clocks, synthetic model and data, the timed training step); one module
+:mod:`~jfb.bench.common` (size presets, context, clocks, synthetic model and data, the timed
+training step); one module
 per scenario (:mod:`~jfb.bench.step`, :mod:`~jfb.bench.solver`, :mod:`~jfb.bench.floor`,
 :mod:`~jfb.bench.peer`, :mod:`~jfb.bench.inference`, :mod:`~jfb.bench.malloc`);
 :mod:`~jfb.bench.report` (markdown of a record, no other bench import);
@@ -38,7 +38,6 @@ per scenario (:mod:`~jfb.bench.step`, :mod:`~jfb.bench.solver`, :mod:`~jfb.bench
 :mod:`~jfb.bench.cli` (the parser and :func:`main`). This package re-exports the public names.
 """
 
-from jfb.bench.allocator import tune_cpu_malloc
 from jfb.bench.cli import build_parser, main
 from jfb.bench.common import FIXED_TOL, NOISE, SIZES, BenchSize, fresh_model, synthetic_pair
 from jfb.bench.floor import scenario_floor
@@ -50,6 +49,7 @@ from jfb.bench.report import to_markdown
 from jfb.bench.runner import ALL, SCENARIOS, run_scenario
 from jfb.bench.solver import scenario_solver
 from jfb.bench.step import scenario_step
+from jfb.cpu_malloc import tune_cpu_malloc
 
 __all__ = [
     "ALL",

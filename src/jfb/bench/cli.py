@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jfb.bench import allocator
+from jfb import cpu_malloc as allocator
 from jfb.bench.common import SIZES
 from jfb.bench.runner import ALL, SCENARIOS, run_scenario
 

@@ -1,5 +1,5 @@
 """Scenario ``malloc`` (CPU, run on its own): inference and JFB steps with glibc's default
-allocator, then with :func:`~jfb.bench.allocator.tune_cpu_malloc`, in one process. Reaches the
+allocator, then with :func:`~jfb.cpu_malloc.tune_cpu_malloc`, in one process. Reaches the
 allocator through its module (``allocator.tune_cpu_malloc``), so that tests can replace it.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from jfb.bench import allocator
+from jfb import cpu_malloc as allocator
 from jfb.bench.common import (
     FIXED_TOL,
     Context,

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from jfb.bench.allocator import malloc_record
 from jfb.bench.common import SIZES, Context
 from jfb.bench.floor import scenario_floor
 from jfb.bench.inference import scenario_inference
@@ -28,6 +27,7 @@ from jfb.bench.peer import scenario_peer
 from jfb.bench.report import to_markdown
 from jfb.bench.solver import scenario_solver
 from jfb.bench.step import scenario_step
+from jfb.cpu_malloc import malloc_record
 
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "step": scenario_step,

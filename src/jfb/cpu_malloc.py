@@ -1,6 +1,8 @@
-"""The CPU allocator: :func:`tune_cpu_malloc` (glibc ``mallopt``) and the allocator state that
-every JSON record carries. The tuning is process-wide and cannot be undone, so its state lives
-here, in one place, and is read through :func:`malloc_state` and :func:`malloc_record`.
+"""The CPU allocator: :func:`tune_cpu_malloc` (glibc ``mallopt``) and its state. The tuning is
+process-wide and cannot be undone, so its state lives here, in one place, and is read through
+:func:`malloc_state` and :func:`malloc_record` (which every ``jfb bench`` JSON carries). The
+command line tunes the allocator for its CPU runs (``jfb.cli``; ``JFB_MALLOC=default`` leaves
+glibc as it is); docs/BENCHMARKS.md measures what it is worth.
 """
 
 from __future__ import annotations
