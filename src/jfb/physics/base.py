@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
@@ -42,12 +43,16 @@ class LinearOperator(torch.nn.Module, ABC):
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Apply the adjoint operator: x = A^T y."""
 
+    #: A subclass whose A is the same for every sample sets this True (see
+    #: :meth:`shared_across_batch`).
+    SHARED_ACROSS_BATCH: ClassVar[bool] = False
+
     def shared_across_batch(self) -> bool:
         """Whether A is the same map for every sample of a batch (no per-sample data), so that
         A(x[idx]) = A(x)[idx] for any subset idx: a solver may then apply a model's T to the
         unfinished samples only. False unless a subclass says so, as an operator that holds data
         per sample must not."""
-        return False
+        return self.SHARED_ACROSS_BATCH
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`A`."""
@@ -134,9 +139,7 @@ class LinearOperator(torch.nn.Module, ABC):
 class Identity(LinearOperator):
     """The identity operator: A x = x, A^T y = y (returns its input itself, not a copy)."""
 
-    def shared_across_batch(self) -> bool:
-        """True: one A for the whole batch."""
-        return True
+    SHARED_ACROSS_BATCH = True
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """Return x."""

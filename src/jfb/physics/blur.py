@@ -156,9 +156,7 @@ class Blur(LinearOperator):
             Both paths give the same A and A^T up to rounding.
     """
 
-    def shared_across_batch(self) -> bool:
-        """True: one A for the whole batch."""
-        return True
+    SHARED_ACROSS_BATCH = True
 
     kernel: torch.Tensor
 

@@ -28,9 +28,7 @@ FILTERS = ("box", "gaussian")
 class Downsample(LinearOperator):
     """y = S_s (h * x): anti-aliasing filter h then decimation by ``factor`` s (see module)."""
 
-    def shared_across_batch(self) -> bool:
-        """True: one A for the whole batch."""
-        return True
+    SHARED_ACROSS_BATCH = True
 
     def __init__(self, factor: int, filter: str = "gaussian", padding: str = "reflect") -> None:
         super().__init__()

@@ -81,9 +81,7 @@ class RandomMask(_MaskBase):
     """Each pixel missing with probability ``missing`` (all channels), drawn from ``seed`` and the
     image size: the same (H, W) always gives the same mask, on every device."""
 
-    def shared_across_batch(self) -> bool:
-        """True: one A for the whole batch."""
-        return True
+    SHARED_ACROSS_BATCH = True
 
     def __init__(self, missing: float, seed: int = 0) -> None:
         super().__init__()
@@ -111,9 +109,7 @@ class RandomMask(_MaskBase):
 class BoxMask(_MaskBase):
     """A centred square hole of side round(``size`` * min(H, W)) pixels, 0 < size < 1."""
 
-    def shared_across_batch(self) -> bool:
-        """True: one A for the whole batch."""
-        return True
+    SHARED_ACROSS_BATCH = True
 
     def __init__(self, size: float) -> None:
         super().__init__()

@@ -267,9 +267,7 @@ class Radon(LinearOperator):
     size, building the system matrix for each (H, W, device, dtype) on first use and caching it.
     """
 
-    def shared_across_batch(self) -> bool:
-        """True: one A for the whole batch."""
-        return True
+    SHARED_ACROSS_BATCH = True
 
     def __init__(
         self,
