@@ -99,7 +99,7 @@ class Context:
     checkpoint: str | None = None
     quiet: bool = False
     notes: list[str] = field(default_factory=list)
-    _trained: nn.Module | None = field(default=None, repr=False)
+    _trained: ImplicitModel | None = field(default=None, repr=False)
 
     def model(
         self,
@@ -111,21 +111,26 @@ class Context:
         model (loaded once), with ``solver`` / ``backward`` replacing its own when given."""
         if self.checkpoint is None:
             return fresh_model(self.cfg, self.device, solver=solver, backward=backward)
-        if self._trained is None:
-            self._trained = load_checkpoint(self.checkpoint, self.device)
-        model = copy.deepcopy(self._trained).train()
+        model = copy.deepcopy(self._checkpoint_model()).train()
         if solver is not None:
             model.solver = solver
         if backward is not None:
             model.backward = backward
         return model
 
+    def _checkpoint_model(self) -> ImplicitModel:
+        """The ``checkpoint`` model, loaded on first use (eval mode; :meth:`model` copies it)."""
+        if self._trained is None:
+            assert self.checkpoint is not None
+            self._trained = load_checkpoint(self.checkpoint, self.device)
+        return self._trained
+
     def describe_model(self, eta: float | None = 1.0) -> str:
         """What :meth:`model` builds, for the records (``eta=None``: a fresh model's eta is
         given elsewhere)."""
         if self.checkpoint is None:
             return model_description(self.cfg, eta=eta)
-        model = self._trained if self._trained is not None else self.model()
+        model = self._checkpoint_model()
         n_params = sum(p.numel() for p in model.parameters())
         return (f"checkpoint {self.checkpoint}: {type(model).__name__}, {n_params} parameters, "
                 f"operator {type(model.op).__name__}, its init {model.init!r}; synthetic smooth "

@@ -44,6 +44,7 @@ class SubsetMap:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
 
+
 _ON_FAILURE = ("ignore", "warn", "raise")
 
 
