@@ -639,12 +639,12 @@ class Trainer:
         else:
             gnorm = torch.zeros((), device=self.device)
         dev = loss.device
+        timed_out = self._out_of_time()
         flags = torch.stack(
             [
                 (~torch.isfinite(total.detach())).float(),
                 (~torch.isfinite(gnorm.detach().float())).float(),
-                torch.tensor(float(self._stop_signal is not None or self._out_of_time()),
-                             device=dev),
+                torch.tensor(float(self._stop_signal is not None or timed_out), device=dev),
                 blown.to(dev),
                 capped.to(dev),
                 worst.to(dev),
@@ -672,6 +672,7 @@ class Trainer:
             "problem": problem,
             "solver_diverged": is_blown or is_capped,
             "stop": stop,
+            "timed_out": timed_out,
             "n": x.shape[0],
         }
         if contraction is not None:
@@ -995,7 +996,7 @@ class Trainer:
                         self.bad_streak = 0
                         self._account(out, window, iters_all, (t1 - t0, t2 - t1))
                     if out["stop"] or (not self.dist.distributed and self._stop_signal is not None):
-                        timed_out = self._stop_signal is None and self._out_of_time()
+                        timed_out = self._stop_signal is None and out["timed_out"]
                         stopped = "time_limit" if timed_out else "signal"
                     if rolled_back:  # go on from the restored step with its data
                         batches.close()
