@@ -1,5 +1,7 @@
 """Images and datasets: file loading/saving, image folders, CelebA, built-in natural photos,
-and on-the-fly degradation ``y = noise(A x)`` with seeded evaluation noise.
+and on-the-fly degradation ``y = noise(A x)`` with seeded evaluation noise. Photos as users
+have them (``read_photo``/``write_photo``: bit depth, alpha, palettes, orientation) and output
+paths checked before any work (``resolve_output``).
 
 Every dataset item is a float32 tensor ``(C, H, W)`` in ``[0, 1]`` (or a pair of them).
 """
@@ -27,18 +29,22 @@ from jfb.data.datasets import (
     resize_shorter,
 )
 from jfb.data.images import IMAGE_EXTENSIONS, load_image, save_image, to_mode
+from jfb.data.outputs import IMAGE_SUFFIXES, resolve_output
+from jfb.data.photo import Photo, output_notes, read_photo, write_photo
 
 __all__ = [
     "ALL_IMAGES",
     "CELEBA_ENV",
     "EVAL_IMAGES",
     "IMAGE_EXTENSIONS",
+    "IMAGE_SUFFIXES",
     "TRAIN_IMAGES",
     "DegradedDataset",
     "ImageFiles",
     "ImageFolder",
     "ImageList",
     "NaturalPatches",
+    "Photo",
     "celeba128",
     "celeba128_root",
     "celeba_original",
@@ -48,7 +54,11 @@ __all__ = [
     "load_image",
     "natural_crops",
     "natural_images",
+    "output_notes",
+    "read_photo",
     "resize_shorter",
+    "resolve_output",
     "save_image",
     "to_mode",
+    "write_photo",
 ]

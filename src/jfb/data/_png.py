@@ -3,7 +3,8 @@
 Pillow decodes 16-bit colour PNGs (RGB, RGBA, grey+alpha) to 8 bits and cannot write them. This
 module reads and writes non-interlaced PNGs of bit depth 8 or 16 and colour type grey (0),
 RGB (2), grey+alpha (4) or RGBA (6), undoing the five PNG row filters (None, Sub, Up, Average,
-Paeth) of the PNG specification, section 9.
+Paeth) of the PNG specification, section 9. It also reads the two ancillary chunks a photo
+needs to look right, eXIf (orientation) and iCCP (colour profile), and writes iCCP.
 """
 
 from __future__ import annotations
@@ -28,6 +29,33 @@ def read_header(data: bytes) -> tuple[int, int, int, int, int]:
         raise PNGFormatError("not a PNG file")
     width, height, depth, ctype, _comp, _filt, interlace = struct.unpack(">IIBBBBB", data[16:29])
     return width, height, depth, ctype, interlace
+
+
+def find_chunk(data: bytes, tag: bytes) -> bytes | None:
+    """The body of the first chunk ``tag`` (e.g. ``b"eXIf"``), or None; stops at IEND or at a
+    damaged chunk (the image decoder reports those)."""
+    pos = 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        name = data[pos + 4 : pos + 8]
+        if pos + 12 + length > len(data) or name == b"IEND":
+            return None
+        if name == tag:
+            return data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return None
+
+
+def read_icc_profile(data: bytes) -> bytes | None:
+    """The ICC profile of an iCCP chunk (name, NUL, method 0, zlib stream), or None."""
+    body = find_chunk(data, b"iCCP")
+    if body is None or b"\x00" not in body[:80]:
+        return None
+    start = body.index(b"\x00") + 2  # skip the NUL and the compression-method byte
+    try:
+        return zlib.decompress(body[start:])
+    except zlib.error:
+        return None
 
 
 def _paeth(a: int, b: int, c: int) -> int:
@@ -125,10 +153,12 @@ def _chunk(tag: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", crc)
 
 
-def encode(arr: np.ndarray, fileobj: BinaryIO, *, filter_type: int = 2) -> None:
+def encode(arr: np.ndarray, fileobj: BinaryIO, *, filter_type: int = 2,
+           icc_profile: bytes | None = None) -> None:
     """Write an ``(H, W, C)`` uint8/uint16 array (C in 1..4) as a PNG with one row filter.
 
-    ``filter_type`` 0..4 selects None, Sub, Up, Average or Paeth for every row (Up by default).
+    ``filter_type`` 0..4 selects None, Sub, Up, Average or Paeth for every row (Up by default);
+    ``icc_profile`` (the profile's bytes) is stored in an iCCP chunk.
     """
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"expected an (H, W, C) array with C in 1..4, got {arr.shape}")
@@ -168,5 +198,7 @@ def encode(arr: np.ndarray, fileobj: BinaryIO, *, filter_type: int = 2) -> None:
     scan = np.concatenate([np.full((height, 1), filter_type, np.uint8), filtered], axis=1)
     fileobj.write(PNG_SIGNATURE)
     fileobj.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, ctype, 0, 0, 0)))
+    if icc_profile is not None:
+        fileobj.write(_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
     fileobj.write(_chunk(b"IDAT", zlib.compress(scan.tobytes(), 6)))
     fileobj.write(_chunk(b"IEND", b""))
