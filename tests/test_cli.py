@@ -143,7 +143,7 @@ def test_train_eval_deblur_end_to_end(trained, capsys, tmp_path):
         str(ckpt),
         "--tile",
         "32",
-        "--overlap",
+        "--margin",
         "8",
         "--device",
         "cpu",

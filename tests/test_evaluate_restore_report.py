@@ -1,4 +1,4 @@
-"""Evaluation (protocol metrics, repeatability), tiled restoration, reports and atomic writes."""
+"""Evaluation (protocol metrics, repeatability), reports, atomic writes (tiling: test_tiling.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from jfb.models import DEGrad
 from jfb.nets import DnCNN
 from jfb.physics import Blur, kernels
 from jfb.report import figure_grid, markdown_table, training_curve, write_json
-from jfb.restore import restore_tiled, tile_starts
 
 
 def pairs(n=5, seed=0):
@@ -48,51 +47,6 @@ def test_evaluate_collects_solver_iterations_and_examples():
     assert not model.training
     with pytest.raises(ValueError, match="empty"):
         evaluate(lambda t: t, TensorDataset(x[:0], y[:0]))
-
-
-def test_tile_starts_cover_the_image():
-    assert tile_starts(100, 128, 16) == [0]
-    s = tile_starts(300, 128, 32)
-    assert s[0] == 0 and s[-1] == 300 - 128
-    assert all(b - a <= 128 - 32 for a, b in zip(s, s[1:], strict=False))
-
-
-def test_tiled_restoration_is_exact_for_pixelwise_methods_and_close_for_a_model():
-    torch.manual_seed(0)
-    y = torch.rand(3, 70, 90)
-    out = restore_tiled(lambda t: 2 * t + 1, y, tile=32, overlap=8)
-    assert torch.allclose(out, 2 * y + 1, atol=1e-6)
-    op = Blur(kernels.gaussian(5, 1.5))
-    x = torch.rand(1, 3, 70, 90).cumsum(-1).cumsum(-2)
-    x = x / x.amax()
-    model = DEGrad(
-        op, DnCNN(depth=3, width=4, residual=True), solver=Anderson(tol=1e-6, max_iter=200)
-    )
-    model.eval()
-    yb = op.A(x)
-    with torch.no_grad():
-        full = model(yb)
-    tiled = restore_tiled(model, yb, tile=48, overlap=16)
-    assert tiled.shape == full.shape
-    assert float(psnr(tiled, full)) > 40  # seams/borders confined to the blended overlap
-    with pytest.raises(ValueError):
-        restore_tiled(lambda t: t, y, tile=32, overlap=20)
-    with pytest.raises(ValueError, match="one integer factor"):
-        restore_tiled(lambda t: t[..., 1:], y, tile=32, overlap=8)
-
-
-def test_tiled_restoration_upscales_and_passes_aux_tiles():
-    torch.manual_seed(0)
-    y = torch.rand(3, 70, 90)
-    up = restore_tiled(lambda t: t.repeat_interleave(4, -2).repeat_interleave(4, -1), y,
-                       tile=32, overlap=8)
-    assert up.shape == (3, 280, 360)
-    assert torch.allclose(up, y.repeat_interleave(4, -2).repeat_interleave(4, -1), atol=1e-6)
-    mask = (torch.rand(1, 1, 70, 90) > 0.5).float()
-    out = restore_tiled(lambda t, m: t * m, y, tile=32, overlap=8, aux=mask)
-    assert torch.allclose(out, y * mask[0], atol=1e-6)  # each tile saw its own part of the mask
-    with pytest.raises(ValueError, match="aux must be"):
-        restore_tiled(lambda t, m: t, y, tile=32, overlap=8, aux=mask[..., :-1])
 
 
 def test_markdown_table_and_json(tmp_path):

@@ -66,7 +66,7 @@ def test_degrade_then_restore_matches_the_model_on_the_whole_image(kind, models,
     assert tuple(y.shape) == expect
     out = tmp_path / "x.png"
     code, err = _run(["restore", str(meas), "-o", str(out), "--checkpoint", str(ckpt),
-                      "--tile", "16", "--overlap", "4", "--device", "cpu"], capsys)
+                      "--tile", "16", "--margin", "8", "--device", "cpu"], capsys)
     assert code == 0, err
     x = load_image(out)
     assert x.shape == (3, 48, 48)
@@ -93,7 +93,7 @@ def test_restore_options_take_effect(models, clean, tmp_path, capsys):
         np.save(tmp_path / f"mask{i}.npy", m.numpy())
         code, err = _run(["restore", str(masked), "-o", str(tmp_path / f"r{i}.png"),
                           "--checkpoint", str(models["inpaint"]), "--mask",
-                          str(tmp_path / f"mask{i}.npy"), "--tile", "16", "--overlap", "4"],
+                          str(tmp_path / f"mask{i}.npy"), "--tile", "16", "--margin", "8"],
                          capsys)
         assert code == 0, err
         outs.append(load_image(tmp_path / f"r{i}.png"))

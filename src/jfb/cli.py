@@ -32,10 +32,20 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
         "scales its learned rho by (SIGMA / its training noise)^2, plug-and-play's rule "
         "(default: the noise it was trained at)",
     )
-    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    p.add_argument(
+        "--max-memory", type=_byte_size, metavar="SIZE",
+        help="memory the solve may use, e.g. 2G or 500M: an image that needs more is restored "
+        "in tiles (default: half the memory available now)",
+    )
+    p.add_argument("--tile", type=int, metavar="PIXELS",
+                   help="restore in tiles of this many pixels a side, whatever the memory "
+                   "(default: the whole image when it fits --max-memory, else the largest tile "
+                   "that does)")
+    p.add_argument("--margin", type=int, default=32, metavar="PIXELS",
+                   help="context pixels each tile gets beyond its borders (default 32)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    _add_compute_options(p)
     _add_common(p)
 
 
@@ -49,11 +59,25 @@ def _noise_value(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
+def _byte_size(text: str) -> float:
+    """``--max-memory``: bytes, or a number with K, M, G or T (powers of 1024)."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 2G or 500M, got {text!r}") \
+            from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the size must be positive, got {text!r}")
+    return value
+
+
 def _restore_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments of ``jfb.deblur.restore_file`` from ``_add_restore_options``."""
     return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "noise": args.noise,
-            "tile": args.tile, "overlap": args.overlap, "device": args.device,
-            "force": args.force, "report": print}
+            "max_memory": args.max_memory, "tile": args.tile, "margin": args.margin,
+            "device": args.device, "force": args.force, "report": print}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,12 +13,14 @@ import numpy as np
 import torch
 
 from jfb.atomic import atomic_path
+from jfb.config import Config
 from jfb.data import load_image, save_image
 from jfb.errors import DataError
 from jfb.physics import Blur, Downsample, Identity, LinearOperator, Mask, estimate_noise_std
+from jfb.physics.compose import Composed
 from jfb.physics.mask import _MaskBase
 from jfb.pipeline import CHANNELS, adapt_noise, load_model
-from jfb.restore import restore_tiled
+from jfb.restore import operator_reach, plan_tiles, restore_tiled, tile_for_budget
 from jfb.tasks import Task
 
 #: The shipped default model (trained by the project; see its model card beside it).
@@ -74,6 +76,143 @@ def _operator(model: torch.nn.Module, op: LinearOperator) -> Iterator[None]:
         model.op = saved
 
 
+#: Context pixels each tile gets beyond its core, on every side inside the image: wider than
+#: the distance over which a tile border still changes the solve (docs/RESULTS.md, "real photos").
+DEFAULT_MARGIN = 32
+
+
+def memory_per_pixel(model: torch.nn.Module) -> float:
+    """Bytes of working memory per output pixel of an inference solve, an upper estimate: float32
+    state (channels x 2 for DE-ADMM's (z, u)) kept by the solver (2 m + 8 copies for Anderson
+    with memory m, 8 otherwise) plus 6 feature maps of the net's widest layer."""
+    state = CHANNELS * (2 if hasattr(model, "rho") else 1)
+    m = getattr(getattr(model, "solver", None), "m", 0)
+    copies = 2 * m + 8 if getattr(model, "solver", None) is not None else 2
+    width = max((mod.out_channels for mod in model.modules()
+                 if isinstance(mod, torch.nn.Conv2d)), default=CHANNELS)
+    return 4.0 * (state * copies + 6 * width)
+
+
+def default_memory_budget(device: torch.device) -> float:
+    """Half the memory available now: free GPU memory on CUDA, MemAvailable on Linux, else
+    4 GiB."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free / 2
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 / 2
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+def _scale_of(op: LinearOperator, y: torch.Tensor) -> int:
+    """Image pixels per measurement pixel along each side (1 but for super-resolution)."""
+    return op.image_shape((1, *y.shape))[-1] // y.shape[-1]
+
+
+def tileable(op: LinearOperator) -> bool:
+    """Whether a measurement by ``op`` can be cut into tiles: translation-invariant operators
+    (blur, denoising, super-resolution); masks and tomography depend on the whole image."""
+    return isinstance(op, (Blur, Identity, Downsample))
+
+
+@torch.no_grad()
+def restore_tensor(
+    model: torch.nn.Module,
+    cfg: Config,
+    y: torch.Tensor,
+    *,
+    noise: float | str | None = None,
+    mask: torch.Tensor | None = None,
+    max_memory: float | None = None,
+    tile: int | None = None,
+    margin: int = DEFAULT_MARGIN,
+    report: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """x_hat for the measurement y (C, H, W), C = 1 or 3, with a model loaded by
+    :func:`jfb.pipeline.load_model` (trained under ``cfg``); returns (C, H, W) in [0, 1].
+
+    ``noise``, the input's noise std, re-balances a DE-ADMM model (:func:`adapt_noise`);
+    ``"auto"`` estimates it (blur and denoising only). ``mask`` (1, H, W), nonzero = observed,
+    gives an inpainting model the pixels actually missing. Blur, denoising, super-resolution and
+    given masks are solved on the whole image when its working memory
+    (:func:`memory_per_pixel`) fits ``max_memory`` bytes (default: half the free memory), else in
+    tiles (:func:`jfb.restore.restore_tiled`) of ``tile`` pixels (default: the largest that fits)
+    with ``margin`` pixels of context, whose borders assume nothing about the outside. Masks with
+    a fixed pattern and tomography take the whole measurement. One-channel measurements are
+    replicated to RGB for the model and the result is averaged back.
+    """
+    if y.dim() != 3 or y.shape[0] not in (1, CHANNELS):
+        raise DataError(f"expected a (1 or {CHANNELS}, H, W) measurement, got {tuple(y.shape)}")
+    dev = next(iter(model.parameters())).device
+    op = model.op
+    if noise == "auto":
+        if not isinstance(op, (Blur, Identity)):
+            raise DataError(f"--noise auto estimates the noise of blurred or noisy images; this "
+                            f"model measures with {type(op).__name__}: give the value")
+        noise = float(estimate_noise_std(y[None])[0])
+        if report is not None:
+            report(f"estimated noise std: {noise:.4g}")
+    if noise is not None:
+        if isinstance(noise, str):
+            raise DataError(f"noise must be a number or 'auto', got {noise!r}")
+        adapt_noise(model, cfg, noise)
+    grey = y.shape[0] == 1
+    y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)
+    if mask is not None and not isinstance(op, _MaskBase):
+        raise DataError(f"--mask applies to inpainting models; this one measures with "
+                        f"{type(op).__name__}")
+    if mask is not None and mask.shape[-2:] != y.shape[-2:]:
+        raise DataError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]}, the input "
+                        f"{y.shape[-1]}x{y.shape[-2]}")
+    if isinstance(op, Blur) and op.padding == "valid":
+        raise DataError("padding 'valid' changes the image size; use zeros, circular or reflect")
+    if mask is None and not tileable(op):
+        try:
+            op.image_shape((1, *y.shape))
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        return _finish(model(y[None])[0], grey)
+    if min(y.shape[-2:]) < 8:
+        raise DataError(f"the input is too small ({y.shape[-1]}x{y.shape[-2]} pixels)")
+    observed = None if mask is None else (mask.reshape(1, 1, *y.shape[-2:]) != 0).to(y)
+    scale = 1 if mask is not None else _scale_of(op, y)
+    budget = default_memory_budget(dev) if max_memory is None else max_memory
+    if tile is None:
+        try:
+            tile = tile_for_budget(*y.shape[-2:], bytes_per_pixel=memory_per_pixel(model),
+                                   budget=budget, margin=margin, scale=scale)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+    if tile is None or tile >= max(y.shape[-2:]):  # the whole image at once
+        if observed is None:
+            return _finish(model(y[None])[0], grey)
+        with _operator(model, Mask(observed)):
+            return _finish(model(y[None] * observed)[0], grey)
+    guard = operator_reach(op.A, scale=scale) if observed is None else 0
+
+    def solve(tiles: torch.Tensor, window: torch.Tensor, masks: torch.Tensor | None):
+        inner = op if masks is None else Mask(masks)
+        with _operator(model, Composed(Mask(window), inner)):
+            return model(tiles if masks is None else tiles * masks)
+
+    boxes = len(plan_tiles(*y.shape[-2:], tile, margin))
+    if report is not None:
+        report(f"restoring in {boxes} tiles of up to {tile}x{tile} pixels (+{margin} of context)")
+    x = restore_tiled(solve, y, tile=tile, margin=margin, guard=guard, aux=observed)
+    return _finish(x, grey)
+
+
+def _finish(x: torch.Tensor, grey: bool) -> torch.Tensor:
+    x = x.clamp(0, 1).cpu()
+    return x.mean(dim=0, keepdim=True) if grey else x
+
+
 def restore_file(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
@@ -83,26 +222,20 @@ def restore_file(
     mask: str | os.PathLike[str] | None = None,
     max_iter: int | None = None,
     noise: float | str | None = None,
-    tile: int = 256,
-    overlap: int = 32,
+    max_memory: float | None = None,
+    tile: int | None = None,
+    margin: int = DEFAULT_MARGIN,
     device: str = "auto",
     force: bool = False,
     report: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
-    """Read the measurement ``input_path``, reconstruct the image, write ``output_path``
-    atomically (format by suffix).
+    """Read the measurement ``input_path``, reconstruct the image (:func:`restore_tensor`), write
+    ``output_path`` atomically (format by suffix).
 
     The forward model is the checkpoint task's operator, or ``op`` (the models are
     physics-aware: their map uses A explicitly), which may be a function of the checkpoint's
-    task (see :func:`jfb.pipeline.load_model`). ``noise``, the input's noise std, re-balances
-    a DE-ADMM model (:func:`jfb.pipeline.adapt_noise`); ``"auto"`` estimates it from the input
-    (:func:`jfb.physics.estimate_noise_std`; blur and denoising only, where the image's finest
-    details are gone or are the noise) and tells ``report``. ``mask`` (an image or .npy of the
-    input's size, nonzero = observed) gives an inpainting model the pixels actually missing.
-    Translation-invariant operators (blur, denoising, super-resolution) and given masks are
-    processed in overlapping tiles (bounded memory); fixed-pattern masks and tomography take
-    the whole measurement. One-channel measurements are replicated to RGB for the model and the
-    result is averaged back. Refuses to overwrite an existing file without ``force``, and never
+    task (see :func:`jfb.pipeline.load_model`). ``mask`` is an image or .npy of the input's
+    size, nonzero = observed. Refuses to overwrite an existing file without ``force``, and never
     overwrites the input.
     """
     from jfb.train.trainer import resolve_device
@@ -112,55 +245,16 @@ def restore_file(
     y = load_measurement(src)
     if y.shape[0] not in (1, CHANNELS):
         raise DataError(f"{src}: expected 1 or {CHANNELS} channels, got {y.shape[0]}")
-    ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
-    dev = resolve_device(device)
-    model, cfg, _ = load_model(ckpt, device=dev, eval_max_iter=max_iter, op=op)
-    op = model.op
-    if noise == "auto":
-        if not isinstance(op, (Blur, Identity)):
-            raise DataError(f"--noise auto estimates the noise of blurred or noisy images; this "
-                            f"model measures with {type(op).__name__}: give the value")
-        noise = float(estimate_noise_std(y[None])[0])
-        if report is not None:
-            report(f"estimated noise std of {src.name}: {noise:.4g}")
-    if noise is not None:
-        if isinstance(noise, str):
-            raise DataError(f"noise must be a number or 'auto', got {noise!r}")
-        adapt_noise(model, cfg, noise)
-    grey = y.shape[0] == 1
-    y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)
-    translation_invariant = isinstance(op, (Blur, Identity, Downsample))
-    if (mask is not None or translation_invariant) and min(y.shape[-2:]) < 8:
-        raise DataError(f"{src} is too small ({y.shape[-1]}x{y.shape[-2]} pixels)")
+    observed = None
     if mask is not None:
-        if not isinstance(op, _MaskBase):
-            raise DataError(f"--mask applies to inpainting models; this one measures with "
-                            f"{type(op).__name__}")
-        m = (load_measurement(mask).abs().sum(dim=0, keepdim=True) > 0).float()
-        if m.shape[-2:] != y.shape[-2:]:
-            raise DataError(f"mask {mask} is {m.shape[-1]}x{m.shape[-2]}, the input "
-                            f"{y.shape[-1]}x{y.shape[-2]}")
-
-        def masked(tiles: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-            with _operator(model, Mask(masks).to(dev)):
-                return model(tiles * masks)
-
-        x = restore_tiled(masked, y, tile=tile, overlap=overlap, aux=m[None].to(dev))
-    elif translation_invariant:
-        if isinstance(op, Blur) and op.padding == "valid":
-            raise DataError("padding 'valid' changes the image size; use zeros, circular or "
-                            "reflect")
-        x = restore_tiled(model, y, tile=tile, overlap=overlap)
-    else:
-        try:
-            op.image_shape((1, *y.shape))
-        except ValueError as exc:
-            raise DataError(f"{src}: {exc}") from None
-        with torch.no_grad():
-            x = model(y[None])[0]
-    x = x.clamp(0, 1).cpu()
-    if grey:
-        x = x.mean(dim=0, keepdim=True)
+        observed = (load_measurement(mask).abs().sum(dim=0, keepdim=True) > 0).float()
+    ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+    model, cfg, _ = load_model(ckpt, device=resolve_device(device), eval_max_iter=max_iter, op=op)
+    try:
+        x = restore_tensor(model, cfg, y, noise=noise, mask=observed, max_memory=max_memory,
+                           tile=tile, margin=margin, report=report)
+    except DataError as exc:
+        raise DataError(f"{src}: {exc}") from None
     save_image(x, dst)
     return x
 
