@@ -3,7 +3,7 @@
 cfg = jfb.config.load_config("configs/celeba-gauss5-jfb.toml", ["train.steps=100"])
 run = build_run(cfg)
 Trainer(run.model, run.train_pairs, run.val_pairs, cfg).fit()
-model, cfg, info = load_model("runs/x/best.safetensors")
+loaded = load_model("runs/x/best.safetensors")   # or: model, cfg, info = load_model(...)
 """
 
 from __future__ import annotations
@@ -11,24 +11,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from jfb.config import Config
-from jfb.errors import CheckpointError, ConfigError
+from jfb.errors import CheckpointError, ConfigError, DataError
 from jfb.models import build_model
 from jfb.physics import LinearOperator
 from jfb.tasks import Task, get_task
 from jfb.train.checkpoint import check_weights, load_weights
+from jfb.train.trainer import mix_seed
 
 #: Images are RGB throughout the pipeline; grey inputs are replicated (see ``jfb deblur``).
 CHANNELS = 3
 
 #: Seed of the evaluation noise: image i of a split gets noise from seed EVAL_SEED + i.
 EVAL_SEED = 0
+
+#: Salt of the seed that draws a new model's initial weights: mix_seed(train.seed, _SALT_INIT).
+_SALT_INIT = 0x1417
 
 
 @dataclass
@@ -58,9 +62,12 @@ def build_run(cfg: Config, *, with_train: bool = True) -> Run:
 
 def initial_model(cfg: Config, op: LinearOperator | None = None) -> nn.Module:
     """The model ``cfg`` describes as training starts: built with the task's operator (or
-    ``op``), R from ``train.init_net`` when set."""
+    ``op``), R from ``train.init_net`` when set. Its random initial weights are a function of
+    ``train.seed`` alone (drawn from a forked CPU RNG, so the global RNGs are left as they were)."""
     op = op if op is not None else get_task(cfg.task).operator()
-    model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mix_seed(cfg.train.seed, _SALT_INIT))
+        model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
     if cfg.train.init_net is not None:
         init_net(model, cfg.train.init_net)
     return model
@@ -88,6 +95,21 @@ def init_net(model: nn.Module, path: str | Path) -> int:
     return len(theirs)
 
 
+class LoadedModel(NamedTuple):
+    """A model rebuilt from a checkpoint, in eval mode, with what it was trained as.
+
+    ``info`` holds the checkpoint's metadata: ``"step"`` (int, global training steps done,
+    pre-training included), ``"config"`` (the training config as a plain dict, the source of
+    ``config``) and ``"extra"`` (a dict the trainer writes: ``best_val_psnr``, ``best_step``,
+    ``train_seconds``, ``device``, ...; empty for checkpoints written by other code). A plain
+    3-tuple otherwise: ``model, cfg, info = load_model(path)`` still works.
+    """
+
+    model: nn.Module
+    config: Config
+    info: dict[str, Any]
+
+
 def _config_of(info: dict[str, Any], path: str | Path) -> Config:
     try:
         return Config.from_dict(info["config"])
@@ -107,14 +129,14 @@ def load_model(
     device: str | torch.device = "cpu",
     eval_max_iter: int | None = None,
     noise: float | None = None,
-) -> tuple[nn.Module, Config, dict[str, Any]]:
+) -> LoadedModel:
     """Rebuild the model a checkpoint was trained as, load its weights, put it in eval mode.
 
     ``op`` replaces the task's operator (a physics-aware model can be applied to another blur,
     mask or image size); it may be a function of the checkpoint's task that returns it;
     ``eval_max_iter`` changes the test-time iteration budget of an implicit model; ``noise``
     (the measurements' noise std) applies :func:`adapt_noise`.
-    Returns (model, config, info) with info = {"step", "config", "extra"} from the checkpoint.
+    Returns a :class:`LoadedModel` ``(model, config, info)``.
     """
     weights, info = load_weights(path)
     cfg = _config_of(info, path)
@@ -131,7 +153,23 @@ def load_model(
         set_eval_max_iter(model, eval_max_iter)
     if noise is not None:
         adapt_noise(model, cfg, noise)
-    return model.to(device).eval(), cfg, info
+    return LoadedModel(model.to(device).eval(), cfg, info)
+
+
+def replace_blur(kernel: str | None = None,
+                 padding: str | None = None) -> Callable[[Task], LinearOperator]:
+    """The ``op`` for :func:`load_model` that gives a blur model the blur of its own task with
+    another ``kernel`` (a spec such as ``"gaussian:5:5.0"``, see :mod:`jfb.tasks`) and/or
+    ``padding``. Loading a model of another operator with it is a DataError; a bad spec is a
+    ConfigError."""
+
+    def blur_for(base: Task) -> LinearOperator:
+        if base.op_kind != "blur":
+            raise DataError(f"kernel/padding apply to blur models; this one is op={base.op}")
+        return Task("custom", kernel=kernel or base.kernel, noise_sigma=0.0,
+                    padding=padding or base.padding).operator()
+
+    return blur_for
 
 
 def adapt_noise(model: nn.Module, cfg: Config, sigma: float) -> float:
