@@ -2,7 +2,8 @@
 
 The core (``physics``, ``deq``, ``nets``, ``models``) is imported with ``jfb``; the rest
 (``baselines``, ``data``, ``tasks``, ``metrics``, ``train``, ``config``, ``evaluate``, ...) is
-imported on first use, so ``import jfb`` stays cheap.
+imported on first use, so ``import jfb`` stays cheap. ``jfb.load_pretrained`` and
+``jfb.restore_image`` (:mod:`jfb.api`) are the main job from Python.
 """
 
 import importlib
@@ -12,8 +13,11 @@ from jfb.errors import CheckpointError, ConfigError, DataError, JFBError, Solver
 
 __version__ = "0.1.0"
 
-_LAZY = ("baselines", "bench", "compare", "config", "data", "evaluate", "metrics", "pipeline",
-         "report", "restore", "tasks", "train")
+_LAZY = ("api", "baselines", "bench", "compare", "config", "data", "deblur", "evaluate", "metrics",
+         "pipeline", "report", "restore", "tasks", "train")
+
+#: Functions of :mod:`jfb.api` exported at the top level (imported on first use too).
+_API = ("load_pretrained", "restore_image")
 
 __all__ = [
     "CheckpointError",
@@ -26,10 +30,13 @@ __all__ = [
     "nets",
     "physics",
     *_LAZY,
+    *_API,
 ]
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return importlib.import_module(f"jfb.{name}")
+    if name in _API:
+        return getattr(importlib.import_module("jfb.api"), name)
     raise AttributeError(f"module 'jfb' has no attribute {name!r}")
