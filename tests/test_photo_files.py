@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, JpegImagePlugin
 
 from jfb.data import (
     IMAGE_SUFFIXES,
@@ -190,6 +190,9 @@ def test_alpha_passes_through_bit_exact(tmp_path: Path, name: str, arr: np.ndarr
         stored = _stored(out)
         assert stored.dtype == arr.dtype and stored.shape == arr.shape, suffix
         assert np.array_equal(stored[:, :, -1], arr[:, :, -1]), suffix  # bit-exact alpha
+        if suffix == ".tif":  # declared as alpha, for other programs too
+            with tifffile.TiffFile(out) as tif:
+                assert tuple(tif.pages[0].extrasamples) == (tifffile.EXTRASAMPLE.UNASSALPHA,)
         peak = np.iinfo(arr.dtype).max
         assert _within_one_lsb(stored[:, :, :-1], x, peak), suffix
 
@@ -334,6 +337,13 @@ def test_colour_profile_is_kept(tmp_path: Path) -> None:
             assert read_photo(out).icc_profile == SRGB, (name, suffix)
     with Image.open(tmp_path / "out.jpg") as im:
         assert im.info["icc_profile"] == SRGB  # seen by other programs, not only by us
+
+
+def test_jpeg_is_written_at_high_quality(tmp_path: Path) -> None:
+    write_photo(torch.rand(3, 16, 16), tmp_path / "q.jpg")
+    with Image.open(tmp_path / "q.jpg") as im:
+        assert JpegImagePlugin.get_sampling(im) == 0  # 4:4:4, no chroma subsampling
+        assert max(im.quantization[0]) <= 12  # quality 95 (Pillow's default 75: 61)
 
 
 def test_write_photo_refuses_an_unknown_suffix(tmp_path: Path) -> None:

@@ -22,10 +22,8 @@ IMAGE_SUFFIXES: tuple[str, ...] = tuple(WRITE_FORMATS)
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` name one file: the same path once symlinks and ``..`` are
-    resolved, or (both existing) the same inode (hard links, case-insensitive file systems)."""
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
+    """True when ``a`` and ``b`` both exist and are one file (same device and inode): covers
+    symlinks, ``..``, hard links and case-insensitive file systems."""
     try:
         return os.path.samefile(a, b)
     except OSError:
