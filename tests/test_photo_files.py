@@ -151,6 +151,17 @@ def test_float_tiff_is_written_back_at_16_bits(tmp_path: Path) -> None:
     assert any("32-bit floating-point" in n for n in photo.notes)
     write_photo(photo.pixels, tmp_path / "o.tif", like=photo)
     assert _stored(tmp_path / "o.tif").dtype == np.uint16
+    # a float alpha plane is written at the result's depth, and the change is said
+    la = RNG.random((5, 6, 2)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "fa.tif", la, photometric="minisblack", planarconfig="contig",
+                     extrasamples=["unassalpha"])
+    photo = read_photo(tmp_path / "fa.tif")
+    assert photo.alpha is not None and photo.alpha.dtype == np.float32
+    notes = write_photo(photo.pixels, tmp_path / "fa-out.png", like=photo)
+    assert notes == ("the alpha channel is converted from float32 to uint16",)
+    stored = _stored(tmp_path / "fa-out.png")
+    assert stored.dtype == np.uint16
+    assert np.abs(stored[:, :, 1] - la[:, :, 1].astype(np.float64) * 65535).max() <= 0.5 + 1e-6
 
 
 # ------------------------------------------------------------------------------------- alpha
@@ -262,6 +273,7 @@ def test_colour_key_transparency_becomes_alpha(tmp_path: Path) -> None:
     photo = read_photo(tmp_path / "k.png")
     assert photo.alpha is not None and photo.alpha[0, 0] == 0
     assert np.array_equal(photo.alpha == 0, a == 7)
+    assert np.array_equal(np.round(_hwc(photo.pixels)[:, :, 0] * 255), a)  # colours untouched
 
 
 def test_only_the_first_frame_of_an_animation(tmp_path: Path) -> None:
