@@ -79,8 +79,9 @@ def restore_image(
     for a tensor, on the same device), without gradients.
 
     ``model`` is what :func:`load_pretrained` returns (load once, restore many); without it,
-    ``checkpoint``, ``kernel`` and ``device`` are passed to :func:`load_pretrained`. ``noise`` is
-    the input's noise std, or ``"auto"`` to estimate it (blur and denoising models); ``mask``
+    ``checkpoint``, ``kernel`` and ``device`` are passed to :func:`load_pretrained` (a given
+    model stays on its device). ``noise`` is the input's noise std, or ``"auto"`` to estimate it
+    (blur and denoising models); a DE-ADMM ``model`` keeps that setting for later calls. ``mask``
     (the image's H x W, nonzero = observed) gives an inpainting model the missing pixels;
     ``max_memory`` (bytes) bounds the working memory, beyond which the image is restored in
     tiles; ``report`` receives one-line notes (such as the estimated noise). See
