@@ -1,10 +1,11 @@
-"""Metric logging (JSONL + CSV, optional TensorBoard) and a dependency-free progress display.
+"""Metric logging (JSONL + CSV, optional TensorBoard) and the trainer's progress line.
 
 ``MetricLogger.log(kind, step, **metrics)`` appends one JSON object per line to
 ``<dir>/metrics.jsonl`` (``{"kind", "step", "time", ...}``) and one row to ``<dir>/<kind>.csv``,
 flushing both after every record so that a crash loses nothing already logged.
-``Progress`` shows step, loss, PSNR, mean solver iterations and step time: one self-overwriting
-line on a terminal, or a plain line every ``every`` steps otherwise (files, CI logs).
+``Progress`` shows step, rate, ETA, loss, PSNR, mean solver iterations and step time with
+:class:`jfb.progress.ProgressBar`: one self-overwriting line on a terminal, or a plain line every
+``every`` steps otherwise (files, CI logs).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import importlib.util
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["MetricLogger", "Progress", "format_metrics", "tensorboard_available"]
+from jfb.progress import ProgressBar, is_silenced
+
+__all__ = ["MetricLogger", "Progress", "format_fields", "format_metrics",
+           "tensorboard_available"]
 
 
 def tensorboard_available() -> bool:
@@ -184,75 +187,70 @@ def _int_or(text: str | None, default: int) -> int:
 def format_metrics(step: int, total: int | None = None, **metrics: Any) -> str:
     """``"step 120/1000 | loss 1.23e-03 | psnr 28.41 dB | iters 12.3 | 45.1 ms/step"``."""
     width = len(str(total)) if total else 0
-    parts = [f"step {step:>{width}d}/{total}" if total else f"step {step}"]
-    fmt = {
-        "loss": lambda v: f"loss {v:.3e}",
-        "psnr": lambda v: f"psnr {v:.2f} dB",
-        "val_psnr": lambda v: f"val {v:.2f} dB",
-        "iters": lambda v: f"iters {v:.1f}",
-        "step_ms": lambda v: f"{v:.1f} ms/step",
-        "lr": lambda v: f"lr {v:.2e}",
-    }
+    head = f"step {step:>{width}d}/{total}" if total else f"step {step}"
+    fields = format_fields(metrics)
+    return f"{head} | {fields}" if fields else head
+
+
+_FIELD_FORMATS = {
+    "loss": lambda v: f"loss {v:.3e}",
+    "psnr": lambda v: f"psnr {v:.2f} dB",
+    "val_psnr": lambda v: f"val {v:.2f} dB",
+    "iters": lambda v: f"iters {v:.1f}",
+    "step_ms": lambda v: f"{v:.1f} ms/step",
+    "lr": lambda v: f"lr {v:.2e}",
+}
+
+
+def format_fields(metrics: Mapping[str, Any]) -> str:
+    """``"loss 1.23e-03 | psnr 28.41 dB | iters 12.3"``: training metrics in their units; None
+    values are left out."""
+    parts = []
     for key, value in metrics.items():
         if value is None:
             continue
-        if key in fmt and isinstance(value, int | float):
-            parts.append(fmt[key](value))
+        if key in _FIELD_FORMATS and isinstance(value, int | float):
+            parts.append(_FIELD_FORMATS[key](value))
         else:
             parts.append(f"{key} {value}")
     return " | ".join(parts)
 
 
 class Progress:
-    """Text progress: an overwriting line on a TTY (at most every ``min_interval`` s), else
-    one plain line every ``every`` steps (and at the last step). ``enabled=False``: silent."""
+    """The trainer's progress line, a :class:`jfb.progress.ProgressBar` counted in global steps.
+
+    ``update(step, force, **metrics)`` takes the global step (a rollback moves it back) and the
+    metrics of :func:`format_fields`. On a terminal: a live line with the rate and ETA, redrawn
+    at most every ``min_interval`` s. Elsewhere (files, CI logs): a plain line every ``every``
+    steps, when forced and at the last step. ``message`` lines stay; ``enabled=False`` or
+    :func:`jfb.progress.silenced`: silent.
+    """
 
     def __init__(self, total: int | None, *, stream: TextIO | None = None, every: int = 50,
-                 is_tty: bool | None = None, enabled: bool = True,
-                 min_interval: float = 0.1) -> None:
-        self.total = total
-        self.stream = stream if stream is not None else sys.stderr
+                 is_tty: bool | None = None, enabled: bool = True, min_interval: float = 0.1,
+                 **options: Any) -> None:
+        self.bar = ProgressBar(
+            total, unit="step", stream=stream, is_tty=is_tty, log_lines=True,
+            enabled=enabled and not is_silenced(), min_interval=min_interval,
+            fields=format_fields, **options,
+        )
         self.every = max(1, int(every))
-        if is_tty is None:
-            isatty = getattr(self.stream, "isatty", None)
-            is_tty = bool(isatty()) if callable(isatty) else False
-        self.is_tty = is_tty
-        self.enabled = enabled
-        self.min_interval = min_interval
-        self._last_draw = -math.inf
-        self._line_open = False
+
+    @property
+    def is_tty(self) -> bool:
+        return self.bar.is_tty
+
+    def restart(self, step: int) -> None:
+        """A run starts (or resumes) at global step ``step``: time the rate and ETA from now."""
+        self.bar.reset(step)
 
     def update(self, step: int, force: bool = False, **metrics: Any) -> None:
-        if not self.enabled:
-            return
-        text = format_metrics(step, self.total, **metrics)
-        last = self.total is not None and step >= self.total
-        if self.is_tty:
-            now = time.monotonic()
-            if not (force or last) and now - self._last_draw < self.min_interval:
-                return
-            self._last_draw = now
-            self.stream.write("\r\x1b[2K" + text)
-            self._line_open = True
-        else:
-            if not (force or last or step % self.every == 0):
-                return
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        periodic = not self.is_tty and step % self.every == 0
+        self.bar.update_to(step, force=force or periodic, **metrics)
 
     def message(self, text: str) -> None:
-        """A line that stays (above the progress line on a TTY)."""
-        if not self.enabled:
-            return
-        if self.is_tty and self._line_open:
-            self.stream.write("\r\x1b[2K")
-        self.stream.write(text + "\n")
-        self._line_open = False
-        self.stream.flush()
+        """A line that stays (above the progress line on a terminal)."""
+        self.bar.message(text)
 
     def close(self) -> None:
-        if self.enabled and self.is_tty and self._line_open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._line_open = False
-
+        self.bar.close()

@@ -954,6 +954,7 @@ class Trainer:
                 atomic_write_bytes(
                     self.out_dir / "config.json", (self.config.to_json() + "\n").encode()
                 )
+        self.progress.restart(self.step)  # rate and ETA of this run's steps only
         for note in self.notes:
             self._message(note)
         self._take_snapshot()  # the rollback target until the first checkpoint
