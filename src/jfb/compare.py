@@ -38,10 +38,11 @@ from torch.utils.data import Dataset, Subset
 from jfb.atomic import write_text
 from jfb.baselines.direct import direct_inverse
 from jfb.data import DegradedDataset
-from jfb.errors import ConfigError, JFBError
+from jfb.errors import ConfigError, DataError, JFBError
 from jfb.evaluate import EvalResult, evaluate
 from jfb.pipeline import EVAL_SEED, adapt_noise, load_model, read_config
-from jfb.report import figure_grid, markdown_table, save_figure, write_json
+from jfb.progress import ProgressBar, progress_bar
+from jfb.report import figure_grid, legend_outside, markdown_table, save_figure, write_json
 from jfb.tasks import Task, get_task
 
 #: A reconstruction method: y -> x_hat.
@@ -84,8 +85,12 @@ COLUMNS = [
 
 @dataclass
 class Row:
+    """A table row: the evaluation, its extra columns, and the short name titling its figure
+    column (the row name, ``result.method``, can be long)."""
+
     result: EvalResult
     info: dict[str, Any]
+    short: str = ""
 
 
 INPUT_METHODS = ("input", "blurred")
@@ -97,6 +102,9 @@ INPUT_NAMES = {
     "sr": "bicubic upsampling of y",
     "radon": "filtered back-projection",
 }
+#: The same, short enough to title a figure column.
+INPUT_SHORT = {"blur": "blurred y", "denoise": "noisy y", "inpaint": "masked y",
+               "sr": "bicubic", "radon": "FBP"}
 
 
 def classical_method(name: str, op, weight: float) -> Method:
@@ -221,6 +229,112 @@ def operator_norm_sq(op, image_shape: tuple[int, ...]) -> float:
     return op.norm_estimate((1, *image_shape), n_iter=50, tol=1e-4) ** 2
 
 
+@dataclass
+class Prepared:
+    """One method spec built for the task's operator, before any evaluation: a fixed y -> x_hat
+    map with its row name (``method``, ``name``), or a tunable one (``tunable``: grid name,
+    weight -> map, weight -> row name). ``kind``: :func:`method_kind`; ``short`` titles its
+    figure column; ``info`` goes to its table row."""
+
+    spec: str
+    kind: str
+    short: str
+    info: dict[str, Any]
+    method: Method | None = None
+    name: str = ""
+    tunable: tuple[str, Callable[[float], Method], Callable[[float], str]] | None = None
+
+
+def prepare_methods(
+    task: Task,
+    methods: Sequence[str],
+    op,
+    measurement_shape: tuple[int, ...],
+    *,
+    device: str | torch.device = "cpu",
+    adapt_rho: bool = False,
+) -> list[Prepared]:
+    """Build every method of ``methods`` for ``op``, or refuse the first one that cannot run.
+
+    Checkpoints and PnP denoisers are loaded; the direct inverse and each classical method are
+    applied once to a zero measurement of ``measurement_shape`` (C, H, W) (a few milliseconds:
+    their iterations stop at once on zero data). A method that cannot run on ``op``, such as
+    Wiener on a blur with zero padding, is a ConfigError naming it, before any evaluation.
+    """
+    y0 = torch.zeros((1, *measurement_shape), device=device)
+    prepared = []
+    for spec in methods:
+        kind = method_kind(spec)
+        if kind == "pnp":
+            denoiser_config(spec, spec.partition(":")[2])
+        if spec == "wiener" and task.op_kind != "blur":
+            raise ConfigError(f"method 'wiener' applies to blur tasks only, not op={task.op}")
+        if kind == "input":
+            prepared.append(Prepared(spec, kind, INPUT_SHORT[task.op_kind],
+                                     {"params": 0, "train_seconds": 0},
+                                     partial(direct_inverse, op), INPUT_NAMES[task.op_kind]))
+            _dry_run(spec, task, prepared[-1].method, y0)
+        elif kind == "checkpoint":
+            prepared.append(_prepare_checkpoint(spec, task, op, device, adapt_rho))
+        else:
+            prepared.append(_prepare_tunable(spec, op, device))
+            if kind == "classical":
+                _dry_run(spec, task, prepared[-1].tunable[1](1.0), y0)
+    return _unique_names(prepared)
+
+
+def _dry_run(spec: str, task: Task, method: Method, y0: torch.Tensor) -> None:
+    """Apply ``method`` to ``y0``; its failure is a ConfigError that names the method."""
+    try:
+        with torch.no_grad():
+            method(y0)
+    except (JFBError, ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"method {spec!r} cannot run on task {task.name} "
+                          f"(op={task.op}): {why}") from exc
+
+
+def _prepare_checkpoint(spec: str, task: Task, op, device, adapt_rho: bool) -> Prepared:
+    """A checkpoint's model, loaded with ``op``; DE-ADMM rho adapted to the task's noise when
+    ``adapt_rho``."""
+    model, cfg, info = load_model(spec, op=op, device=device)
+    name = _model_name(cfg)
+    if adapt_rho and callable(getattr(model, "adapt_noise", None)):
+        factor = adapt_noise(model, cfg, task.noise_sigma)
+        name += f" [rho x{factor:.3g} for noise {task.noise_sigma:g}]"
+    extra = info.get("extra", {})
+    row_info = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_seconds": extra.get("train_seconds", _logged_seconds(spec)),
+        "train_device": extra.get("device"),
+        "checkpoint": spec,
+    }
+    return Prepared(spec, "checkpoint", f"{cfg.model.kind} ({_run_name(spec)})", row_info,
+                    model, name)
+
+
+def _run_name(checkpoint: str) -> str:
+    """The folder of a checkpoint (its run: "c5" for runs/c5/best.safetensors), else its stem."""
+    path = Path(checkpoint)
+    return path.parent.name or path.stem
+
+
+def _unique_names(prepared: list[Prepared]) -> list[Prepared]:
+    """Tell apart methods that would share a name: checkpoints with the same row name get their
+    run's name appended ("... [c5]"), and repeated short names are numbered ("tv", "tv #2"), so
+    that table rows, curves and figure columns stay distinct."""
+    names = [p.name for p in prepared if p.kind == "checkpoint"]
+    for p in prepared:
+        if p.kind == "checkpoint" and names.count(p.name) > 1:
+            p.name += f" [{_run_name(p.spec)}]"
+    seen: dict[str, int] = {}
+    for p in prepared:
+        seen[p.short] = seen.get(p.short, 0) + 1
+        if seen[p.short] > 1:
+            p.short = f"{p.short} #{seen[p.short]}"
+    return prepared
+
+
 def compare(
     task: Task,
     methods: Sequence[str],
@@ -232,85 +346,78 @@ def compare(
     iteration_budgets: Sequence[int] = (),
     keep: int = 4,
     adapt_rho: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` on ``task``'s evaluation split; returns rows and curves.
 
-    ``adapt_rho``: DE-ADMM checkpoints scale their rho to the task's noise
-    (:func:`jfb.pipeline.adapt_noise`); their row names say by how much."""
-    for spec in methods:  # fail before any work, naming the bad method
-        if method_kind(spec) == "pnp":
-            denoiser_config(spec, spec.partition(":")[2])
-        if spec == "wiener" and task.op_kind != "blur":
-            raise ConfigError(f"method 'wiener' applies to blur tasks only, not op={task.op}")
+    Every method is built (and refused, naming it) before any evaluation
+    (:func:`prepare_methods`). ``adapt_rho``: DE-ADMM checkpoints scale their rho to the task's
+    noise (:func:`jfb.pipeline.adapt_noise`); their row names say by how much. ``progress``:
+    a progress bar per method and phase (tuning, evaluation, iteration budgets) on a terminal."""
+    for spec in methods:  # unknown specs first, before reading any data
+        method_kind(spec)
     val = task.val_pairs(seed=EVAL_SEED, limit=max_images)
+    if len(val) == 0:
+        raise DataError(f"task {task.name} has no evaluation images")
     op = task.operator().to(device)
+    prepared = prepare_methods(task, methods, op, tuple(val[0][1].shape), device=device,
+                               adapt_rho=adapt_rho)
     rows: list[Row] = []
     curves: dict[str, list[dict[str, float]]] = {}
     tuning: dict[str, Any] = {}
-    for spec in methods:
-        kind = method_kind(spec)
-        if kind == "input":
-            rows.append(
-                Row(
-                    evaluate(
-                        lambda y: direct_inverse(op, y),
-                        val,
-                        name=INPUT_NAMES[task.op_kind],
-                        keep=keep,
-                        batch_size=batch_size,
-                        device=device,
-                    ),
-                    {"params": 0, "train_seconds": 0},
-                )
-            )
-        elif kind == "checkpoint":
-            model, cfg, info = load_model(spec, op=op, device=device)
-            name = _model_name(cfg)
-            if adapt_rho and callable(getattr(model, "adapt_noise", None)):
-                factor = adapt_noise(model, cfg, task.noise_sigma)
-                name += f" [rho x{factor:.3g} for noise {task.noise_sigma:g}]"
-            res = evaluate(model, val, name=name, keep=keep, batch_size=batch_size, device=device)
-            extra = info.get("extra", {})
-            rows.append(
-                Row(
-                    res,
-                    {
-                        "params": sum(p.numel() for p in model.parameters()),
-                        "train_seconds": extra.get("train_seconds", _logged_seconds(spec)),
-                        "train_device": extra.get("device"),
-                        "checkpoint": spec,
-                    },
-                )
-            )
-            if res.iterations is not None and iteration_budgets:
-                curves[name] = _budget_curve(model, val, iteration_budgets, batch_size, device)
-        else:
-            name, make, label, info = _tunable(spec, op, device)
+    for i, m in enumerate(prepared, 1):
+        desc = f"method {i}/{len(prepared)}: {m.short}"
+        method, name = m.method, m.name
+        if m.tunable is not None:
+            grid_name, make, label = m.tunable
+            pairs = tuning_pairs(task, tune_images)
+            n_grid = len({**GRIDS, **PNP_GRIDS}[grid_name])
             t0 = time.perf_counter()
-            weight, tried = tune_weight(
-                name, op, tuning_pairs(task, tune_images), device, method=make
-            )
-            tuning[spec] = {
+            with progress_bar(n_grid * len(pairs), f"{desc}, tuning", unit="image",
+                              enabled=progress) as bar:
+                weight, tried = tune_weight(grid_name, op, pairs, device,
+                                            method=_counting(make, bar))
+            tuning[m.spec] = {
                 "best": weight,
                 "tried": tried,
                 "seconds": round(time.perf_counter() - t0, 1),
             }
-            res = evaluate(
-                make(weight), val, name=label(weight), keep=keep, batch_size=batch_size,
-                device=device,
-            )
-            rows.append(Row(res, info))
+            method, name = make(weight), label(weight)
+        with progress_bar(len(val), desc, unit="image", enabled=progress) as bar:
+            res = evaluate(method, val, name=name, keep=keep, batch_size=batch_size,
+                           device=device, progress=bar)
+        rows.append(Row(res, m.info, m.short))
+        if m.kind == "checkpoint" and res.iterations is not None and iteration_budgets:
+            with progress_bar(len(iteration_budgets) * len(val), f"{desc}, iteration budgets",
+                              unit="image", enabled=progress) as bar:
+                curves[name] = _budget_curve(method, val, iteration_budgets, batch_size, device,
+                                             bar)
     return {"task": task.name, "rows": rows, "curves": curves, "tuning": tuning, "val": val}
 
 
-def _tunable(
-    spec: str, op, device: str | torch.device
-) -> tuple[str, Callable[[float], Method], Callable[[float], str], dict[str, Any]]:
-    """(grid name, weight -> y -> x_hat map, weight -> row name, row info) of a classical or PnP
-    method spec; a PnP spec loads its denoiser (in eval mode, on ``device``)."""
+def counted(method: Method, bar: ProgressBar) -> Method:
+    """``method`` that advances ``bar`` by the images of each batch it reconstructs."""
+
+    def run(y: torch.Tensor) -> torch.Tensor:
+        out = method(y)
+        bar.update(int(y.shape[0]))
+        return out
+
+    return run
+
+
+def _counting(make: Callable[[float], Method], bar: ProgressBar) -> Callable[[float], Method]:
+    """``make`` (weight -> method) whose methods advance ``bar`` (:func:`counted`)."""
+    return lambda weight: counted(make(weight), bar)
+
+
+def _prepare_tunable(spec: str, op, device: str | torch.device) -> Prepared:
+    """A classical or PnP method spec, its weight to be tuned; a PnP spec loads its denoiser
+    (in eval mode, on ``device``)."""
     if method_kind(spec) == "classical":
-        return (spec, partial(classical_method, spec, op), lambda w: f"{spec} ({w:g})",
-                {"params": 0, "train_seconds": 0})
+        return Prepared(spec, "classical", spec, {"params": 0, "train_seconds": 0},
+                        tunable=(spec, partial(classical_method, spec, op),
+                                 lambda w: f"{spec} ({w:g})"))
     from jfb.baselines.pnp import DenoiserWrapper
 
     name, _, path = spec.partition(":")
@@ -329,7 +436,8 @@ def _tunable(
         "train_seconds": info.get("extra", {}).get("train_seconds", _logged_seconds(path)),
         "checkpoint": path,
     }
-    return name, partial(pnp_method, name, op, DenoiserWrapper(model)), label, row_info
+    return Prepared(spec, "pnp", f"{title} ({_run_name(path)})", row_info,
+                    tunable=(name, partial(pnp_method, name, op, DenoiserWrapper(model)), label))
 
 
 def _logged_seconds(checkpoint: str) -> float | None:
@@ -373,15 +481,18 @@ def _net_name(m) -> str:
     return f"{m.net.name} {m.net.depth}x{m.net.width}"
 
 
-def _budget_curve(model, val, budgets, batch_size, device) -> list[dict[str, float]]:
-    """PSNR when the solve is cut at each test-time iteration budget."""
+def _budget_curve(model, val, budgets, batch_size, device, progress: ProgressBar | None = None
+                  ) -> list[dict[str, float]]:
+    """PSNR when the solve is cut at each test-time iteration budget (``progress`` advances by
+    every image of every budget)."""
     solver = model.solver
     saved = (solver.eval_max_iter, solver.eval_tol)
     out = []
     try:
         for k in budgets:
             solver.eval_max_iter, solver.eval_tol = int(k), 1e-12  # exactly k iterations
-            res = evaluate(model, val, name=f"k={k}", batch_size=batch_size, device=device)
+            res = evaluate(model, val, name=f"k={k}", batch_size=batch_size, device=device,
+                           progress=progress)
             out.append({"iterations": int(k), "psnr": round(float(res.psnr.mean()), 4)})
     finally:
         solver.eval_max_iter, solver.eval_tol = saved
@@ -415,6 +526,7 @@ def write_comparison(
     ]
     write_text(out_dir / "results.md", "\n".join(md))
     rows = out["rows"]
+    short = {r.result.method: r.short or r.result.method for r in rows}  # row names are unique
     n = min(len(r.result.examples) for r in rows) if rows else 0
     if n:
         val = out["val"]
@@ -422,13 +534,27 @@ def write_comparison(
         labels = [[""] + [f"{float(r.result.psnr[i]):.2f} dB" for r in rows] for i in range(n)]
         figure_grid(
             out_dir / "figure.png",
-            ["ground truth"] + [r.result.method for r in rows],
+            ["ground truth"] + [r.short or r.result.method for r in rows],
             images,
             labels,
+            caption=_legend(rows),
         )
     if out["curves"]:
-        _plot_curves(out_dir / "iterations.png", out["curves"])
+        _plot_curves(out_dir / "iterations.png",
+                     {short.get(name, name): pts for name, pts in out["curves"].items()})
     return table
+
+
+def _legend(rows: Sequence[Row]) -> list[str]:
+    """One line per figure column whose short name hides details: "short: row name [checkpoint]"."""
+    lines = []
+    for r in rows:
+        full = r.result.method
+        if "checkpoint" in r.info:
+            full += f" [{r.info['checkpoint']}]"
+        if r.short and r.short != full:
+            lines.append(f"{r.short}: {full}")
+    return lines
 
 
 def _plot_curves(path: Path, curves: dict[str, list[dict[str, float]]]) -> None:
@@ -443,5 +569,5 @@ def _plot_curves(path: Path, curves: dict[str, list[dict[str, float]]]) -> None:
     ax.set_xlabel("test-time fixed-point iterations")
     ax.set_ylabel("PSNR (dB)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     save_figure(fig, path)

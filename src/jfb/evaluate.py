@@ -12,12 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from jfb.metrics import psnr, ssim
+
+if TYPE_CHECKING:
+    from jfb.progress import ProgressBar
 
 Method = Callable[[torch.Tensor], torch.Tensor]
 
@@ -68,6 +71,7 @@ def evaluate(
     keep: int = 0,
     contraction: bool = False,
     contraction_iters: int = 10,
+    progress: ProgressBar | None = None,
 ) -> EvalResult:
     """Run ``method`` on every (x, y) pair; ``keep`` first reconstructions are returned too.
 
@@ -75,7 +79,8 @@ def evaluate(
     ``last_stats`` give per-image solver iterations) or any callable y -> x_hat.
     ``contraction=True`` (implicit models only: a ``contraction(x*, y)`` method) also measures
     ||J_T(x*)||_2 per image with ``contraction_iters`` power iterations from a seeded start;
-    this time is not counted in ``seconds``.
+    this time is not counted in ``seconds``. ``progress`` (a :func:`jfb.progress.progress_bar`)
+    advances by the images of each batch and shows the mean PSNR so far.
     """
     if contraction and not callable(getattr(method, "contraction", None)):
         raise ValueError(
@@ -112,6 +117,8 @@ def evaluate(
                 iters.append(stats.iterations.cpu())
             for img in x_hat[: max(0, keep - len(examples))]:
                 examples.append(img.cpu())
+            if progress is not None:
+                progress.update(int(x.shape[0]), psnr=float(torch.cat(psnrs).mean()))
     if not psnrs:
         raise ValueError("the evaluation set is empty")
     return EvalResult(

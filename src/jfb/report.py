@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,15 +34,34 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def save_figure(fig, path: str | os.PathLike[str], *, title: str | None = None) -> None:
-    """Give ``fig`` its title and tight layout, write it as PNG atomically, and close it."""
+    """Give ``fig`` its title and tight layout, write it as PNG atomically, and close it. The
+    saved image grows to hold what lies outside the axes (legends, captions)."""
     import matplotlib.pyplot as plt
 
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    outside = [ax.get_legend() for ax in fig.axes
+               if ax.get_legend() is not None and not ax.get_legend().get_in_layout()]
+    fig.tight_layout()  # without the legends of legend_outside: the axes keep their size
+    for legend in outside:
+        legend.set_in_layout(True)  # ... and the saved image grows to hold them
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
+
+
+def legend_outside(ax, **kwargs: Any) -> None:
+    """The legend of ``ax`` to the right of its axes, where it hides no curve and no label.
+    It stays out of :func:`save_figure`'s layout (the axes keep their size), and the saved image
+    widens to hold it."""
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                       **{"fontsize": 8, **kwargs})
+    legend.set_in_layout(False)
+
+
+def _wrap(text: str, width: int) -> str:
+    """``text`` on lines of at most ``width`` characters, broken at spaces."""
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) or text
 
 
 def _to_hwc(img: torch.Tensor):
@@ -58,10 +78,12 @@ def figure_grid(
     labels: Sequence[Sequence[str]] | None = None,
     *,
     title: str | None = None,
+    caption: Sequence[str] = (),
 ) -> None:
     """Save a grid: one row per example, one column per method; ``labels`` under each panel.
 
-    ``images[r][c]`` is a (C, H, W) tensor in [0, 1]; ``labels[r][c]`` e.g. "31.2 dB".
+    ``images[r][c]`` is a (C, H, W) tensor in [0, 1]; ``labels[r][c]`` e.g. "31.2 dB". Column
+    titles wrap to the panel width; ``caption`` lines (e.g. "short name: full name") go below.
     """
     import matplotlib
 
@@ -78,9 +100,13 @@ def figure_grid(
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(columns[c], fontsize=10)
+                ax.set_title(_wrap(columns[c], 22), fontsize=10)
             if labels is not None and labels[r][c]:
                 ax.set_xlabel(labels[r][c], fontsize=9)
+    if caption:
+        width = max(40, int(16 * 2.4 * n_cols))  # characters of 8-point text across the figure
+        text = "\n".join(_wrap(line, width) for line in caption)
+        fig.text(0.01, 0.0, text, ha="left", va="top", fontsize=8)
     save_figure(fig, path, title=title)
 
 
