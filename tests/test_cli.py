@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -335,3 +336,89 @@ def test_compute_commands_tune_the_cpu_allocator_unless_told_not_to(monkeypatch,
     main(["eval", missing])
     assert calls == [1]
     capsys.readouterr()
+
+
+class FakeTTY(io.StringIO):
+    """A stderr that says it is a terminal, so that progress bars draw on it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_every_compute_command_takes_threads_and_quiet(capsys):
+    from jfb.cli import build_parser
+
+    parser = build_parser()
+    required = {
+        "demo": [], "train": [], "eval": ["c.safetensors"], "compare": ["--methods", "tv",
+                                                                       "--out", "o"],
+        "restore": ["y.png", "-o", "x.png"], "deblur": ["y.png", "-o", "x.png"],
+        "degrade": ["x.png", "-o", "y.png", "--task", "demo"],
+    }
+    for command, args in required.items():
+        ns = parser.parse_args([command, *args, "--threads", "3", "--quiet"])
+        assert (ns.threads, ns.quiet) == (3, True), command
+        assert parser.parse_args([command, *args]).threads is None, command
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["eval", "c.safetensors", "--threads", bad])
+        assert "expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_threads_are_set_before_the_command_runs(monkeypatch, capsys):
+    import jfb.cli
+
+    events = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: events.append(("threads", n)))
+    monkeypatch.setitem(jfb.cli.COMMANDS, "degrade", lambda args: events.append("work") or 0)
+    assert main(["degrade", "x.png", "-o", "y.png", "--task", "demo", "--threads", "2"]) == 0
+    assert events == [("threads", 2), "work"]
+    events.clear()
+    assert main(["degrade", "x.png", "-o", "y.png", "--task", "demo"]) == 0
+    assert events == ["work"]  # torch's default is left alone
+
+
+def test_eval_and_train_show_progress_on_a_terminal_unless_quiet(trained, monkeypatch, tmp_path,
+                                                                 capsys):
+    ckpt = str(trained / "best.safetensors")
+    argv = ["eval", ckpt, "--max-images", "2", "--out", str(tmp_path / "ev"), "--device", "cpu"]
+    monkeypatch.setenv("COLUMNS", "200")  # the line is cut to the terminal's width
+    monkeypatch.setattr(sys, "stderr", FakeTTY())
+    assert main(argv) == 0
+    shown = sys.stderr.getvalue()
+    assert "image 2/2" in shown and "done in" in shown and "psnr" in shown
+    monkeypatch.setattr(sys, "stderr", FakeTTY())
+    assert main([*argv, "--quiet"]) == 0
+    assert sys.stderr.getvalue() == ""
+    monkeypatch.setattr(sys, "stderr", FakeTTY())
+    assert main(["train", *TINY, "--out", str(tmp_path / "t")]) == 0
+    shown = sys.stderr.getvalue()
+    assert "\r" in shown and "ETA" in shown and "step 4/4" in shown
+    capsys.readouterr()
+
+
+def test_compare_refuses_a_method_that_cannot_run_before_any_work(monkeypatch, capsys, tmp_path):
+    """Wiener needs a circular blur: on a zero-padded blur it is refused, naming it, before
+    Tikhonov (listed first) is tuned or anything is evaluated."""
+    import jfb.compare
+    from jfb.compare import compare, prepare_methods
+    from jfb.errors import ConfigError
+    from jfb.tasks import parse_task
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before every method was checked")
+
+    monkeypatch.setattr(jfb.compare, "evaluate", no_work)
+    monkeypatch.setattr(jfb.compare, "tune_weight", no_work)
+    spec = ("op=blur,kernel=gaussian:5:1.0,padding={},noise=0.01,"
+            "train=natural:patches:32,val=natural:crops:32,name=b")
+    task = parse_task(spec.format("zeros"))
+    with pytest.raises(ConfigError, match=r"method 'wiener' cannot run on task b .*circular"):
+        compare(task, ["input", "tikhonov", "wiener"], max_images=1)
+    code, _, err = run(["compare", "--task", spec.format("zeros"), "--methods",
+                        "tikhonov,wiener", "--max-images", "1", "--out", str(tmp_path)], capsys)
+    assert_one_line_error(code, err, "'wiener'", "circular")
+    circular = parse_task(spec.format("circular"))
+    ready = prepare_methods(circular, ["input", "tikhonov", "wiener", "wiener"],
+                            circular.operator(), (3, 32, 32))
+    assert [m.short for m in ready] == ["blurred y", "tikhonov", "wiener", "wiener #2"]

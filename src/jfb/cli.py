@@ -22,6 +22,28 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
 
+def _add_compute_options(p: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--quiet``, which every command that computes takes (``main`` applies
+    them: :func:`_set_threads`, :func:`jfb.progress.silenced`)."""
+    p.add_argument(
+        "--threads", type=_positive_int, metavar="N",
+        help="CPU threads of torch's operations (default: torch's own, about one per core)",
+    )
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress display (progress goes to stderr, on a terminal only)")
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (``--threads``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _add_restore_options(p: argparse.ArgumentParser) -> None:
     """The options `restore` and `deblur` share (see ``_restore_kwargs``)."""
     p.add_argument("--max-iter", type=int, help="fixed-point iteration budget")
@@ -101,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.steps=50 (repeatable)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_compute_options(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -123,10 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue exactly from OUT/last.safetensors"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument(
         "--print-config", action="store_true", help="print the resolved config as TOML and exit"
     )
+    _add_compute_options(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -163,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DE-ADMM models: scale the learned rho by (task noise / training noise)^2, "
         "plug-and-play's rule, for a --task noisier or cleaner than the training one",
     )
+    _add_compute_options(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -217,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="task name or spec")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    _add_compute_options(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -254,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--out", required=True, help="output folder")
+    _add_compute_options(p)
     _add_common(p)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
@@ -278,8 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     debug = bool(getattr(args, "debug", False)) or "--debug" in argv
     _tune_cpu_malloc(args)
+    from jfb.progress import silenced
+
     try:
-        return int(COMMANDS[args.command](args) or 0)
+        _set_threads(args)
+        with silenced(getattr(args, "quiet", False)):
+            return int(COMMANDS[args.command](args) or 0)
     except KeyboardInterrupt:
         print("jfb: interrupted", file=sys.stderr)
         return 130
@@ -317,6 +346,16 @@ def _tune_cpu_malloc(args: argparse.Namespace) -> None:
 
     if getattr(args, "device", None) == "cpu" or not torch.cuda.is_available():
         cpu_malloc.tune_cpu_malloc()
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """``--threads N``: torch's intra-op threads, before any work (torch keeps its own default
+    otherwise). Inter-op threads are left alone: eager models do not use them, and torch
+    refuses to change them once any parallel work has run in the process."""
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 # --------------------------------------------------------------------------------- commands
@@ -367,6 +406,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from jfb.errors import ConfigError
     from jfb.evaluate import evaluate
     from jfb.pipeline import EVAL_SEED, adapt_noise, load_model
+    from jfb.progress import progress_bar
     from jfb.report import figure_grid, markdown_table, write_json
     from jfb.tasks import get_task
     from jfb.train.trainer import resolve_device
@@ -391,15 +431,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--contraction needs an implicit model; {source} holds a "
                           f"{type(model).__name__}")
     pairs = task.val_pairs(seed=EVAL_SEED, limit=args.max_images)
-    res = evaluate(
-        model,
-        pairs,
-        name=source.stem,
-        batch_size=args.batch_size,
-        device=device,
-        keep=4,
-        contraction=args.contraction,
-    )
+    with progress_bar(len(pairs), f"eval {source.name} on {task.name}", unit="image") as bar:
+        res = evaluate(
+            model,
+            pairs,
+            name=source.stem,
+            batch_size=args.batch_size,
+            device=device,
+            keep=4,
+            contraction=args.contraction,
+            progress=bar,
+        )
     row = res.summary()
     row.update(
         task=task.name,
@@ -505,6 +547,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         device=device,
         iteration_budgets=budgets,
         adapt_rho=args.adapt_noise,
+        progress=not args.quiet,
     )
     table = write_comparison(
         out,
