@@ -244,7 +244,7 @@ def test_palette_png_with_and_without_transparency(tmp_path: Path) -> None:
     assert (photo.source_mode, photo.bits, photo.alpha) == ("P", 8, None)
     assert photo.pixels.shape == (3, 8, 9)
     assert np.array_equal(np.round(_hwc(photo.pixels) * 255), np.asarray(pal.convert("RGB")))
-    assert any(f"palette image ({used} colours)" in n and "--noise auto" in n
+    assert any(f"palette image ({used} colours)" in n and "dithering" in n
                for n in photo.notes)
 
     trns = bytes([0, 128] + [255] * 14)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -14,14 +15,32 @@ import torch
 
 from jfb.atomic import atomic_path
 from jfb.config import Config
-from jfb.data import load_image, save_image
-from jfb.errors import DataError
-from jfb.physics import Blur, Downsample, Identity, LinearOperator, Mask, estimate_noise_std
+from jfb.data import (
+    IMAGE_SUFFIXES,
+    load_image,
+    output_notes,
+    read_photo,
+    resolve_output,
+    save_image,
+    write_photo,
+)
+from jfb.diagnose import trust_warnings
+from jfb.errors import DataError, TrustWarning
+from jfb.physics import (
+    Blur,
+    Downsample,
+    Identity,
+    LinearOperator,
+    Mask,
+    estimate_noise_std,
+    quantisation_step,
+)
 from jfb.physics.compose import Composed
 from jfb.physics.mask import _MaskBase
-from jfb.pipeline import CHANNELS, adapt_noise, load_model
+from jfb.pipeline import CHANNELS, adapt_noise, load_model, replace_blur
+from jfb.progress import progress_bar
 from jfb.restore import operator_reach, plan_tiles, restore_tiled, tile_for_budget
-from jfb.tasks import Task
+from jfb.tasks import Task, get_task
 
 #: The shipped default model (trained by the project; see its model card beside it).
 DEFAULT_MODEL = "default.safetensors"
@@ -56,15 +75,6 @@ def load_measurement(path: str | os.PathLike[str]) -> torch.Tensor:
     return t[None] if t.dim() == 2 else t
 
 
-def _check_output(src: Path, dst: Path, force: bool) -> None:
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise DataError(f"output {dst} is the input file: choose another name")
-    if dst.exists() and not force:
-        raise DataError(f"output {dst} exists: pass --force to overwrite it")
-    if dst.parent.exists() and not os.access(dst.parent, os.W_OK):
-        raise DataError(f"output folder {dst.parent} is not writable")
-
-
 @contextlib.contextmanager
 def _operator(model: torch.nn.Module, op: LinearOperator) -> Iterator[None]:
     """Let ``model`` use ``op`` inside the block."""
@@ -76,9 +86,13 @@ def _operator(model: torch.nn.Module, op: LinearOperator) -> Iterator[None]:
         model.op = saved
 
 
+#: The smallest noise std ``noise="auto"`` gives a model (a clean, smooth image reads 0, which
+#: would switch the prior off).
+NOISE_FLOOR = 1e-3
+
 #: Context pixels each tile gets beyond its core, on every side inside the image: wider than
 #: the distance over which a tile border still changes the solve (docs/RESULTS.md, "real photos").
-DEFAULT_MARGIN = 32
+DEFAULT_MARGIN = 48
 
 
 def memory_per_pixel(model: torch.nn.Module) -> float:
@@ -132,38 +146,30 @@ def restore_tensor(
     tile: int | None = None,
     margin: int = DEFAULT_MARGIN,
     report: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """x_hat for the measurement y (C, H, W), C = 1 or 3, with a model loaded by
     :func:`jfb.pipeline.load_model` (trained under ``cfg``); returns (C, H, W) in [0, 1].
 
     ``noise``, the input's noise std, re-balances a DE-ADMM model (:func:`adapt_noise`);
-    ``"auto"`` estimates it (blur and denoising only). ``mask`` (1, H, W), nonzero = observed,
-    gives an inpainting model the pixels actually missing. Blur, denoising, super-resolution and
-    given masks are solved on the whole image when its working memory
-    (:func:`memory_per_pixel`) fits ``max_memory`` bytes (default: half the free memory), else in
-    tiles (:func:`jfb.restore.restore_tiled`) of ``tile`` pixels (default: the largest that fits)
-    with ``margin`` pixels of context, whose borders assume nothing about the outside. Masks with
-    a fixed pattern and tomography take the whole measurement. One-channel measurements are
-    replicated to RGB for the model and the result is averaged back.
+    ``"auto"`` estimates it (:func:`jfb.physics.estimate_noise_std` through the model's blur,
+    with the rounding of 8- and 16-bit values taken out; blur and denoising only).
+    ``mask`` (1, H, W), nonzero = observed, gives an inpainting model the pixels actually
+    missing. Blur, denoising, super-resolution and given masks are solved on the whole image
+    when its working memory (:func:`memory_per_pixel`) fits ``max_memory`` bytes (default: half
+    the free memory), else in tiles (:func:`jfb.restore.restore_tiled`) of ``tile`` pixels
+    (default: the largest that fits) with ``margin`` pixels of context, whose borders assume
+    nothing about the outside. Masks with a fixed pattern and tomography take the whole
+    measurement. One-channel measurements are replicated to RGB for the model and the result is
+    averaged back. ``report`` receives one-line notes; ``warn`` one-line warnings that the result
+    may not be trusted (:func:`jfb.diagnose.trust_warnings`; default: Python warnings of
+    category :class:`jfb.errors.TrustWarning`); ``progress`` shows a progress bar.
     """
     if y.dim() != 3 or y.shape[0] not in (1, CHANNELS):
         raise DataError(f"expected a (1 or {CHANNELS}, H, W) measurement, got {tuple(y.shape)}")
     dev = next(iter(model.parameters())).device
     op = model.op
-    if noise == "auto":
-        if not isinstance(op, (Blur, Identity)):
-            raise DataError(f"--noise auto estimates the noise of blurred or noisy images; this "
-                            f"model measures with {type(op).__name__}: give the value")
-        noise = float(estimate_noise_std(y[None])[0])
-        if report is not None:
-            report(f"estimated noise std: {noise:.4g}")
-    if noise is not None:
-        if isinstance(noise, str):
-            raise DataError(f"noise must be a number or 'auto', got {noise!r}")
-        adapt_noise(model, cfg, noise)
-    grey = y.shape[0] == 1
-    y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)
     if mask is not None and not isinstance(op, _MaskBase):
         raise DataError(f"--mask applies to inpainting models; this one measures with "
                         f"{type(op).__name__}")
@@ -172,45 +178,123 @@ def restore_tensor(
                         f"{y.shape[-1]}x{y.shape[-2]}")
     if isinstance(op, Blur) and op.padding == "valid":
         raise DataError("padding 'valid' changes the image size; use zeros, circular or reflect")
-    if mask is None and not tileable(op):
-        try:
-            op.image_shape((1, *y.shape))
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
-        return _finish(model(y[None])[0], grey)
-    if min(y.shape[-2:]) < 8:
-        raise DataError(f"the input is too small ({y.shape[-1]}x{y.shape[-2]} pixels)")
-    observed = None if mask is None else (mask.reshape(1, 1, *y.shape[-2:]) != 0).to(y)
-    scale = 1 if mask is not None else _scale_of(op, y)
-    budget = default_memory_budget(dev) if max_memory is None else max_memory
+    step = quantisation_step(y)
+    told = noise is not None
+    with _noise_setting_kept(model):
+        sigma = _noise_level(model, cfg, y, noise, step, report)
+        grey = y.shape[0] == 1
+        y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)[None]
+        observed = None if mask is None else (mask.reshape(1, 1, *y.shape[-2:]) != 0).to(y)
+        if observed is None and not tileable(op):
+            try:
+                op.image_shape(y.shape)
+            except ValueError as exc:
+                raise DataError(str(exc)) from None
+            x, reach = model(y), 0
+        else:
+            if min(y.shape[-2:]) < 8:
+                raise DataError(f"the input is too small ({y.shape[-1]}x{y.shape[-2]} pixels)")
+            scale = 1 if observed is not None else _scale_of(op, y[0])
+            reach = operator_reach(op.A, scale=scale) if observed is None else 0
+            x = _solve_in_pieces(model, y, observed, scale=scale, guard=reach, tile=tile,
+                                 margin=margin, max_memory=max_memory, report=report,
+                                 progress=progress)
+        x = x.clamp(0, 1)
+        measured = op if observed is None else Mask(observed)
+        for line in trust_warnings(measured, x, y, sigma=sigma, step=step, border=reach,
+                                   noise_told=told, can_adapt=_can_adapt(model)):
+            if warn is not None:
+                warn(line)
+            else:
+                warnings.warn(line, TrustWarning, stacklevel=3)
+        x = x[0].cpu()
+        return x.mean(dim=0, keepdim=True) if grey else x
+
+
+@contextlib.contextmanager
+def _noise_setting_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Put back a DE-ADMM model's noise setting (``rho_factor``) after the block, so a noise
+    level given for one image does not stick to the model."""
+    saved = getattr(model, "rho_factor", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            model.rho_factor = saved
+
+
+def _can_adapt(model: torch.nn.Module) -> bool:
+    return callable(getattr(model, "adapt_noise", None))
+
+
+def _noise_level(model: torch.nn.Module, cfg: Config, y: torch.Tensor,
+                 noise: float | str | None, step: float,
+                 report: Callable[[str], None] | None) -> float:
+    """The noise std the model is to assume: ``noise``, estimated for ``"auto"``, else the one it
+    was trained at; a DE-ADMM model is told a given or estimated level (:func:`adapt_noise`)."""
+    op = model.op
+    if noise == "auto":
+        if not isinstance(op, (Blur, Identity)):
+            raise DataError(f"--noise auto estimates the noise of blurred or noisy images; this "
+                            f"model measures with {type(op).__name__}: give the value")
+        kernel = op.kernel if isinstance(op, Blur) else None
+        noise = max(float(estimate_noise_std(y[None], kernel, step)[0]), NOISE_FLOOR)
+        if report is not None:
+            rounding = {1 / 255: " (8-bit rounding taken out)",
+                        1 / 65535: " (16-bit rounding taken out)"}.get(step, "")
+            report(f"estimated noise std: {noise:.4g}{rounding}")
+    if noise is None:
+        return get_task(cfg.task).noise_sigma
+    if isinstance(noise, str):
+        raise DataError(f"noise must be a number or 'auto', got {noise!r}")
+    adapt_noise(model, cfg, noise)
+    return float(noise)
+
+
+def _solve_in_pieces(
+    model: torch.nn.Module,
+    y: torch.Tensor,
+    observed: torch.Tensor | None,
+    *,
+    scale: int,
+    guard: int,
+    tile: int | None,
+    margin: int,
+    max_memory: float | None,
+    report: Callable[[str], None] | None,
+    progress: bool,
+) -> torch.Tensor:
+    """The model's x_hat of y (1, C, H, W) (a tileable operator, or a mask ``observed``), on
+    the whole image when it fits the memory budget, else in tiles (see :func:`restore_tensor`)."""
+    op = model.op
     if tile is None:
+        budget = default_memory_budget(y.device) if max_memory is None else max_memory
         try:
             tile = tile_for_budget(*y.shape[-2:], bytes_per_pixel=memory_per_pixel(model),
                                    budget=budget, margin=margin, scale=scale)
         except ValueError as exc:
             raise DataError(str(exc)) from None
     if tile is None or tile >= max(y.shape[-2:]):  # the whole image at once
-        if observed is None:
-            return _finish(model(y[None])[0], grey)
-        with _operator(model, Mask(observed)):
-            return _finish(model(y[None] * observed)[0], grey)
-    guard = operator_reach(op.A, scale=scale) if observed is None else 0
+        with progress_bar(1, "restoring the whole image", unit="image", enabled=progress) as bar:
+            if observed is None:
+                x = model(y)
+            else:
+                with _operator(model, Mask(observed)):
+                    x = model(y * observed)
+            bar.update()
+        return x
 
     def solve(tiles: torch.Tensor, window: torch.Tensor, masks: torch.Tensor | None):
         inner = op if masks is None else Mask(masks)
         with _operator(model, Composed(Mask(window), inner)):
             return model(tiles if masks is None else tiles * masks)
 
-    boxes = len(plan_tiles(*y.shape[-2:], tile, margin))
+    n = len(plan_tiles(*y.shape[-2:], tile, margin))
     if report is not None:
-        report(f"restoring in {boxes} tiles of up to {tile}x{tile} pixels (+{margin} of context)")
-    x = restore_tiled(solve, y, tile=tile, margin=margin, guard=guard, aux=observed)
-    return _finish(x, grey)
-
-
-def _finish(x: torch.Tensor, grey: bool) -> torch.Tensor:
-    x = x.clamp(0, 1).cpu()
-    return x.mean(dim=0, keepdim=True) if grey else x
+        report(f"restoring in {n} tiles of up to {tile}x{tile} pixels (+{margin} of context)")
+    with progress_bar(n, "restoring", unit="tile", enabled=progress) as bar:
+        return restore_tiled(solve, y, tile=tile, margin=margin, guard=guard, aux=observed,
+                             on_tile=bar.update)
 
 
 def restore_file(
@@ -228,21 +312,35 @@ def restore_file(
     device: str = "auto",
     force: bool = False,
     report: Callable[[str], None] | None = None,
-) -> torch.Tensor:
+    warn: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> Path:
     """Read the measurement ``input_path``, reconstruct the image (:func:`restore_tensor`), write
-    ``output_path`` atomically (format by suffix).
+    it atomically and return the path written.
 
-    The forward model is the checkpoint task's operator, or ``op`` (the models are
-    physics-aware: their map uses A explicitly), which may be a function of the checkpoint's
-    task (see :func:`jfb.pipeline.load_model`). ``mask`` is an image or .npy of the input's
-    size, nonzero = observed. Refuses to overwrite an existing file without ``force``, and never
-    overwrites the input.
+    The output path is checked before any work (:func:`jfb.data.resolve_output`: a name without
+    a suffix takes the input's; never the input itself; an existing file only with ``force``).
+    The result keeps the input file's bit depth, grey or colour, alpha plane (untouched) and
+    colour profile where the output format can hold them (:func:`jfb.data.write_photo`); a
+    ``.npy`` measurement gives an 8-bit image. The forward model is the checkpoint task's
+    operator, or ``op`` (the models are physics-aware: their map uses A explicitly), which may be
+    a function of the checkpoint's task (see :func:`jfb.pipeline.load_model`). ``mask`` is an
+    image or .npy of the input's size, nonzero = observed. A palette image restored without
+    ``noise`` gets ``noise="auto"``: its colour quantisation (and dithering) is noise that the
+    model was not trained for. ``report``, ``warn`` and ``progress`` as for
+    :func:`restore_tensor`.
     """
     from jfb.train.trainer import resolve_device
 
-    src, dst = Path(input_path), Path(output_path)
-    _check_output(src, dst, force)
-    y = load_measurement(src)
+    say = report if report is not None else (lambda _msg: None)
+    src = Path(input_path)
+    dst = resolve_output(src, output_path, force=force)
+    if dst != Path(output_path):
+        say(f"writing {dst}")
+    photo = None if src.suffix.lower() == ".npy" else read_photo(src)
+    for note in (photo.notes if photo is not None else ()) + output_notes(photo, dst):
+        say(f"{src.name}: {note}")
+    y = photo.pixels if photo is not None else load_measurement(src)
     if y.shape[0] not in (1, CHANNELS):
         raise DataError(f"{src}: expected 1 or {CHANNELS} channels, got {y.shape[0]}")
     observed = None
@@ -250,13 +348,21 @@ def restore_file(
         observed = (load_measurement(mask).abs().sum(dim=0, keepdim=True) > 0).float()
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     model, cfg, _ = load_model(ckpt, device=resolve_device(device), eval_max_iter=max_iter, op=op)
+    if (noise is None and photo is not None and photo.source_mode.startswith("P")
+            and isinstance(model.op, (Blur, Identity)) and callable(getattr(model, "adapt_noise",
+                                                                             None))):
+        noise = "auto"
+        say(f"{src.name}: a palette image: estimating its noise (pass --noise to set it)")
     try:
         x = restore_tensor(model, cfg, y, noise=noise, mask=observed, max_memory=max_memory,
-                           tile=tile, margin=margin, report=report)
+                           tile=tile, margin=margin, report=report, warn=warn,
+                           progress=progress)
     except DataError as exc:
         raise DataError(f"{src}: {exc}") from None
-    save_image(x, dst)
-    return x
+    written = write_photo(x, dst, like=photo)
+    for note in written[len(output_notes(photo, dst)):]:
+        say(f"{dst.name}: {note}")
+    return dst
 
 
 def deblur_file(
@@ -267,17 +373,10 @@ def deblur_file(
     kernel: str | None = None,
     padding: str | None = None,
     **kwargs,
-) -> torch.Tensor:
+) -> Path:
     """:func:`restore_file` for blur models; ``kernel``/``padding`` replace the checkpoint
-    task's blur (see ``jfb.tasks`` for kernel specs)."""
-
-    def blur_for(base: Task) -> LinearOperator:
-        if base.op_kind != "blur":
-            raise DataError(f"--kernel/--padding apply to blur models; this one is op={base.op}")
-        return Task("custom", kernel=kernel or base.kernel, noise_sigma=0.0,
-                    padding=padding or base.padding).operator()
-
-    op = blur_for if kernel is not None or padding is not None else None
+    task's blur (:func:`jfb.pipeline.replace_blur`; see ``jfb.tasks`` for kernel specs)."""
+    op = replace_blur(kernel, padding) if kernel is not None or padding is not None else None
     return restore_file(input_path, output_path, checkpoint=checkpoint, op=op, **kwargs)
 
 
@@ -288,22 +387,24 @@ def degrade_file(
     *,
     seed: int = 0,
     force: bool = False,
-) -> torch.Tensor:
+) -> Path:
     """Write y = A x + n for the clean image ``input_path`` under ``task`` (noise seeded by
-    ``seed``): an image file when y is image-like (same-size operators, super-resolution; values
-    clamped to [0, 1] by the format), a ``.npy`` array otherwise (tomography), which the output
-    suffix must then be."""
-    src, dst = Path(input_path), Path(output_path)
-    _check_output(src, dst, force)
+    ``seed``) and return the path written (checked first as :func:`restore_file` does): an
+    image file when y is image-like (same-size operators, super-resolution; values clamped to
+    [0, 1] by the format), a ``.npy`` array otherwise (tomography), which the output suffix
+    must then be."""
+    src = Path(input_path)
+    image_like = task.op_kind != "radon"
+    if not image_like and Path(output_path).suffix.lower() not in ("", ".npy"):
+        raise DataError(f"op={task.op} measures sinograms, not images: write a .npy file")
+    dst = resolve_output(src, output_path, force=force,
+                         suffixes=(*IMAGE_SUFFIXES, ".npy") if image_like else (".npy",))
     x = load_image(src, mode="rgb")
     op = task.operator()
     try:
         op.out_shape((1, *x.shape))
     except ValueError as exc:
         raise DataError(f"{src} cannot be measured by {task.name}: {exc}") from None
-    image_like = task.op_kind != "radon"
-    if not image_like and dst.suffix.lower() != ".npy":
-        raise DataError(f"op={task.op} measures sinograms, not images: write a .npy file")
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         y = task.noise()(op.A(x[None]), generator=gen)[0]
@@ -312,4 +413,4 @@ def degrade_file(
             np.save(tmp, y.numpy())
     else:
         save_image(y, dst)
-    return y
+    return dst

@@ -21,3 +21,8 @@ class CheckpointError(JFBError, ValueError):
 
 class SolverError(JFBError, RuntimeError):
     """A fixed-point solve did not converge or produced NaN/Inf (when asked to raise)."""
+
+
+class TrustWarning(UserWarning):
+    """A result that should not be trusted as it is: its data misfit or the input's noise is far
+    from what the model assumes (see :mod:`jfb.diagnose`)."""

@@ -279,7 +279,7 @@ def _palette_samples(im: Image.Image) -> tuple[np.ndarray, bool, str]:
     if np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 1], arr[:, :, 2]):
         arr = arr[:, :, [0, 3]] if alpha else arr[:, :, :1]
     note = (f"palette image ({colours} colours): its colours are quantised, and dithering "
-            "adds noise; consider --noise auto")
+            "adds noise")
     return arr, alpha, note
 
 

@@ -6,7 +6,7 @@ from jfb.physics.base import Identity, LinearOperator
 from jfb.physics.blur import Blur
 from jfb.physics.downsample import Downsample
 from jfb.physics.mask import BoxMask, Mask, RandomMask
-from jfb.physics.noise import GaussianNoise, estimate_noise_std
+from jfb.physics.noise import GaussianNoise, estimate_noise_std, quantisation_step
 
 __all__ = [
     "Blur",
@@ -19,4 +19,5 @@ __all__ = [
     "RandomMask",
     "estimate_noise_std",
     "kernels",
+    "quantisation_step",
 ]
