@@ -1,0 +1,141 @@
+"""`jfb demo`: every row of the table, the files, the hand-over pause and the feedforward twin,
+on a tiny version of the demo's config (`--set` overrides, through the command line)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from jfb import demo
+from jfb.cli import main
+from jfb.pipeline import build_run, load_model
+from jfb.train.trainer import Trainer
+
+TINY = [
+    "task=demo",
+    "model.net.depth=3",
+    "model.net.width=4",
+    "model.solver.max_iter=4",
+    "model.solver.eval_max_iter=4",
+    "data.batch_size=2",
+    "data.patch_size=24",
+    "data.max_val_images=2",
+    "train.steps=2",
+    "train.pretrain_steps=1",
+    "train.val_every=1",
+    "train.log_every=1",
+]
+
+
+def _sets(overrides):
+    return [arg for kv in overrides for arg in ("--set", kv)]
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(demo, "TUNE_IMAGES", 4)  # the tuning is not under test here: keep it short
+        code = main(["demo", "--out", str(out), "--quiet", *_sets(TINY)])
+    assert code == 0
+    return out
+
+
+def _results(out):
+    return json.loads((out / "results.json").read_text())
+
+
+def test_the_table_has_every_row_in_order_and_the_files_exist(demo_out):
+    res = _results(demo_out)
+    rows = res["rows"]
+    assert [r["key"] for r in rows] == list(demo.ROW_KEYS)
+    assert all(r["n_images"] == 2 for r in rows)  # data.max_val_images reached the table
+    report = (demo_out / "report.md").read_text()
+    for r in rows:
+        assert f"| {r['method']} |" in report
+    names = {r["key"]: r["method"] for r in rows}
+    assert "CelebA" in names["default"] and "feedforward" in names["feedforward"]
+    assert names["implicit"].startswith("DE-ADMM + JFB")
+    for name in ("figure.png", "curve.png", "implicit/config.json",
+                 "feedforward/config.json", f"implicit/{demo.HANDOVER}"):
+        assert (demo_out / name).is_file(), name
+
+
+def test_step_counts_follow_the_overrides_and_match_the_log(demo_out):
+    res = _results(demo_out)
+    summary = res["training"]["implicit"]
+    assert (summary["pretrain_steps"], summary["steps"]) == (1, 2)  # --set train.steps=2
+    rows = {r["key"]: r for r in res["rows"]}
+    assert rows["implicit"]["steps"] == "1 + 2" and rows["handover"]["steps"] == "1 + 0"
+    log = [json.loads(line)
+           for line in (demo_out / "implicit/metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in log if r["kind"] == "train") == 3  # the curve's last step
+    phases = [(r["step"], r["phase"]) for r in log if r["kind"] == "train"]
+    assert phases == [(1, "pretrain"), (2, "train"), (3, "train")]
+    report = (demo_out / "report.md").read_text()
+    assert "global steps 1-1 pre-train" in report and "steps 2-3" in report
+
+
+def test_the_handover_checkpoint_is_the_model_after_pretraining(demo_out):
+    _, _, info = load_model(demo_out / "implicit" / demo.HANDOVER)
+    assert info["step"] == 1
+    _, _, last = load_model(demo_out / "implicit" / "last.safetensors")
+    assert last["step"] == 3
+
+
+def test_the_twin_is_the_same_net_fed_forward_for_the_implicit_runs_seconds(demo_out):
+    res = _results(demo_out)
+    implicit_cfg = json.loads((demo_out / "implicit/config.json").read_text())
+    twin_cfg = json.loads((demo_out / "feedforward/config.json").read_text())
+    assert twin_cfg["model"]["kind"] == "feedforward"
+    assert twin_cfg["model"]["net"] == implicit_cfg["model"]["net"]
+    assert twin_cfg["train"]["pretrain_steps"] == 0
+    seconds = res["training"]["implicit"]["train_seconds"]
+    assert twin_cfg["train"]["max_minutes"] * 60 == pytest.approx(seconds, rel=1e-9)
+    rows = {r["key"]: r for r in res["rows"]}
+    assert rows["feedforward"]["params"] == rows["implicit"]["params"] - 1  # DE-ADMM adds rho
+    assert res["training"]["feedforward"]["steps"] == int(rows["feedforward"]["steps"])
+
+
+def test_twin_config_changes_the_kind_the_schedule_and_nothing_of_the_net(tmp_path):
+    cfg = demo.demo_config([*TINY, "train.init_net=x.safetensors"])
+    twin = demo.twin_config(cfg, steps=7, seconds=30.0, out_dir=tmp_path)
+    assert twin.model.kind == "feedforward" and twin.model.net == cfg.model.net
+    assert twin.model.init == cfg.model.init
+    t = twin.train
+    assert (t.steps, t.pretrain_steps, t.init_net, t.jacobian_penalty) == (7, 0, None, 0.0)
+    assert t.max_minutes == pytest.approx(0.5) and t.out_dir == tmp_path.as_posix()
+    assert t.val_every == 2  # ceil(7 / TWIN_VALIDATIONS): the last validation is the last step
+    assert demo.twin_config(cfg, steps=7, seconds=None, out_dir=tmp_path).train.max_minutes \
+        is None
+
+
+def test_the_twin_takes_as_many_steps_as_the_probe_says_fit(monkeypatch, tmp_path):
+    cfg = demo.demo_config(TINY)
+    run = build_run(cfg)
+    monkeypatch.setattr(demo, "seconds_per_step", lambda run, cfg: 10.0)
+    twin = demo.train_twin(run, cfg, 60.0, tmp_path / "ff", progress=False)
+    assert twin.summary["steps"] == 6 and twin.summary["stopped"] == "completed"
+
+
+def test_the_probe_times_a_run_of_the_twin_without_touching_the_twins_folder(tmp_path):
+    cfg = demo.demo_config([*TINY, f"train.out_dir={(tmp_path / 'ff').as_posix()}"])
+    probe = demo.twin_config(cfg, steps=3, seconds=None, out_dir=tmp_path / "ff")
+    assert demo.seconds_per_step(build_run(cfg), probe) > 0
+    assert not (tmp_path / "ff").exists()
+
+
+def test_the_handover_pause_leaves_the_training_as_it_was(tmp_path):
+    cfg = demo.demo_config([*TINY, f"train.out_dir={(tmp_path / 'paused').as_posix()}"])
+    paused = demo.train_with_handover(build_run(cfg), cfg, progress=False)
+    straight = build_run(cfg)
+    Trainer(straight.model, straight.train_pairs, straight.val_pairs, cfg,
+            out_dir=tmp_path / "straight", progress=False).fit()
+    a = load_model(paused.out_dir / "last.safetensors").model.state_dict()
+    b = load_model(tmp_path / "straight" / "last.safetensors").model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7, msg=key)
+    assert paused.summary["global_step"] == 3
