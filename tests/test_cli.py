@@ -107,6 +107,18 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["eval", str(tmp_path / "none.safetensors"), "--debug"])
 
 
+def test_a_bug_is_an_internal_error_not_the_users(monkeypatch, capsys):
+    import jfb.cli
+
+    def broken(args):
+        raise TypeError("f() got an unexpected keyword argument 'x'")
+
+    monkeypatch.setitem(jfb.cli.COMMANDS, "tasks", broken)
+    assert main(["tasks"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: TypeError" in err and "--debug" in err
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")

@@ -322,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from jfb.errors import JFBError
 
-        user_error = isinstance(exc, (JFBError, ValueError, TypeError, OSError))
+        # TypeError is a bug (a wrong call), not the user's input: it is an internal error
+        user_error = isinstance(exc, (JFBError, ValueError, OSError))
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if user_error:
             print(f"jfb {args.command}: error: {msg}", file=sys.stderr)
@@ -407,12 +408,11 @@ def _untrained_model(args: argparse.Namespace, device, other) -> tuple[Any, Any,
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from jfb.atomic import write_text
     from jfb.errors import ConfigError
     from jfb.evaluate import evaluate
     from jfb.pipeline import EVAL_SEED, adapt_noise, load_model
     from jfb.progress import progress_bar
-    from jfb.report import figure_grid, markdown_table, write_json
+    from jfb.report import write_evaluation
     from jfb.tasks import get_task
     from jfb.train.trainer import resolve_device
 
@@ -463,37 +463,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = Path(cfg.train.out_dir) / f"eval-untrained-{task.name}"
     else:
         out = source.parent / f"eval-{task.name}"
-    write_json(out / "results.json", row)
-    cols = [
-        "method",
-        "task",
-        "psnr",
-        "psnr_std",
-        "ssim",
-        "ssim_std",
-        "mean_solver_iters",
-        "infer_ms_per_image",
-        "n_images",
-    ]
-    if res.contraction is not None:
-        cols += ["contraction_mean", "contraction_max"]
-    write_text(out / "results.md", markdown_table([row], cols))
-    lines = ["index,psnr,ssim,iterations" + ("" if res.contraction is None else ",contraction")]
-    for i in range(res.n_images):
-        it = "" if res.iterations is None else int(res.iterations[i])
-        line = f"{i},{float(res.psnr[i]):.4f},{float(res.ssim[i]):.5f},{it}"
-        if res.contraction is not None:
-            line += f",{float(res.contraction[i]):.5f}"
-        lines.append(line)
-    write_text(out / "per_image.csv", "\n".join(lines) + "\n")
-    n = len(res.examples)
-    images = [[pairs[i][0], pairs[i][1], res.examples[i]] for i in range(n)]
-    labels = [["", "", f"{float(res.psnr[i]):.2f} dB"] for i in range(n)]
-    if n:
-        figure_grid(
-            out / "figure.png", ["ground truth", "measurement", "reconstruction"], images, labels
-        )
-    print(markdown_table([row], cols), end="")
+    print(write_evaluation(out, row, res, pairs), end="")
     print(f"written: {out}")
     return 0
 

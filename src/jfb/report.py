@@ -28,6 +28,44 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     return "\n".join(lines) + "\n"
 
 
+#: The columns of an evaluation's table (results.md and the terminal).
+EVAL_COLUMNS = ("method", "task", "psnr", "psnr_std", "ssim", "ssim_std", "mean_solver_iters",
+                "infer_ms_per_image", "n_images")
+
+
+def write_evaluation(out: str | os.PathLike[str], row: dict[str, Any], result: Any,
+                     pairs: Any) -> str:
+    """Write one method's evaluation into the folder ``out``: ``results.json`` (``row``),
+    ``results.md`` (its table), ``per_image.csv`` (PSNR, SSIM, iterations and, when measured,
+    the contraction of each image) and ``figure.png`` (ground truth / measurement /
+    reconstruction of the examples ``result`` kept, ``pairs`` the (x, y) dataset); returns the
+    table."""
+    from pathlib import Path
+
+    out = Path(out)
+    write_json(out / "results.json", row)
+    cols = list(EVAL_COLUMNS)
+    if result.contraction is not None:
+        cols += ["contraction_mean", "contraction_max"]
+    table = markdown_table([row], cols)
+    write_text(out / "results.md", table)
+    lines = ["index,psnr,ssim,iterations" + ("" if result.contraction is None else ",contraction")]
+    for i in range(result.n_images):
+        it = "" if result.iterations is None else int(result.iterations[i])
+        line = f"{i},{float(result.psnr[i]):.4f},{float(result.ssim[i]):.5f},{it}"
+        if result.contraction is not None:
+            line += f",{float(result.contraction[i]):.5f}"
+        lines.append(line)
+    write_text(out / "per_image.csv", "\n".join(lines) + "\n")
+    n = len(result.examples)
+    if n:
+        images = [[pairs[i][0], pairs[i][1], result.examples[i]] for i in range(n)]
+        labels = [["", "", f"{float(result.psnr[i]):.2f} dB"] for i in range(n)]
+        figure_grid(out / "figure.png", ["ground truth", "measurement", "reconstruction"],
+                    images, labels)
+    return table
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Pretty JSON, written atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
