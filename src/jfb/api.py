@@ -81,10 +81,13 @@ def restore_image(
     ``model`` is what :func:`load_pretrained` returns (load once, restore many); without it,
     ``checkpoint``, ``kernel`` and ``device`` are passed to :func:`load_pretrained` (a given
     model stays on its device). ``noise`` is the input's noise std, or ``"auto"`` to estimate it
-    (blur and denoising models); a DE-ADMM ``model`` keeps that setting for later calls. ``mask``
+    (blur and denoising models), for this call only (a DE-ADMM ``model`` keeps the noise level it
+    was loaded with; ``load_pretrained(noise=...)`` sets that). ``mask``
     (the image's H x W, nonzero = observed) gives an inpainting model the missing pixels;
     ``max_memory`` (bytes) bounds the working memory, beyond which the image is restored in
-    tiles; ``report`` receives one-line notes (such as the estimated noise). See
+    tiles; ``report`` receives one-line notes (such as the estimated noise). A result that should
+    not be trusted as it is (its data misfit or the input's noise far from what the model
+    assumes) comes with a :class:`jfb.errors.TrustWarning` through Python's ``warnings``. See
     :func:`jfb.deblur.restore_tensor`.
     """
     from jfb.deblur import restore_tensor
