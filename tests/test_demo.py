@@ -4,6 +4,7 @@ on a tiny version of the demo's config (`--set` overrides, through the command l
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 import torch
@@ -139,3 +140,19 @@ def test_the_handover_pause_leaves_the_training_as_it_was(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7, msg=key)
     assert paused.summary["global_step"] == 3
+
+
+@pytest.mark.parametrize("stop_at", [1, 2])  # during pre-training, during the main phase
+def test_a_signal_stops_the_demo_not_just_the_run_in_progress(monkeypatch, tmp_path, stop_at):
+    class SignalledTrainer(Trainer):
+        def _train_step(self, x, y, pretrain):
+            if self.step + 1 == stop_at:
+                self._on_signal(signal.SIGTERM, None)
+            return super()._train_step(x, y, pretrain)
+
+    monkeypatch.setattr(demo, "Trainer", SignalledTrainer)
+    cfg = demo.demo_config([*TINY, f"train.out_dir={(tmp_path / 'run').as_posix()}"])
+    with pytest.raises(KeyboardInterrupt):
+        demo.train_with_handover(build_run(cfg), cfg, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        demo.train_twin(build_run(cfg), cfg, 60.0, tmp_path / "ff", progress=False)

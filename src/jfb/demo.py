@@ -167,13 +167,21 @@ def train_with_handover(run: Run, cfg: Config, *, progress: bool = True) -> Trai
     first = Trainer(run.model, run.train_pairs, run.val_pairs, cfg, out_dir=out,
                     progress=progress)
     fits = [(time.time(), 0.0)]
-    handover = first.fit(max_steps=first.pretrain_steps)
+    handover = _unless_interrupted(first.fit(max_steps=first.pretrain_steps))
     shutil.copyfile(out / LAST, out / HANDOVER)
     second = Trainer(run.model, run.train_pairs, run.val_pairs, cfg, out_dir=out,
                      progress=progress)
     fits.append((time.time(), handover["train_seconds"]))
-    summary = second.fit(resume=True)
+    summary = _unless_interrupted(second.fit(resume=True))
     return TrainedRun(out, summary, _records(out), fits)
+
+
+def _unless_interrupted(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` of a ``fit``; KeyboardInterrupt when a signal stopped it (Ctrl-C stops the
+    demo, not just the run in progress; its ``last.safetensors`` is kept)."""
+    if summary["stopped"] == "signal":
+        raise KeyboardInterrupt
+    return summary
 
 
 def twin_config(cfg: Config, *, steps: int, seconds: float | None, out_dir: str | Path) -> Config:
@@ -202,8 +210,9 @@ def seconds_per_step(run: Run, cfg: Config) -> float:
                       val_every=PROBE_STEPS, max_minutes=None)
     probe = Config.from_dict(d)
     with tempfile.TemporaryDirectory() as tmp:
-        Trainer(initial_model(probe, run.task.operator()), run.train_pairs, None, probe,
-                out_dir=tmp, progress=False).fit()
+        _unless_interrupted(Trainer(initial_model(probe, run.task.operator()),
+                                    run.train_pairs, None, probe, out_dir=tmp,
+                                    progress=False).fit())
         windows = [r for r in _records(Path(tmp)) if r["kind"] == "train"]
     ms = [r["step_ms"] + r["data_ms"] for r in windows[1:] or windows]
     return statistics.median(ms) / 1000.0
@@ -220,7 +229,7 @@ def train_twin(run: Run, cfg: Config, seconds: float, out_dir: Path, *,
     trainer = Trainer(initial_model(twin_cfg, run.task.operator()), run.train_pairs,
                       run.val_pairs, twin_cfg, out_dir=out_dir, progress=progress)
     started = time.time()
-    summary = trainer.fit()
+    summary = _unless_interrupted(trainer.fit())
     return TrainedRun(out_dir, summary, _records(out_dir), [(started, 0.0)])
 
 
