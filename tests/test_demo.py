@@ -156,3 +156,16 @@ def test_a_signal_stops_the_demo_not_just_the_run_in_progress(monkeypatch, tmp_p
         demo.train_with_handover(build_run(cfg), cfg, progress=False)
     with pytest.raises(KeyboardInterrupt):
         demo.train_twin(build_run(cfg), cfg, 60.0, tmp_path / "ff", progress=False)
+
+
+def test_report_lines_never_begin_with_a_plus_which_markdown_reads_as_a_list_item():
+    import textwrap
+
+    texts = ["a" * n + " DE-ADMM + JFB moved it" for n in range(80, 100)]
+    plus = [t for t in texts if any(line.startswith("+")
+                                    for line in textwrap.fill(t, 100).splitlines())]
+    assert plus  # plain wrapping would start a line with "+" for some of them
+    for text in texts:
+        lines = demo._fill(text).splitlines()
+        assert not any(line.lstrip().startswith("+") for line in lines)
+        assert " ".join(lines) == text and max(map(len, lines)) <= 100

@@ -426,16 +426,24 @@ def _report(run: Run, cfg: Config, rows: dict[str, dict[str, Any]],
         f"thread(s)). The {kind} run's config (`implicit/config.json`; the twin's: "
         "`feedforward/config.json`):"
     )
-    bullets = "\n".join(textwrap.fill(item, 100, initial_indent="- ", subsequent_indent="  ")
+    bullets = "\n".join(_fill(item, initial_indent="- ", subsequent_indent="  ")
                         for item in items)
     return "\n\n".join([
         "# jfb demo report",
-        textwrap.fill(intro, 100),
+        _fill(intro),
         markdown_table([rows[k] for k in ROW_KEYS], COLUMNS).rstrip("\n"),
         "What each row is:\n\n" + bullets,
         "![reconstructions](figure.png)",
-        textwrap.fill(curve, 100),
+        _fill(curve),
         "![training curve](curve.png)",
-        textwrap.fill(closing, 100),
+        _fill(closing),
         f"```toml\n{cfg.to_toml()}```",
     ]) + "\n"
+
+
+def _fill(text: str, **options: Any) -> str:
+    """``text`` wrapped to 100 columns at spaces only, and never at those of " + " (a line that
+    began with "+ " would be a Markdown list item)."""
+    glued = textwrap.fill(text.replace(" + ", "\0+\0"), 100, break_long_words=False,
+                          break_on_hyphens=False, **options)
+    return glued.replace("\0+\0", " + ")
