@@ -358,3 +358,51 @@ def test_a_task_without_training_data_round_trips(tmp_path: Path) -> None:
 def test_every_registered_task_round_trips(name: str) -> None:
     t = TASKS[name]
     assert parse_task(t.to_spec()) == t
+
+
+# ---------------------------------------------------------------------- parsed once
+def test_a_task_holds_its_specs_parsed_and_compares_by_its_fields() -> None:
+    from jfb.specs import DataSpec, KernelSpec, OpSpec
+
+    t = get_task("celeba-sr4")
+    assert t.op_spec == OpSpec("sr:4", "sr", (4, "gaussian")) and t.kernel_spec is None
+    assert t.train_spec == DataSpec("celeba128:train", "celeba128", ("train",))
+    assert t.val_spec == DataSpec("celeba128:val", "celeba128", ("val",))
+    g = get_task("celeba-gauss5")
+    assert g.kernel_spec == KernelSpec("gaussian:5:5.0", "gaussian", (5, 5.0))
+    assert parse_task(g.to_spec()) == g and hash(parse_task(g.to_spec())) == hash(g)
+    assert "op_spec" not in repr(g)
+
+
+def test_a_file_kernel_is_read_once_when_the_task_is_parsed(tmp_path: Path) -> None:
+    k = np.outer([1, 2, 1], [1, 0, 3]).astype(np.float64)
+    path = tmp_path / "k.npy"
+    np.save(path, k)
+    task = parse_task(f"kernel=file:{path},noise=0")
+    path.unlink()  # nothing reads it again: the kernel, the operator, another operator
+    first = task.kernel_tensor()
+    torch.testing.assert_close(first, torch.from_numpy(k / k.sum()).float())
+    first.zero_()  # a copy: the task's kernel is not changed through it
+    torch.testing.assert_close(task.operator().kernel, torch.from_numpy(k / k.sum()).float())
+    with pytest.raises(ConfigError, match="kernel=.*not found"):
+        parse_task(f"kernel=file:{path}")
+
+
+def test_channels_live_below_every_layer() -> None:
+    from jfb import constants, pipeline
+
+    assert pipeline.CHANNELS is constants.CHANNELS == 3
+
+
+def test_open_dataset_is_the_data_layers_and_takes_a_spec_or_its_text() -> None:
+    from jfb.data import open_dataset
+    from jfb.specs import parse_data
+    from jfb.tasks import open_dataset as from_tasks
+
+    assert from_tasks is open_dataset
+    a = open_dataset("natural:crops:32", train=False)
+    b = open_dataset(parse_data("natural:crops:32"), train=False)
+    assert len(a) == len(b) and torch.equal(a[0], b[0]) and a[0].shape == (3, 32, 32)
+    with pytest.raises(ConfigError, match="data.root"):
+        open_dataset("natural:crops:32", train=False, root="/somewhere")
+

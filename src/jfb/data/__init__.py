@@ -1,7 +1,8 @@
 """Images and datasets: file loading/saving, image folders, CelebA, built-in natural photos,
 and on-the-fly degradation ``y = noise(A x)`` with seeded evaluation noise. Photos as users
 have them (``read_photo``/``write_photo``: bit depth, alpha, palettes, orientation) and output
-paths checked before any work (``resolve_output``).
+paths checked before any work (``resolve_output``); ``open_dataset`` opens what a data spec
+names.
 
 Every dataset item is a float32 tensor ``(C, H, W)`` in ``[0, 1]`` (or a pair of them).
 """
@@ -29,6 +30,7 @@ from jfb.data.datasets import (
     resize_shorter,
 )
 from jfb.data.images import IMAGE_EXTENSIONS, load_image, save_image, to_mode
+from jfb.data.open import open_dataset
 from jfb.data.outputs import IMAGE_SUFFIXES, resolve_output
 from jfb.data.photo import Photo, output_notes, read_photo, write_photo
 
@@ -54,6 +56,7 @@ __all__ = [
     "load_image",
     "natural_crops",
     "natural_images",
+    "open_dataset",
     "output_notes",
     "read_photo",
     "resize_shorter",
