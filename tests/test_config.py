@@ -248,15 +248,17 @@ def test_dict_json_toml_round_trips(tmp_path):
 
 
 def test_model_section_schema():
-    """The plain-dict model section has the keys jfb.models.build_model reads."""
+    """The plain-dict model section has the keys jfb.models.build_model reads (the solver's
+    on_failure/record_trace/eps and IFT's memory m reach the engine from configs too)."""
     m = Config().to_dict()["model"]
     assert set(m) == {"kind", "net", "solver", "backward", "init", "eta", "eta_max", "eta_scale",
                       "rho", "cg_iters"}
     assert {"name", "depth", "width", "spectral_norm", "sn_target", "batch_norm", "residual",
             "base", "levels"} == set(m["net"])
     assert {"name", "tol", "max_iter", "eval_max_iter", "eval_tol", "m", "lam", "beta",
-            "damping", "check_every", "compact"} == set(m["solver"])
-    assert {"name", "k", "tol", "max_iter", "solver"} == set(m["backward"])
+            "damping", "check_every", "compact", "on_failure", "record_trace",
+            "eps"} == set(m["solver"])
+    assert {"name", "k", "tol", "max_iter", "solver", "m"} == set(m["backward"])
     for key in MODEL_DEFINING_KEYS:
         Config().get(key)  # every model-defining key exists
 

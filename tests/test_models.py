@@ -422,3 +422,17 @@ def test_jacobian_frobenius_is_unbiased_and_differentiable(assert_penalty_grad_m
     assert est.shape == (n,)
     assert abs(float(est.mean()) - exact) < 4 * float(est.std()) / n**0.5
     assert_penalty_grad_matches_fd(m, m.eta_raw, x1, y1)
+
+
+def test_a_unet_honours_batch_norm_and_sn_target_from_the_config():
+    from jfb.config import load_config
+    from jfb.nets import SpectralConvNorm, has_batch_norm
+
+    cfg = load_config(None, ["model.kind=feedforward", "model.net.name=unet", "model.net.base=2",
+                             "model.net.levels=1", "model.net.batch_norm=true",
+                             "model.net.sn_target=0.5"])
+    net = build_model(cfg.model, make_op().float()).net
+    assert has_batch_norm(net)
+    assert {m.target for m in net.modules() if isinstance(m, SpectralConvNorm)} == {0.5}
+    with pytest.raises(ConfigError, match="model.net.batch_norm"):
+        build_model(load_config(None, ["model.net.batch_norm=true"]).model, make_op().float())

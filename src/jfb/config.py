@@ -11,7 +11,8 @@ also accepts the strings ``"none"``/``"null"`` (case-insensitive), which is how 
 command-line override switches it off (TOML has no null): ``train.grad_clip=none``.
 
 ``Config.to_dict()`` / ``Config.from_dict()`` round-trip through plain JSON-compatible dicts (that
-form is stored in checkpoints and handed to ``jfb.models.build_model``).
+form is stored in checkpoints). ``jfb.models.build_model`` takes the typed ``ModelConfig``: the
+defaults below are the only ones a built model gets.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "SolverConfig",
     "TrainConfig",
     "apply_overrides",
+    "choices",
     "load_config",
     "parse_override_value",
 ]
@@ -100,7 +102,8 @@ class SolverConfig:
     Stop when the per-sample relative residual ||f(x)-x|| / (||f(x)|| + eps) < ``tol`` or after
     ``max_iter`` iterations; ``eval_tol``/``eval_max_iter`` (None: same as training) apply in eval
     mode. Anderson: memory ``m``, Tikhonov regularisation ``lam``, mixing ``beta``. Picard /
-    Krasnoselskii-Mann: x <- (1 - damping) x + damping f(x).
+    Krasnoselskii-Mann: x <- (1 - damping) x + damping f(x). Every other key is a keyword of
+    both ``jfb.deq`` solvers, with the same name.
     """
 
     name: Literal["anderson", "picard"] = _f("anderson", doc="solver")
@@ -114,6 +117,11 @@ class SolverConfig:
     damping: float = _f(1.0, gt=0, le=1, doc="Picard / Krasnoselskii-Mann relaxation")
     check_every: int = _f(1, ge=1, doc="test convergence every this many iterations")
     compact: bool = _f(True, doc="apply T to the unfinished samples only (solves without grad)")
+    on_failure: Literal["ignore", "warn", "raise"] = _f(
+        "ignore", doc="a sample not converged or NaN: reported in the stats, warned, or raised"
+    )
+    record_trace: bool = _f(False, doc="keep every iteration's residuals (stats.trace)")
+    eps: float = _f(1e-8, gt=0, doc="epsilon of the relative residual's denominator")
 
 
 @dataclass
@@ -121,7 +129,8 @@ class BackwardConfig:
     """How gradients pass through the fixed point (``jfb.deq.JFB/IFT/Neumann/Unrolled``).
 
     JFB: differentiate ``k`` applications of T at x*. IFT: solve (I - J^T) g = grad with
-    ``solver`` to ``tol`` / ``max_iter``. Neumann: ``k`` terms of sum_j (J^T)^j grad.
+    ``solver`` (Anderson with memory ``m``, Picard, or GMRES restarted every ``m`` steps) to
+    ``tol`` / ``max_iter``. Neumann: ``k`` terms of sum_j (J^T)^j grad.
     Unrolled: backpropagate through every forward iteration.
     """
 
@@ -132,6 +141,7 @@ class BackwardConfig:
     solver: Literal["anderson", "picard", "gmres"] = _f(
         "anderson", doc="IFT linear solver (picard = fixed-point iteration)"
     )
+    m: int = _f(10, ge=1, doc="IFT Anderson memory / GMRES restart length")
 
 
 @dataclass
@@ -159,6 +169,15 @@ class ModelConfig:
     )
     rho: float = _f(1.0, gt=0, doc="initial ADMM penalty (deadmm)")
     cg_iters: int = _f(20, ge=1, doc="CG steps per ADMM x-update (deadmm)")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """The ``model`` section from a (partial) nested dict such as
+        ``Config.to_dict()["model"]``: missing keys take the defaults above, and errors name
+        the dotted key (``model.net.depth: ...``). Raises ConfigError."""
+        model = _build(cls, data, "model.")
+        _check_model(model)
+        return model
 
 
 @dataclass
@@ -445,6 +464,15 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS_CACHE[cls]
 
 
+def choices(section: type, key: str) -> tuple[Any, ...]:
+    """The values a ``Literal`` key of a config section allows, e.g.
+    ``choices(ModelConfig, "kind")`` -> ``("degrad", "deprox", "deadmm", "feedforward")``."""
+    tp = _hints(section)[key]
+    if typing.get_origin(tp) is not Literal:
+        raise TypeError(f"{section.__name__}.{key} is not a Literal key")  # a bug of the caller
+    return typing.get_args(tp)
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     where = prefix.rstrip(".") or "config"
     if not isinstance(data, Mapping):
@@ -524,7 +552,10 @@ def _check_range(fld: dataclasses.Field, value: Any, dotted: str) -> None:
 
 
 def _check_cross_fields(cfg: Config) -> None:
-    m = cfg.model
+    _check_model(cfg.model)
+
+
+def _check_model(m: ModelConfig) -> None:
     if m.eta_max is not None and m.eta > m.eta_max:
         raise ConfigError(f"model.eta: must be <= model.eta_max ({m.eta_max}), got {m.eta}")
 

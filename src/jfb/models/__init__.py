@@ -4,7 +4,7 @@ Every model maps a measurement batch y to an image batch x_hat and keeps the sta
 last solve in ``model.last_stats`` (None for feedforward models).
 """
 
-from jfb.models.build import build_backward, build_model, build_solver
+from jfb.models.build import build_backward, build_model, build_net_of, build_solver
 from jfb.models.feedforward import Feedforward
 from jfb.models.implicit import DEADMM, DEGrad, DEProx, ImplicitModel
 from jfb.models.init import INITS, initial_estimate
@@ -18,6 +18,7 @@ __all__ = [
     "ImplicitModel",
     "build_backward",
     "build_model",
+    "build_net_of",
     "build_solver",
     "initial_estimate",
 ]

@@ -1,96 +1,119 @@
-"""Build a model from the plain-dict form of the ``model`` section of a ``jfb.config.Config``."""
+"""Build a model from the typed ``model`` section of a config (:class:`jfb.config.ModelConfig`).
+
+Every key reaches the part it configures, or the build is refused with a ConfigError naming it.
+A solver, backward or net key reaches the constructor keyword of the same name
+(``model.solver.m`` -> ``Anderson(m=...)``, ``model.backward.m`` -> ``IFT(m=...)``,
+``model.net.sn_target`` -> ``UNet(sn_target=...)``); keys of another choice (``damping`` for
+Anderson, ``base`` for DnCNN, ``rho`` for DE-GRAD, the solver of a feedforward model) do not
+apply, as the config documents. The defaults are the config's, never the constructors'.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from torch import nn
 
+from jfb.config import BackwardConfig, ModelConfig, SolverConfig, choices
+from jfb.constants import CHANNELS
 from jfb.deq import IFT, JFB, Anderson, BackwardStrategy, Neumann, Picard, Unrolled
-from jfb.deq.solvers import _SolverBase
 from jfb.errors import ConfigError
 from jfb.models.feedforward import Feedforward
 from jfb.models.implicit import DEADMM, DEGrad, DEProx
-from jfb.nets import build_net
+from jfb.nets import NETS, build_net
 from jfb.physics import LinearOperator
 
-_STEP_MODELS = {"degrad": DEGrad, "deprox": DEProx}
-KINDS = ("degrad", "deprox", "deadmm", "feedforward")
-_IFT_SOLVER_NAMES = {
-    "picard": "fixed_point",
-    "fixed_point": "fixed_point",
-    "anderson": "anderson",
-    "gmres": "gmres",
+__all__ = ["BACKWARDS", "IFT_SOLVERS", "KINDS", "SOLVERS", "build_backward", "build_model",
+           "build_net_of", "build_solver"]
+
+#: ``model.kind`` values.
+KINDS: tuple[str, ...] = choices(ModelConfig, "kind")
+#: ``model.solver.name`` -> the forward solver.
+SOLVERS: dict[str, type[Anderson] | type[Picard]] = {"anderson": Anderson, "picard": Picard}
+#: ``model.backward.name`` -> the gradient strategy.
+BACKWARDS: dict[str, type[BackwardStrategy]] = {
+    "jfb": JFB, "neumann": Neumann, "ift": IFT, "unrolled": Unrolled,
 }
+#: ``model.backward.solver`` (the names of ``model.solver.name``, plus gmres) -> the name
+#: ``jfb.deq.IFT`` gives the same linear solver.
+IFT_SOLVERS: dict[str, str] = {"anderson": "anderson", "picard": "fixed_point", "gmres": "gmres"}
+_STEP_MODELS = {"degrad": DEGrad, "deprox": DEProx}
+
+T = TypeVar("T")
 
 
-def build_solver(cfg: dict[str, Any]) -> _SolverBase:
-    """Picard or Anderson from {name, tol, max_iter, eval_tol, eval_max_iter, check_every, ...}."""
-    common = {
-        k: cfg[k]
-        for k in ("tol", "max_iter", "eval_tol", "eval_max_iter", "check_every", "compact")
-        if k in cfg
-    }
-    name = cfg.get("name", "anderson")
-    if name == "anderson":
-        return Anderson(**common, **{k: cfg[k] for k in ("m", "lam", "beta") if k in cfg})
-    if name == "picard":
-        return Picard(**common, **({"damping": cfg["damping"]} if "damping" in cfg else {}))
-    raise ConfigError(f"model.solver.name: unknown solver {name!r} (anderson, picard)")
+def build_solver(cfg: SolverConfig | Mapping[str, Any]) -> Anderson | Picard:
+    """Anderson or Picard (``cfg.name``) with every key of ``cfg`` it takes."""
+    cfg = cfg if isinstance(cfg, SolverConfig) else ModelConfig.from_dict({"solver": cfg}).solver
+    cls = SOLVERS[cfg.name]
+    return _construct("model.solver", cls, **_keywords_of(cls, cfg))
 
 
-def build_backward(cfg: dict[str, Any]) -> BackwardStrategy:
-    """JFB(k), Neumann(k), IFT(solver, tol, max_iter) or Unrolled() from the backward section."""
-    name = cfg.get("name", "jfb")
-    if name == "jfb":
-        return JFB(cfg.get("k", 1))
-    if name == "neumann":
-        return Neumann(cfg.get("k", 5))
-    if name == "ift":
-        solver = _IFT_SOLVER_NAMES.get(cfg.get("solver", "anderson"))
-        if solver is None:
-            raise ConfigError(f"model.backward.solver: unknown IFT solver {cfg.get('solver')!r}")
-        return IFT(solver=solver, tol=cfg.get("tol", 1e-6), max_iter=cfg.get("max_iter", 100))
-    if name == "unrolled":
-        return Unrolled()
-    raise ConfigError(
-        f"model.backward.name: unknown strategy {name!r} (jfb, neumann, ift, unrolled)"
-    )
+def build_backward(cfg: BackwardConfig | Mapping[str, Any]) -> BackwardStrategy:
+    """JFB(k), Neumann(k), IFT(solver, tol, max_iter, m) or Unrolled() (``cfg.name``)."""
+    if not isinstance(cfg, BackwardConfig):
+        cfg = ModelConfig.from_dict({"backward": cfg}).backward
+    cls = BACKWARDS[cfg.name]
+    options = _keywords_of(cls, cfg)
+    if "solver" in options:
+        options["solver"] = IFT_SOLVERS[options["solver"]]
+    return _construct("model.backward", cls, **options)
 
 
-def build_model(cfg: dict[str, Any], op: LinearOperator, channels: int = 3) -> nn.Module:
-    """The reconstructor described by ``cfg`` (``Config.to_dict()["model"]``) for operator ``op``.
-
-    Net keys that do not apply to the chosen architecture (``base``/``levels`` for DnCNN,
-    ``depth``/``width`` for U-Net) are ignored, as the config documents.
-    """
-    kind = cfg.get("kind", "degrad")
-    net = build_net(
-        cfg.get("net", {}).get("name", "dncnn"), **_net_kwargs(cfg.get("net", {}), channels)
-    )
-    if kind == "feedforward":
-        return Feedforward(op, net, init=cfg.get("init", "adjoint"))
-    if kind not in KINDS:
-        raise ConfigError(f"model.kind: unknown model {kind!r} ({', '.join(KINDS)})")
-    common = {
-        "solver": build_solver(cfg.get("solver", {})),
-        "backward": build_backward(cfg.get("backward", {})),
-        "init": cfg.get("init", "adjoint"),
-        "eta_scale": cfg.get("eta_scale", "none"),
-    }
-    if kind == "deadmm":
-        return DEADMM(
-            op, net, rho=cfg.get("rho", 1.0), cg_iters=cfg.get("cg_iters", 20), **common
+def build_net_of(cfg: ModelConfig, channels: int = CHANNELS) -> nn.Module:
+    """The learned net R of ``cfg.net`` for images of ``channels`` channels. BatchNorm is
+    refused (naming ``model.net.batch_norm``) in an implicit model's fixed-point map."""
+    if cfg.net.batch_norm and cfg.kind != "feedforward":
+        raise ConfigError(
+            f"model.net.batch_norm=true: BatchNorm couples the samples of a batch, and the "
+            f"fixed-point map of model.kind={cfg.kind} must act on each sample alone "
+            "(BatchNorm applies to model.kind=feedforward)"
         )
-    return _STEP_MODELS[kind](
-        op, net, eta=cfg.get("eta", 1.0), eta_max=cfg.get("eta_max", 2.0), **common
-    )
+    return build_net(cfg.net.name, in_channels=channels,
+                     **_keywords_of(NETS[cfg.net.name], cfg.net))
 
 
-def _net_kwargs(net_cfg: dict[str, Any], channels: int) -> dict[str, Any]:
-    name = net_cfg.get("name", "dncnn")
-    keys = {
-        "dncnn": ("depth", "width", "spectral_norm", "sn_target", "batch_norm", "residual"),
-        "unet": ("base", "levels", "spectral_norm", "residual"),
-    }.get(name, ())
-    return {"in_channels": channels, **{k: net_cfg[k] for k in keys if k in net_cfg}}
+def build_model(cfg: ModelConfig | Mapping[str, Any], op: LinearOperator,
+                channels: int = CHANNELS) -> nn.Module:
+    """The reconstructor ``cfg`` (a config's ``model`` section) describes, for operator ``op``.
+
+    A plain dict (``Config.to_dict()["model"]``, possibly partial) is read by
+    :meth:`ModelConfig.from_dict` first, so its missing keys take the config's defaults.
+    A value the model cannot take is a ConfigError naming the key.
+    """
+    if not isinstance(cfg, ModelConfig):
+        cfg = ModelConfig.from_dict(cfg)
+    net = build_net_of(cfg, channels)
+    if cfg.kind == "feedforward":
+        return _construct("model", Feedforward, op, net, init=cfg.init)
+    common = {
+        "solver": build_solver(cfg.solver),
+        "backward": build_backward(cfg.backward),
+        "init": cfg.init,
+        "eta_scale": cfg.eta_scale,
+    }
+    if cfg.kind == "deadmm":
+        return _construct("model", DEADMM, op, net, rho=cfg.rho, cg_iters=cfg.cg_iters, **common)
+    return _construct("model", _STEP_MODELS[cfg.kind], op, net, eta=cfg.eta,
+                      eta_max=cfg.eta_max, **common)
+
+
+def _keywords_of(cls: Callable[..., Any], section: Any) -> dict[str, Any]:
+    """The keys of config ``section`` that are keyword parameters of ``cls``, by name."""
+    params = inspect.signature(cls).parameters
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+            if f.name in params}
+
+
+def _construct(where: str, cls: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``cls(*args, **kwargs)``; a ValueError it raises becomes a ConfigError under ``where``
+    (its message names the keyword, which is the config key under ``where``)."""
+    try:
+        return cls(*args, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
