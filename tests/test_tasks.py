@@ -406,3 +406,33 @@ def test_open_dataset_is_the_data_layers_and_takes_a_spec_or_its_text() -> None:
     with pytest.raises(ConfigError, match="data.root"):
         open_dataset("natural:crops:32", train=False, root="/somewhere")
 
+
+def test_a_run_parses_its_task_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_run makes one Task; load_run (and load_model with noise=) one per checkpoint."""
+    from jfb.config import load_config
+    from jfb.pipeline import build_run, load_model, load_run
+    from jfb.tasks import task as task_module
+    from jfb.train.checkpoint import save_checkpoint
+
+    flat = tmp_path / "flat"
+    for s in ("train", "val"):
+        (flat / s).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(flat / s / f"{i}.png")
+    made = []
+    post_init = task_module.Task.__post_init__
+    monkeypatch.setattr(task_module.Task, "__post_init__",
+                        lambda self: (made.append(self.name), post_init(self))[1])
+    cfg = load_config(None, [f"task=data={flat},noise=0.01,name=mine", "model.kind=deadmm",
+                             "model.net.depth=2", "model.net.width=4"])
+    run = build_run(cfg)
+    assert made == ["mine"] and run.task.name == "mine"
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, model=run.model, step=0, config=cfg.to_dict(), rng=False)
+    made.clear()
+    loaded = load_run(path, noise=0.02)
+    assert made == ["mine"] and loaded.task == run.task
+    assert loaded.model.rho_factor == pytest.approx(4.0)
+    made.clear()
+    assert load_model(path, noise=0.02).model.rho_factor == pytest.approx(4.0)
+    assert made == ["mine"]

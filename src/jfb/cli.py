@@ -395,22 +395,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _untrained_model(args: argparse.Namespace, device, other) -> tuple[Any, Any, dict]:
-    """The model ``--config`` builds, before any training step, in eval mode on ``device``."""
+def _untrained_model(args: argparse.Namespace, device, other) -> tuple[Any, Any, dict, Any]:
+    """The model ``--config`` builds, before any training step, in eval mode on ``device``, and
+    its task, parsed once (None when ``other`` replaces it)."""
     from jfb.config import load_config
     from jfb.pipeline import initial_model, set_eval_max_iter
+    from jfb.tasks import get_task
 
     cfg = load_config(args.config, args.overrides)
-    model = initial_model(cfg, None if other is None else other.operator())
+    trained = None if other is not None else get_task(cfg.task)
+    model = initial_model(cfg, (other or trained).operator())
     if args.eval_max_iter is not None:
         set_eval_max_iter(model, args.eval_max_iter)
-    return model.to(device).eval(), cfg, {"step": 0, "config": cfg.to_dict(), "extra": {}}
+    info = {"step": 0, "config": cfg.to_dict(), "extra": {}}
+    return model.to(device).eval(), cfg, info, trained
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from jfb.errors import ConfigError
     from jfb.evaluate import evaluate
-    from jfb.pipeline import EVAL_SEED, adapt_noise, load_model
+    from jfb.pipeline import EVAL_SEED, adapt_noise, load_model, load_run
     from jfb.progress import progress_bar
     from jfb.report import write_evaluation
     from jfb.tasks import get_task
@@ -423,15 +427,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.overrides and args.config is None:
         raise ConfigError("--set applies to --config only")
     if args.config is not None:
-        model, cfg, info = _untrained_model(args, device, other)
+        model, cfg, info, trained = _untrained_model(args, device, other)
         source = Path(args.config)
+    elif other is None:
+        model, cfg, info, trained = load_run(args.checkpoint, device=device,
+                                             eval_max_iter=args.eval_max_iter)
+        source = Path(args.checkpoint)
     else:
         model, cfg, info = load_model(args.checkpoint, device=device,
-                                      eval_max_iter=args.eval_max_iter,
-                                      op=None if other is None else other.operator())
-        source = Path(args.checkpoint)
-    task = other or get_task(cfg.task)
-    rho_factor = adapt_noise(model, cfg, task.noise_sigma) if args.adapt_noise else None
+                                      eval_max_iter=args.eval_max_iter, op=other.operator())
+        trained, source = None, Path(args.checkpoint)
+    task = other or trained  # the task parsed once: --task, else the model's own
+    rho_factor = (adapt_noise(model, cfg, task.noise_sigma, task=trained)
+                  if args.adapt_noise else None)
     if args.contraction and not callable(getattr(model, "contraction", None)):
         raise ConfigError(f"--contraction needs an implicit model; {source} holds a "
                           f"{type(model).__name__}")

@@ -25,6 +25,7 @@ evaluated at several test-time iteration budgets (PSNR versus fixed-point iterat
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from jfb.baselines.direct import direct_inverse
 from jfb.data import DegradedDataset
 from jfb.errors import ConfigError, DataError, JFBError
 from jfb.evaluate import EvalResult, evaluate
-from jfb.pipeline import EVAL_SEED, adapt_noise, load_model, read_config
+from jfb.pipeline import EVAL_SEED, adapt_noise, load_model, load_run, read_config
 from jfb.progress import ProgressBar, progress_bar
 from jfb.report import figure_grid, legend_outside, markdown_table, save_figure, write_json
 from jfb.tasks import Task, get_task
@@ -421,12 +422,12 @@ def _prepare_tunable(spec: str, op, device: str | torch.device) -> Prepared:
     from jfb.baselines.pnp import DenoiserWrapper
 
     name, _, path = spec.partition(":")
-    model, cfg, info = load_model(path, device=device)
+    model, cfg, info, trained = load_run(path, device=device)
     title, weight_name = PNP_NAMES[name]
     net = _net_name(cfg.model)
     if cfg.model.kind != "feedforward":  # an implicit model trained to denoise
         net = f"{cfg.model.kind} {net}"
-    sigma = get_task(cfg.task).noise_sigma
+    sigma = trained.noise_sigma
 
     def label(w: float) -> str:
         return f"{title} (trained {net} denoiser, sigma {sigma:g}; {weight_name} {w:g})"
@@ -484,18 +485,18 @@ def _net_name(m) -> str:
 def _budget_curve(model, val, budgets, batch_size, device, progress: ProgressBar | None = None
                   ) -> list[dict[str, float]]:
     """PSNR when the solve is cut at each test-time iteration budget (``progress`` advances by
-    every image of every budget)."""
-    solver = model.solver
-    saved = (solver.eval_max_iter, solver.eval_tol)
+    every image of every budget). Each budget is a copy of the model's solver made by its
+    constructor (``dataclasses.replace``, validated); the model gets its own solver back."""
+    saved = model.solver
     out = []
     try:
-        for k in budgets:
-            solver.eval_max_iter, solver.eval_tol = int(k), 1e-12  # exactly k iterations
+        for k in budgets:  # eval_tol 1e-12: exactly k iterations
+            model.solver = dataclasses.replace(saved, eval_max_iter=int(k), eval_tol=1e-12)
             res = evaluate(model, val, name=f"k={k}", batch_size=batch_size, device=device,
                            progress=progress)
             out.append({"iterations": int(k), "psnr": round(float(res.psnr.mean()), 4)})
     finally:
-        solver.eval_max_iter, solver.eval_tol = saved
+        model.solver = saved
     return out
 
 

@@ -4,10 +4,13 @@ cfg = jfb.config.load_config("configs/celeba-gauss5-jfb.toml", ["train.steps=100
 run = build_run(cfg)
 Trainer(run.model, run.train_pairs, run.val_pairs, cfg).fit()
 loaded = load_model("runs/x/best.safetensors")   # or: model, cfg, info = load_model(...)
+
+A run's task is parsed once (``Run.task``, ``LoadedRun.task``); later stages take it from there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +21,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from jfb.config import Config
+from jfb.constants import CHANNELS
 from jfb.errors import CheckpointError, ConfigError, DataError
 from jfb.models import build_model
 from jfb.physics import LinearOperator
 from jfb.tasks import Task, get_task
 from jfb.train.checkpoint import check_weights, load_weights
 from jfb.train.trainer import mix_seed
-
-#: Images are RGB throughout the pipeline; grey inputs are replicated (see ``jfb deblur``).
-CHANNELS = 3
 
 #: Seed of the evaluation noise: image i of a split gets noise from seed EVAL_SEED + i.
 EVAL_SEED = 0
@@ -67,7 +68,7 @@ def initial_model(cfg: Config, op: LinearOperator | None = None) -> nn.Module:
     op = op if op is not None else get_task(cfg.task).operator()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(mix_seed(cfg.train.seed, _SALT_INIT))
-        model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
+        model = build_model(cfg.model, op, channels=CHANNELS)
     if cfg.train.init_net is not None:
         init_net(model, cfg.train.init_net)
     return model
@@ -110,6 +111,16 @@ class LoadedModel(NamedTuple):
     info: dict[str, Any]
 
 
+class LoadedRun(NamedTuple):
+    """What :func:`load_run` gives: a :class:`LoadedModel`'s ``model``, ``config`` and
+    ``info``, and ``task``, the checkpoint's training task (``config.task``) parsed once."""
+
+    model: nn.Module
+    config: Config
+    info: dict[str, Any]
+    task: Task
+
+
 def _config_of(info: dict[str, Any], path: str | Path) -> Config:
     try:
         return Config.from_dict(info["config"])
@@ -135,15 +146,44 @@ def load_model(
     ``op`` replaces the task's operator (a physics-aware model can be applied to another blur,
     mask or image size); it may be a function of the checkpoint's task that returns it;
     ``eval_max_iter`` changes the test-time iteration budget of an implicit model; ``noise``
-    (the measurements' noise std) applies :func:`adapt_noise`.
+    (the measurements' noise std) applies :func:`adapt_noise`. The checkpoint's task is parsed
+    (once) only when one of them needs it; :func:`load_run` also returns it.
     Returns a :class:`LoadedModel` ``(model, config, info)``.
     """
     weights, info = load_weights(path)
     cfg = _config_of(info, path)
-    if op is None or not isinstance(op, LinearOperator):
-        task = get_task(cfg.task)
+    needs_task = not isinstance(op, LinearOperator) or noise is not None
+    task = get_task(cfg.task) if needs_task else None
+    model = _rebuild(path, weights, cfg, op, task, eval_max_iter, noise)
+    return LoadedModel(model.to(device).eval(), cfg, info)
+
+
+def load_run(
+    path: str | Path,
+    *,
+    op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
+    device: str | torch.device = "cpu",
+    eval_max_iter: int | None = None,
+    noise: float | None = None,
+) -> LoadedRun:
+    """:func:`load_model` (same arguments) with the checkpoint's task, parsed once, for the
+    later stages of a run that evaluate or adapt the model under it."""
+    weights, info = load_weights(path)
+    cfg = _config_of(info, path)
+    task = get_task(cfg.task)
+    model = _rebuild(path, weights, cfg, op, task, eval_max_iter, noise)
+    return LoadedRun(model.to(device).eval(), cfg, info, task)
+
+
+def _rebuild(path: str | Path, weights: dict[str, torch.Tensor], cfg: Config,
+             op: LinearOperator | Callable[[Task], LinearOperator] | None, task: Task | None,
+             eval_max_iter: int | None, noise: float | None) -> nn.Module:
+    """The model of ``cfg`` with the checkpoint's ``weights``, for ``op`` (as :func:`load_model`
+    takes it) or ``task``'s operator, budget and noise applied."""
+    if not isinstance(op, LinearOperator):
+        assert task is not None  # the callers parse the task whenever op is not an operator
         op = task.operator() if op is None else op(task)
-    model = build_model(cfg.to_dict()["model"], op, channels=CHANNELS)
+    model = build_model(cfg.model, op, channels=CHANNELS)
     # The operator's buffers come from the task (or ``op``), not from the checkpoint.
     own = {k: v for k, v in weights.items() if not k.startswith("op.")}
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("op.")}
@@ -152,8 +192,8 @@ def load_model(
     if eval_max_iter is not None:
         set_eval_max_iter(model, eval_max_iter)
     if noise is not None:
-        adapt_noise(model, cfg, noise)
-    return LoadedModel(model.to(device).eval(), cfg, info)
+        adapt_noise(model, cfg, noise, task=task)
+    return model
 
 
 def replace_blur(kernel: str | None = None,
@@ -172,15 +212,17 @@ def replace_blur(kernel: str | None = None,
     return blur_for
 
 
-def adapt_noise(model: nn.Module, cfg: Config, sigma: float) -> float:
+def adapt_noise(model: nn.Module, cfg: Config, sigma: float, *,
+                task: Task | None = None) -> float:
     """Tell ``model``, trained under ``cfg``, that its measurements have noise std ``sigma``: a
     DE-ADMM model scales its rho by (sigma / sigma_train)^2, sigma_train the noise of its
     training task (:meth:`jfb.models.DEADMM.adapt_noise`). Returns that factor. ConfigError for
-    other models (they have no such rule) and for a model trained without noise."""
+    other models (they have no such rule) and for a model trained without noise. ``task``:
+    ``cfg.task`` already parsed (None: parsed here)."""
     if not callable(getattr(model, "adapt_noise", None)):
         raise ConfigError(f"noise adaptation applies to DE-ADMM models (their rho follows "
                           f"sigma^2); this one is {cfg.model.kind}")
-    trained = get_task(cfg.task).noise_sigma
+    trained = (task if task is not None else get_task(cfg.task)).noise_sigma
     if not trained > 0:
         raise ConfigError(f"the model was trained without noise (task {cfg.task}): there is "
                           "no noise level to adapt from")
@@ -188,10 +230,9 @@ def adapt_noise(model: nn.Module, cfg: Config, sigma: float) -> float:
 
 
 def set_eval_max_iter(model: nn.Module, eval_max_iter: int) -> None:
-    """Change the test-time iteration budget of an implicit model's solver."""
+    """Give an implicit model a copy of its solver with another test-time iteration budget,
+    made by the solver's constructor (``dataclasses.replace``), which validates it."""
     solver = getattr(model, "solver", None)
     if solver is None:
         raise ValueError("eval_max_iter applies to implicit models only")
-    if isinstance(eval_max_iter, bool) or not isinstance(eval_max_iter, int) or eval_max_iter < 1:
-        raise ValueError(f"eval_max_iter must be an integer >= 1, got {eval_max_iter!r}")
-    solver.eval_max_iter = eval_max_iter
+    model.solver = dataclasses.replace(solver, eval_max_iter=eval_max_iter)
