@@ -4,10 +4,12 @@ on a tiny version of the demo's config (`--set` overrides, through the command l
 from __future__ import annotations
 
 import json
+import os
 import signal
 
 import pytest
 import torch
+from torch.utils.data import Dataset
 
 from jfb import demo
 from jfb.cli import main
@@ -142,20 +144,39 @@ def test_the_handover_pause_leaves_the_training_as_it_was(tmp_path):
     assert paused.summary["global_step"] == 3
 
 
-@pytest.mark.parametrize("stop_at", [1, 2])  # during pre-training, during the main phase
-def test_a_signal_stops_the_demo_not_just_the_run_in_progress(monkeypatch, tmp_path, stop_at):
-    class SignalledTrainer(Trainer):
-        def _train_step(self, x, y, pretrain):
-            if self.step + 1 == stop_at:
-                self._on_signal(signal.SIGTERM, None)
-            return super()._train_step(x, y, pretrain)
+class SignalOnRead(Dataset):
+    """``data`` that sends this process SIGTERM when its ``at``-th item is read (the trainer's
+    handler, installed during ``fit``, turns it into a clean stop after the step)."""
 
-    monkeypatch.setattr(demo, "Trainer", SignalledTrainer)
-    cfg = demo.demo_config([*TINY, f"train.out_dir={(tmp_path / 'run').as_posix()}"])
-    with pytest.raises(KeyboardInterrupt):
-        demo.train_with_handover(build_run(cfg), cfg, progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        demo.train_twin(build_run(cfg), cfg, 60.0, tmp_path / "ff", progress=False)
+    def __init__(self, data, at: int) -> None:
+        self.data, self.at, self.reads = data, at, 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.data[i]
+
+
+@pytest.mark.parametrize("at", [1, 3])  # in the first step (pre-training), in the second
+def test_a_signal_stops_the_demo_not_just_the_run_in_progress(tmp_path, at):
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: received.append(1))  # outside fit
+    try:
+        cfg = demo.demo_config([*TINY, f"train.out_dir={(tmp_path / 'run').as_posix()}"])
+        run = build_run(cfg)
+        run.train_pairs = SignalOnRead(run.train_pairs, at)  # batch_size 2: read 3 is step 2
+        with pytest.raises(KeyboardInterrupt):
+            demo.train_with_handover(run, cfg, progress=False)
+        run.train_pairs = SignalOnRead(run.train_pairs.data, at)
+        with pytest.raises(KeyboardInterrupt):
+            demo.train_twin(run, cfg, 60.0, tmp_path / "ff", progress=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not received  # every signal reached the trainer's handler
 
 
 def test_report_lines_never_begin_with_a_plus_which_markdown_reads_as_a_list_item():
