@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jfb.bench.memory import SavedTensorMeter
-from jfb.deq import BackwardStrategy
-from jfb.deq.solvers import _SolverBase
+from jfb.deq import BackwardStrategy, Solver
 from jfb.models import DEGrad, ImplicitModel
 from jfb.nets import DnCNN
 from jfb.physics import Blur, kernels
@@ -104,7 +103,7 @@ class Context:
     def model(
         self,
         *,
-        solver: _SolverBase | None = None,
+        solver: Solver | None = None,
         backward: BackwardStrategy | None = None,
     ) -> ImplicitModel:
         """A new model in training mode: :func:`fresh_model`, or a copy of the ``checkpoint``
@@ -188,7 +187,7 @@ def fresh_model(
     cfg: BenchSize,
     device: torch.device,
     *,
-    solver: _SolverBase | None = None,
+    solver: Solver | None = None,
     backward: BackwardStrategy | None = None,
     eta: float = 1.0,
 ) -> DEGrad:
@@ -210,7 +209,7 @@ def load_checkpoint(path: str, device: torch.device) -> nn.Module:
     from jfb.pipeline import load_model
 
     model, _cfg, _info = load_model(path, device=device)
-    if not isinstance(getattr(model, "solver", None), _SolverBase):
+    if not isinstance(getattr(model, "solver", None), Solver):
         raise ValueError(f"{path}: not an implicit model (no fixed-point solver to benchmark)")
     return model
 

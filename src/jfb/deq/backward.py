@@ -15,15 +15,15 @@ of autograd; their backward statistics land in ``stats.backward`` once backpropa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from jfb.deq.krylov import gmres
-from jfb.deq.solvers import Anderson, Map, Picard, _SolverBase, per_sample_norm
+from jfb.deq.solvers import Anderson, Map, Picard, Solver, per_sample_norm
 from jfb.deq.stats import SolverStats
+from jfb.errors import check_choice, check_int, check_positive
 
 _IFT_SOLVERS = ("fixed_point", "anderson", "gmres")
 
@@ -32,7 +32,7 @@ class BackwardStrategy:
     """How gradients reach theta through a fixed point; see the module docstring."""
 
     def run(
-        self, f: Map, x0: torch.Tensor, solver: _SolverBase, *, training: bool, needs_grad: bool
+        self, f: Map, x0: torch.Tensor, solver: Solver, *, training: bool, needs_grad: bool
     ) -> tuple[torch.Tensor, SolverStats]:
         """Solve x = f(x) from x0 and return (x_out, stats) with this strategy's gradient."""
         with torch.no_grad():
@@ -57,8 +57,7 @@ class JFB(BackwardStrategy):
     k: int = 1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"JFB k must be an integer >= 1, got {self.k!r}")
+        check_int("JFB k", self.k, minimum=1)
 
     def attach(self, f: Map, x_star: torch.Tensor, stats: SolverStats) -> torch.Tensor:
         x = x_star.detach()
@@ -77,8 +76,7 @@ class Neumann(BackwardStrategy):
     k: int = 5
 
     def __post_init__(self) -> None:
-        if not isinstance(self.k, int) or self.k < 0:
-            raise ValueError(f"Neumann k must be an integer >= 0, got {self.k!r}")
+        check_int("Neumann k", self.k, minimum=0)
 
     def attach(self, f: Map, x_star: torch.Tensor, stats: SolverStats) -> torch.Tensor:
         return _implicit_output(f, x_star, stats, self._solve)
@@ -111,14 +109,10 @@ class IFT(BackwardStrategy):
     m: int = 10
 
     def __post_init__(self) -> None:
-        if self.solver not in _IFT_SOLVERS:
-            raise ValueError(f"IFT solver must be one of {_IFT_SOLVERS}, got {self.solver!r}")
-        if not (math.isfinite(self.tol) and self.tol > 0):
-            raise ValueError(f"IFT tol must be positive, got {self.tol!r}")
-        if not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise ValueError(f"IFT max_iter must be an integer >= 1, got {self.max_iter!r}")
-        if not isinstance(self.m, int) or self.m < 1:
-            raise ValueError(f"IFT m must be an integer >= 1, got {self.m!r}")
+        check_choice("IFT solver", self.solver, _IFT_SOLVERS)
+        check_positive("IFT tol", self.tol, type_error=TypeError)
+        check_int("IFT max_iter", self.max_iter, minimum=1)
+        check_int("IFT m", self.m, minimum=1)
 
     def attach(self, f: Map, x_star: torch.Tensor, stats: SolverStats) -> torch.Tensor:
         return _implicit_output(f, x_star, stats, self._solve)
@@ -149,7 +143,7 @@ class Unrolled(BackwardStrategy):
     """
 
     def run(
-        self, f: Map, x0: torch.Tensor, solver: _SolverBase, *, training: bool, needs_grad: bool
+        self, f: Map, x0: torch.Tensor, solver: Solver, *, training: bool, needs_grad: bool
     ) -> tuple[torch.Tensor, SolverStats]:
         if not needs_grad:
             with torch.no_grad():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from jfb.deq.solvers import Map, per_sample_norm
+from jfb.errors import check_int
 
 
 def contraction_estimate(
@@ -15,8 +16,7 @@ def contraction_estimate(
     J v is obtained from VJPs by the double-backward trick: w -> J^T w is linear in w, so
     J v = d/dw <J^T w, v>. Returns Tensor[N]; values < 1 mean f is locally a contraction.
     """
-    if n_iter < 1:
-        raise ValueError(f"n_iter must be >= 1, got {n_iter!r}")
+    check_int("n_iter", n_iter, minimum=1)
     n = x.shape[0]
     with torch.enable_grad():
         z = x.detach().requires_grad_(True)

@@ -8,7 +8,7 @@ import torch
 
 from jfb.deq.backward import JFB, BackwardStrategy
 from jfb.deq.contraction import contraction_estimate
-from jfb.deq.solvers import Anderson, Map, _SolverBase
+from jfb.deq.solvers import Anderson, Map, Solver
 from jfb.deq.stats import SolverStats
 
 
@@ -16,7 +16,7 @@ def fixed_point(
     f: Map,
     x0: torch.Tensor,
     *,
-    solver: _SolverBase | None = None,
+    solver: Solver | None = None,
     backward: BackwardStrategy | None = None,
     params: Iterable[torch.Tensor] | None = None,
     training: bool | None = None,
@@ -40,7 +40,7 @@ def fixed_point(
     """
     solver = Anderson() if solver is None else solver
     backward = JFB() if backward is None else backward
-    if not isinstance(solver, _SolverBase):
+    if not isinstance(solver, Solver):
         raise TypeError(f"solver must be a jfb.deq solver (Picard, Anderson), got {solver!r}")
     if not isinstance(backward, BackwardStrategy):
         raise TypeError(f"backward must be a jfb.deq strategy (JFB, IFT, ...), got {backward!r}")

@@ -17,7 +17,6 @@ iterates stay full-batch (finished rows are carried unchanged), so the result is
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from jfb.deq.stats import SolverStats
-from jfb.errors import SolverError
+from jfb.errors import SolverError, check_choice, check_int, check_number, check_positive
+
+__all__ = ["Anderson", "Map", "Picard", "Solver", "SubsetMap", "per_sample_norm",
+           "relative_residual"]
 
 Map = Callable[[torch.Tensor], torch.Tensor]
 
@@ -64,8 +66,10 @@ def _batch_where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.
 
 
 @dataclass
-class _SolverBase:
-    """Settings shared by every solver (see the subclasses for the update rule).
+class Solver:
+    """A batched fixed-point solver: the settings every solver shares and the per-sample loop
+    (module docstring); a subclass gives the update rule (``_step``), as :class:`Picard` and
+    :class:`Anderson` do.
 
     Args:
         tol: per-sample relative-residual tolerance in training.
@@ -93,17 +97,13 @@ class _SolverBase:
 
     def __post_init__(self) -> None:
         for name in ("tol", "eval_tol"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name), type_error=TypeError)
         for name in ("max_iter", "eval_max_iter", "check_every"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.on_failure not in _ON_FAILURE:
-            raise ValueError(f"on_failure must be one of {_ON_FAILURE}, got {self.on_failure!r}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be positive, got {self.eps!r}")
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), minimum=1)
+        check_choice("on_failure", self.on_failure, _ON_FAILURE)
+        check_positive("eps", self.eps, type_error=TypeError)
 
     def budget(self, training: bool) -> tuple[float, int]:
         """(tol, max_iter) for a training or an evaluation solve."""
@@ -228,7 +228,7 @@ class _Tracker:
 
 
 @dataclass
-class Picard(_SolverBase):
+class Picard(Solver):
     """Krasnoselskii-Mann iteration x_{k+1} = (1 - alpha) x_k + alpha T(x_k).
 
     ``damping`` is alpha in (0, 1]; alpha = 1 is plain Picard iteration. For a nonexpansive T,
@@ -239,8 +239,7 @@ class Picard(_SolverBase):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (0.0 < self.damping <= 1.0):
-            raise ValueError(f"damping must be in (0, 1], got {self.damping!r}")
+        check_number("damping", self.damping, low=0, high=1, low_open=True, type_error=TypeError)
 
     def _step(self, x: torch.Tensor, fx: torch.Tensor, memory: dict) -> torch.Tensor:
         if self.damping == 1.0:
@@ -249,7 +248,7 @@ class Picard(_SolverBase):
 
 
 @dataclass
-class Anderson(_SolverBase):
+class Anderson(Solver):
     """Anderson acceleration (type II) with memory ``m``.
 
     With residuals g_j = T(x_j) - x_j of the last n <= m iterates, solve per sample
@@ -267,12 +266,9 @@ class Anderson(_SolverBase):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.m, int) or self.m < 1:
-            raise ValueError(f"m must be an integer >= 1, got {self.m!r}")
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ValueError(f"lam must be a non-negative finite number, got {self.lam!r}")
-        if not (0.0 < self.beta <= 1.0):
-            raise ValueError(f"beta must be in (0, 1], got {self.beta!r}")
+        check_int("m", self.m, minimum=1)
+        check_number("lam", self.lam, low=0, type_error=TypeError)
+        check_number("beta", self.beta, low=0, high=1, low_open=True, type_error=TypeError)
 
     def _step(self, x: torch.Tensor, fx: torch.Tensor, memory: dict) -> torch.Tensor:
         n_batch = x.shape[0]

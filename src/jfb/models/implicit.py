@@ -33,7 +33,7 @@ from torch.nn.utils import parametrize
 
 from jfb.baselines.pnp import admm_x_update
 from jfb.deq import JFB, Anderson, BackwardStrategy, SolverStats, contraction_estimate, fixed_point
-from jfb.deq.solvers import Map, SubsetMap, _SolverBase
+from jfb.deq.solvers import Map, Solver, SubsetMap
 from jfb.models.init import INITS, initial_estimate
 from jfb.nets import frozen_spectral_norm, has_batch_norm, spectral_norm_power_step
 from jfb.physics import LinearOperator
@@ -84,7 +84,7 @@ class ImplicitModel(nn.Module):
         op: LinearOperator,
         net: nn.Module,
         *,
-        solver: _SolverBase | None = None,
+        solver: Solver | None = None,
         backward: BackwardStrategy | None = None,
         init: str = "adjoint",
         contraction_iters: int = 0,
