@@ -8,7 +8,7 @@ import torch
 from scipy.optimize import minimize
 
 from jfb.baselines.tikhonov import gradient, tikhonov
-from jfb.baselines.tv import iterate_per_sample, total_variation, tv_objective, tv_reconstruct
+from jfb.baselines.tv import total_variation, tv_objective, tv_reconstruct
 from jfb.baselines.wiener import wiener
 from jfb.metrics import psnr
 from jfb.physics import Blur, GaussianNoise, Identity, kernels
@@ -161,25 +161,6 @@ def test_tv_per_sample_lam_and_stopping_match_solving_each_sample_alone():
     # tol is honoured: running all 400 iterations gives something else
     full = tv_reconstruct(op, y, lam, max_iter=400, tol=0.0, op_norm=1.0)
     assert float((full - batch).abs().max()) > 1e-4
-
-
-def test_iterate_per_sample_freezes_each_sample_and_only_steps_the_active_ones():
-    seen = []
-
-    def step(state, consts):
-        (k,) = state
-        (scale,) = consts
-        seen.append(k.shape[0])
-        k = k + 1
-        return (k,), scale / k  # sample i stops at k = ceil(scale_i / tol)
-
-    scale = torch.tensor([1.0, 3.0, 2.0])
-    (k,), iters = iterate_per_sample(step, (torch.zeros(3),), (scale,), max_iter=100, tol=0.1)
-    assert iters.tolist() == [10, 30, 20]
-    assert k.tolist() == [10.0, 30.0, 20.0]
-    assert seen[0] == 3 and seen[15] == 2 and seen[-1] == 1
-    (_,), iters = iterate_per_sample(step, (torch.zeros(3),), (scale,), max_iter=12, tol=0.1)
-    assert iters.tolist() == [10, 12, 12]
 
 
 def test_tv_x0_max_iter_op_norm_and_step_ratio_take_effect():

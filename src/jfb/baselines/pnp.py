@@ -4,8 +4,10 @@
              z <- D(x + u),  u <- u + x - z.
 - PnP-PGD:   x <- D(x - step A^T (A x - y)).
 
-The ADMM data step, :func:`admm_x_update`, is differentiable (implicit differentiation of the
-linear solve), and is also the x-update of the learned ``jfb.models.DEADMM``.
+The ADMM data step, :func:`jfb.linalg.admm_x_update` (importable from here too), is
+differentiable (implicit differentiation of the linear solve), and is also the x-update of the
+learned ``jfb.models.DEADMM``. Both solvers freeze each sample on its own
+(:func:`jfb.linalg.iterate_per_sample`).
 
 ``denoiser`` is any callable ``D(v) -> v`` or, with ``sigma`` given, ``D(v, sigma) -> v``; it
 must act on each sample alone (no batch statistics), because converged samples are frozen and
@@ -19,8 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from jfb.baselines.tikhonov import conjugate_gradient
-from jfb.baselines.tv import _check_iter_tol, _check_positive, iterate_per_sample, relative_change
+from jfb.errors import check_int, check_number, check_positive
+from jfb.linalg import admm_x_update, iterate_per_sample, relative_change
 from jfb.physics.base import LinearOperator
 
 __all__ = ["DenoiserWrapper", "admm_x_update", "pnp_admm", "pnp_pgd"]
@@ -49,57 +51,7 @@ def _start(op: LinearOperator, y: torch.Tensor, x0: torch.Tensor | None) -> torc
 
 
 def _check_sigma(sigma: float | None) -> float | None:
-    return None if sigma is None else _check_positive("sigma", sigma)
-
-
-def admm_x_update(
-    op: LinearOperator,
-    aty: torch.Tensor,
-    z: torch.Tensor,
-    u: torch.Tensor,
-    rho: float | torch.Tensor,
-    *,
-    x0: torch.Tensor | None = None,
-    cg_iters: int = 20,
-    cg_tol: float = 1e-6,
-) -> torch.Tensor:
-    """ADMM's data step x = argmin ||A x - y||^2 / 2 + rho/2 ||x - (z - u)||^2, i.e.
-    (A^T A + rho I) x = A^T y + rho (z - u), by at most ``cg_iters`` CG steps from ``x0``
-    (default zeros), stopping per sample at relative residual ``cg_tol``.
-
-    ``aty`` is A^T y. Differentiable in ``aty``, ``z``, ``u`` and ``rho`` (a number or a 0-d
-    tensor): the backward solves the same system for the incoming gradient g (same CG budget, from
-    zeros), d/db = M^{-1} g and d/drho = -<M^{-1} g, x>, the derivative of the exact solve
-    whatever the start; it is itself differentiable (double backward).
-    """
-    rho_t = torch.as_tensor(rho, dtype=aty.dtype, device=aty.device)
-    if rho_t.dim() != 0:
-        raise ValueError(f"rho must be a number or a 0-d tensor, got shape {tuple(rho_t.shape)}")
-    return _RidgeSolve.apply(aty + rho_t * (z - u), rho_t, x0, op, cg_iters, cg_tol)
-
-
-class _RidgeSolve(torch.autograd.Function):
-    """x = M^{-1} b with M = A^T A + rho I, by CG from x0; see :func:`admm_x_update`. Under CUDA
-    autocast the solve runs in float32 (CG's recurrences lose their accuracy in bf16)."""
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, b, rho, x0, op, cg_iters, cg_tol):  # type: ignore[override]
-        r = rho.detach()
-        start = None if x0 is None else x0.detach()
-        x, _ = conjugate_gradient(lambda v: op.normal(v) + r * v, b.detach(), start,
-                                  max_iter=cg_iters, tol=cg_tol)
-        ctx.save_for_backward(rho, x)
-        ctx.op, ctx.cg_iters, ctx.cg_tol = op, cg_iters, cg_tol
-        return x
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, g):  # type: ignore[override]
-        rho, x = ctx.saved_tensors
-        w = _RidgeSolve.apply(g, rho, None, ctx.op, ctx.cg_iters, ctx.cg_tol)  # M symmetric
-        grad_rho = -(w * x).sum() if ctx.needs_input_grad[1] else None
-        return w, grad_rho, None, None, None, None
+    return None if sigma is None else check_positive("sigma", sigma, type_error=TypeError)
 
 
 def pnp_admm(
@@ -129,12 +81,12 @@ def pnp_admm(
         sigma: noise level passed to the denoiser as its second argument (None: not passed).
         x0: starting x = z (default A^T y); u starts at 0.
     """
-    _check_iter_tol(max_iter, tol)
-    rho = _check_positive("rho", rho)
+    check_int("max_iter", max_iter, minimum=0)
+    check_number("tol", tol, low=0)
+    rho = check_positive("rho", rho, type_error=TypeError)
     sigma = _check_sigma(sigma)
-    if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
-        raise ValueError(f"cg_iters must be an int >= 1, got {cg_iters!r}")
-    _check_iter_tol(cg_iters, cg_tol)
+    check_int("cg_iters", cg_iters, minimum=1)
+    check_number("cg_tol", cg_tol, low=0)
     with torch.no_grad():
         x = _start(op, y, x0)
         aty = op.A_adjoint(y)
@@ -174,8 +126,9 @@ def pnp_pgd(
         sigma: noise level passed to the denoiser as its second argument (None: not passed).
         x0: starting point (default A^T y).
     """
-    _check_iter_tol(max_iter, tol)
-    step_size = _check_positive("step", step)
+    check_int("max_iter", max_iter, minimum=0)
+    check_number("tol", tol, low=0)
+    step_size = check_positive("step", step, type_error=TypeError)
     sigma = _check_sigma(sigma)
     with torch.no_grad():
         x = _start(op, y, x0)
@@ -220,8 +173,8 @@ class DenoiserWrapper:
             if in_channels is None:
                 raise ValueError("cannot tell the net's input channels (no in_channels attribute "
                                  "and no Conv2d): pass in_channels=")
-        elif isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be an int >= 1, got {in_channels!r}")
+        else:
+            check_int("in_channels", in_channels, minimum=1)
         self.in_channels = int(in_channels)
 
     def __repr__(self) -> str:
@@ -234,7 +187,7 @@ class DenoiserWrapper:
             raise ValueError(f"expected (N, C, H, W) images, got shape {tuple(v.shape)}")
         c = v.shape[1]
         if self.in_channels == c + 1:
-            level = self.sigma_in if sigma is None else _check_positive("sigma", sigma)
+            level = self.sigma_in if sigma is None else _check_sigma(sigma)
             if level is None:
                 raise ValueError("the net takes a noise-level channel: pass sigma (to the call "
                                  "or as sigma_in)")

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import Dataset, Subset
 
+from jfb.errors import check_choice, check_int, check_positive
 from jfb.evaluate import evaluate
 
 __all__ = ["TuneRow", "log_grid", "tune"]
@@ -32,15 +33,11 @@ class TuneRow(NamedTuple):
 
 def log_grid(lo: float, hi: float, n: int) -> list[float]:
     """n values lo (hi / lo)^(k / (n - 1)), k = 0..n-1: geometric, both ends exact (n = 1: [lo])."""
-    for name, v in (("lo", lo), ("hi", hi)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-            math.isfinite(v) and v > 0
-        ):
-            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    check_positive("lo", lo)
+    check_positive("hi", hi)
     if hi < lo:
         raise ValueError(f"hi must be >= lo, got lo={lo}, hi={hi}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    check_int("n", n, minimum=1)
     if n == 1:
         return [float(lo)]
     ratio = math.log(hi / lo)
@@ -52,8 +49,7 @@ def log_grid(lo: float, hi: float, n: int) -> list[float]:
 def _limit(pairs: Dataset | Iterable, max_images: int | None) -> Dataset | Iterable:
     if max_images is None:
         return pairs
-    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
-        raise ValueError(f"max_images must be an int >= 1 or None, got {max_images!r}")
+    check_int("max_images", max_images, minimum=1)
     if not hasattr(pairs, "__len__") or not hasattr(pairs, "__getitem__"):
         raise TypeError("max_images needs an indexable dataset of (x, y) pairs")
     return Subset(pairs, range(min(max_images, len(pairs))))  # type: ignore[arg-type]
@@ -76,13 +72,11 @@ def tune(
     the first one on ties; NaN means count as worst. ``max_images`` keeps the first images only.
     Use validation pairs, never the reported test images.
     """
-    if not isinstance(metric, str) or metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    check_choice("metric", metric, METRICS)
     grid = list(grid)
     if not grid:
         raise ValueError("grid is empty")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size, minimum=1)
     pairs = _limit(pairs, max_images)
     table: list[TuneRow] = []
     for value in grid:

@@ -1,7 +1,7 @@
 """Total-variation regularised least squares by Chambolle-Pock primal-dual iterations.
 
 x = argmin_x 0.5 ||A x - y||^2 + lam TV(x), with TV built on the forward-difference gradient
-D (Neumann boundary, :func:`jfb.baselines.tikhonov.gradient`):
+D (Neumann boundary, :func:`jfb.linalg.gradient`):
 
 - isotropic (default): TV(x) = sum_{c, i, j} sqrt((D_v x)_{cij}^2 + (D_h x)_{cij}^2), per channel;
 - vectorial (colour) TV: TV(x) = sum_{i, j} sqrt(sum_c (D_v x)_{cij}^2 + (D_h x)_{cij}^2), one
@@ -23,11 +23,17 @@ than r = 1 to reach a given objective on 128 x 128 Gaussian deblurring (lam 0.00
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
-from jfb.baselines.tikhonov import batch_weight, gradient, gradient_adjoint
+from jfb.errors import check_bool, check_int, check_number, check_positive
+from jfb.linalg import (
+    batch_weight,
+    gradient,
+    gradient_adjoint,
+    iterate_per_sample,
+    relative_change,
+)
 from jfb.physics.base import LinearOperator
 
 __all__ = ["total_variation", "tv_objective", "tv_reconstruct"]
@@ -35,85 +41,11 @@ __all__ = ["total_variation", "tv_objective", "tv_reconstruct"]
 #: ||D||^2 < GRADIENT_NORM_SQ for the 2-D forward-difference gradient (4 per direction).
 GRADIENT_NORM_SQ = 8.0
 
-Step = Callable[[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]],
-                tuple[tuple[torch.Tensor, ...], torch.Tensor]]
-
-
-# ------------------------------------------------------------------------------ shared helpers
-def _check_iter_tol(max_iter: int, tol: float) -> None:
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
-        raise ValueError(f"max_iter must be an int >= 0, got {max_iter!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (
-        math.isfinite(tol) and tol >= 0
-    ):
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-
-
-def _check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
-def relative_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """Per-sample ||new - old|| / ||new|| (0 when both are 0) -> Tensor[N]."""
-    n = new.shape[0]
-    num = torch.linalg.vector_norm((new - old).reshape(n, -1), dim=1)
-    den = torch.linalg.vector_norm(new.reshape(n, -1), dim=1)
-    tiny = torch.finfo(new.dtype).tiny
-    return torch.where(num == 0, torch.zeros_like(num), num / torch.clamp(den, min=tiny))
-
-
-def iterate_per_sample(
-    step: Step,
-    state: tuple[torch.Tensor, ...],
-    consts: tuple[torch.Tensor, ...],
-    *,
-    max_iter: int,
-    tol: float,
-) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """Run ``state <- step(state, consts)`` up to ``max_iter`` times, freezing each sample once the
-    relative change that ``step`` reports for it is <= ``tol``.
-
-    ``step`` sees only the still-active samples (every tensor of ``state`` and ``consts`` is
-    indexed on its first, batch, dimension), so a sample's result is the same whether it is solved
-    alone or in a batch. Returns (state, per-sample iteration counts as LongTensor[N]).
-    """
-    n = state[0].shape[0]
-    device = state[0].device
-    active = torch.ones(n, dtype=torch.bool, device=device)
-    iters = torch.zeros(n, dtype=torch.long, device=device)
-    state = tuple(s.clone() for s in state)
-    for _ in range(max_iter):
-        if bool(active.all()):
-            new_state, change = step(state, consts)
-            state = tuple(new_state)
-            idx = None
-        else:
-            idx = torch.nonzero(active).flatten()
-            sub = tuple(s.index_select(0, idx) for s in state)
-            sub_consts = tuple(c.index_select(0, idx) if c.shape[0] == n else c for c in consts)
-            new_sub, change = step(sub, sub_consts)
-            state = tuple(s.index_copy(0, idx, ns) for s, ns in zip(state, new_sub, strict=True))
-        if idx is None:
-            iters = iters + 1
-            done = change <= tol
-            active = ~done
-        else:
-            iters = iters.index_add(0, idx, torch.ones_like(idx))
-            active = active.index_put((idx,), change > tol)
-        if not bool(active.any()):
-            break
-    return state, iters
-
 
 # ------------------------------------------------------------------------------------ TV terms
 def _check_mode(isotropic: bool, vectorial: bool) -> None:
-    if not isinstance(isotropic, bool) or not isinstance(vectorial, bool):
-        raise TypeError("isotropic and vectorial must be bools")
+    check_bool("isotropic", isotropic)
+    check_bool("vectorial", vectorial)
     if vectorial and not isotropic:
         raise ValueError("vectorial TV couples channels in an isotropic (l2) norm: "
                          "vectorial=True needs isotropic=True")
@@ -197,7 +129,8 @@ def tv_reconstruct(
     A^T y / s^2: otherwise one of the two dual steps is tiny and the start far off in scale.
     Returns x without an autograd graph and without clamping (callers clamp).
     """
-    _check_iter_tol(max_iter, tol)
+    check_int("max_iter", max_iter, minimum=0)
+    check_number("tol", tol, low=0)
     _check_mode(isotropic, vectorial)
     if not isinstance(y, torch.Tensor) or not y.is_floating_point():
         raise TypeError("y must be a floating torch.Tensor")
@@ -210,10 +143,8 @@ def tv_reconstruct(
             gen = torch.Generator(device="cpu").manual_seed(0)
             op_norm = 1.02 * op.norm_estimate((1, *aty.shape[1:]), n_iter=60, tol=1e-5,
                                               generator=gen, device=aty.device, dtype=aty.dtype)
-        elif isinstance(op_norm, bool) or not isinstance(op_norm, (int, float)) or not (
-            math.isfinite(op_norm) and op_norm >= 0
-        ):
-            raise ValueError(f"op_norm must be a finite number >= 0, got {op_norm!r}")
+        else:
+            check_number("op_norm", op_norm, low=0)
         scale = float(op_norm) if not 0.5 <= op_norm <= 2.0 else 1.0
         if scale != 1.0:  # the equivalent, well-scaled problem (see the docstring)
             y, aty, lam_b, op_norm = y / scale, aty / scale**2, lam_b / scale**2, 1.0
@@ -224,7 +155,7 @@ def tv_reconstruct(
                 raise ValueError(f"x0 has shape {tuple(x0.shape)}, expected A^T y's "
                                  f"{tuple(aty.shape)}")
             x = x0.detach().to(device=aty.device, dtype=aty.dtype)
-        ratio = _check_positive("step_ratio", step_ratio)
+        ratio = check_positive("step_ratio", step_ratio, type_error=TypeError)
         big_l = math.sqrt(float(op_norm) ** 2 + GRADIENT_NORM_SQ)
         tau, sigma = 0.99 * ratio / big_l, 0.99 / (ratio * big_l)
 

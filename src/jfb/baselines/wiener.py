@@ -16,7 +16,8 @@ import math
 
 import torch
 
-from jfb.baselines.tikhonov import batch_weight
+from jfb.errors import check_choice
+from jfb.linalg import batch_weight
 from jfb.physics.base import Identity, LinearOperator
 from jfb.physics.blur import Blur
 
@@ -75,8 +76,7 @@ def wiener(
         penalty: "identity" (L = I) or "gradient" (periodic forward differences).
     Returns x (N, C, H, W) in y's dtype (half precision is computed in float32), no autograd.
     """
-    if not isinstance(penalty, str) or penalty not in PENALTIES:
-        raise ValueError(f"unknown penalty {penalty!r}; expected one of {PENALTIES}")
+    check_choice("penalty", penalty, PENALTIES)
     _check_circular(op)
     if not isinstance(y, torch.Tensor) or not y.is_floating_point() or y.dim() != 4:
         raise ValueError("y must be a floating (N, C, H, W) tensor")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from jfb.errors import check_choice
 from jfb.models.init import INITS, initial_estimate
 from jfb.physics import LinearOperator
 
@@ -18,8 +19,7 @@ class Feedforward(nn.Module):
 
     def __init__(self, op: LinearOperator, net: nn.Module, *, init: str = "adjoint") -> None:
         super().__init__()
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        check_choice("init", init, INITS)
         self.op = op
         self.net = net
         self.init = init

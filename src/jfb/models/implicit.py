@@ -31,9 +31,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from jfb.baselines.pnp import admm_x_update
-from jfb.deq import JFB, Anderson, BackwardStrategy, SolverStats, contraction_estimate, fixed_point
-from jfb.deq.solvers import Map, Solver, SubsetMap
+from jfb.deq import (
+    JFB,
+    Anderson,
+    BackwardStrategy,
+    Solver,
+    SolverStats,
+    SubsetMap,
+    contraction_estimate,
+    fixed_point,
+)
+from jfb.deq.solvers import Map
+from jfb.errors import check_choice, check_int, check_number, check_positive
+from jfb.linalg import admm_x_update
 from jfb.models.init import INITS, initial_estimate
 from jfb.nets import frozen_spectral_norm, has_batch_norm, spectral_norm_power_step
 from jfb.physics import LinearOperator
@@ -98,10 +108,8 @@ class ImplicitModel(nn.Module):
                 "the net contains BatchNorm: a fixed-point map must act on each sample alone "
                 "(build the net with batch_norm=False)"
             )
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if eta_scale not in ETA_SCALES:
-            raise ValueError(f"eta_scale must be one of {ETA_SCALES}, got {eta_scale!r}")
+        check_choice("init", init, INITS)
+        check_choice("eta_scale", eta_scale, ETA_SCALES)
         self.op = op
         self.net = net
         self.solver = Anderson() if solver is None else solver
@@ -258,8 +266,7 @@ class StepModel(ImplicitModel):
         **kwargs,
     ) -> None:
         super().__init__(op, net, **kwargs)
-        if not (math.isfinite(eta) and eta > 0):
-            raise ValueError(f"eta must be a positive number, got {eta!r}")
+        check_positive("eta", eta, type_error=TypeError)
         if eta_max is not None and not (math.isfinite(eta_max) and eta < eta_max):
             raise ValueError(f"need 0 < eta < eta_max, got eta={eta!r}, eta_max={eta_max!r}")
         self.eta_max = eta_max
@@ -305,7 +312,7 @@ class DEADMM(ImplicitModel):
         x = (A^T A + rho I)^{-1} (A^T y + rho (z - u)),   z+ = R(x + u),   u+ = u + x - z+.
 
     The output is z* (the denoiser's output; x* = z* at a fixed point). s0 = (x0, 0) with x0 from
-    ``init``. The x-update is :func:`jfb.baselines.pnp.admm_x_update`: at most ``cg_iters`` CG
+    ``init``. The x-update is :func:`jfb.linalg.admm_x_update`: at most ``cg_iters`` CG
     steps warm-started at z (which is x at a fixed point, so the truncation does not move the
     fixed point), differentiable by implicit differentiation of the solve, so every backward
     strategy applies. rho = softplus(s) is learned (times L = ||A^T A|| when
@@ -332,12 +339,9 @@ class DEADMM(ImplicitModel):
         **kwargs,
     ) -> None:
         super().__init__(op, net, **kwargs)
-        if not (math.isfinite(rho) and rho > 0):
-            raise ValueError(f"rho must be a positive number, got {rho!r}")
-        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
-            raise ValueError(f"cg_iters must be an int >= 1, got {cg_iters!r}")
-        if not (math.isfinite(cg_tol) and cg_tol >= 0):
-            raise ValueError(f"cg_tol must be a finite number >= 0, got {cg_tol!r}")
+        check_positive("rho", rho, type_error=TypeError)
+        check_int("cg_iters", cg_iters, minimum=1)
+        check_number("cg_tol", cg_tol, low=0, type_error=TypeError)
         self.cg_iters, self.cg_tol = cg_iters, cg_tol
         self.rho_raw = nn.Parameter(torch.tensor(_raw_of(rho, None)))
         #: Test-time factor on the learned rho, set by :meth:`adapt_noise` (not saved).
@@ -354,11 +358,8 @@ class DEADMM(ImplicitModel):
         ``trained_sigma``: rho_factor = (sigma / trained_sigma)^2, plug-and-play's rule
         rho ~ sigma^2 with the learned denoiser unchanged. Returns the factor. A test-time
         setting: checkpoints do not save it, and calling again replaces it."""
-        for name, value in (("sigma", sigma), ("trained_sigma", trained_sigma)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and value > 0
-            ):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        check_positive("sigma", sigma)
+        check_positive("trained_sigma", trained_sigma)
         self.rho_factor = (sigma / trained_sigma) ** 2
         return self.rho_factor
 

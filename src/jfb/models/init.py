@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from jfb.errors import check_choice
+from jfb.linalg import tikhonov
 from jfb.physics import LinearOperator
 
 INITS = ("adjoint", "y", "tikhonov")
@@ -16,6 +18,7 @@ TIKHONOV_ITERS = 10
 def initial_estimate(op: LinearOperator, y: torch.Tensor, init: str) -> torch.Tensor:
     """x0 = A^T y ("adjoint"), y itself ("y"), or 10 CG steps of
     argmin ||A x - y||^2 + 1e-2 ||grad x||^2 ("tikhonov")."""
+    check_choice("init", init, INITS)
     if init == "adjoint":
         return op.A_adjoint(y)
     if init == "y":
@@ -27,9 +30,5 @@ def initial_estimate(op: LinearOperator, y: torch.Tensor, init: str) -> torch.Te
                 f"measures {image_shape} images as {tuple(y.shape)}: use init='adjoint'"
             )
         return y
-    if init == "tikhonov":
-        from jfb.baselines import tikhonov
-
-        with torch.no_grad():
-            return tikhonov(op, y, TIKHONOV_LAM, penalty="gradient", max_iter=TIKHONOV_ITERS)
-    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    with torch.no_grad():  # "tikhonov"
+        return tikhonov(op, y, TIKHONOV_LAM, penalty="gradient", max_iter=TIKHONOV_ITERS)

@@ -1,0 +1,66 @@
+"""Conjugate gradients, batched: every sample solves its own symmetric positive (semi-)definite
+system M x_i = b_i with its own step sizes and its own stop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from jfb.errors import check_int, check_number
+from jfb.linalg.batch import batch_dot, batch_view
+
+__all__ = ["conjugate_gradient"]
+
+
+def conjugate_gradient(
+    apply: Callable[[torch.Tensor], torch.Tensor],
+    b: torch.Tensor,
+    x0: torch.Tensor | None = None,
+    *,
+    max_iter: int = 200,
+    tol: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve M x = b for a symmetric positive (semi-)definite M, sample by sample, by CG.
+
+    ``apply(x)`` computes M x on a batch (first dimension = batch; M must act on each sample
+    alone). Each sample has its own step sizes alpha_i = <r_i, r_i> / <p_i, M p_i> and
+    beta_i = <r_i+, r_i+> / <r_i, r_i>, and stops changing once ||r_i|| <= tol ||b_i|| (or on a
+    breakdown <p_i, M p_i> <= 0). Returns (x, n_iter) with n_iter the per-sample number of
+    iterations taken (LongTensor[N]). Runs without autograd.
+    """
+    if not isinstance(b, torch.Tensor) or b.dim() < 1:
+        raise TypeError("b must be a tensor whose first dimension is the batch")
+    check_int("max_iter", max_iter, minimum=0)
+    check_number("tol", tol, low=0)
+    if x0 is not None and x0.shape != b.shape:
+        raise ValueError(f"x0 has shape {tuple(x0.shape)} but b has shape {tuple(b.shape)}")
+    with torch.no_grad():
+        if x0 is None:
+            x = torch.zeros_like(b)
+            r = b.clone()
+        else:
+            x = x0.to(device=b.device, dtype=b.dtype).clone()
+            r = b - apply(x)
+        p = r.clone()
+        rs = batch_dot(r, r)
+        thresh = (tol * torch.sqrt(batch_dot(b, b))) ** 2
+        done = rs <= thresh
+        n_iter = torch.zeros(b.shape[0], dtype=torch.long, device=b.device)
+        for _ in range(max_iter):
+            if bool(done.all()):
+                break
+            mp = apply(p)
+            pmp = batch_dot(p, mp)
+            active = ~done & (pmp > 0)
+            alpha = torch.where(active, rs / torch.where(active, pmp, torch.ones_like(pmp)), 0.0)
+            x = x + batch_view(alpha, x) * p
+            r = r - batch_view(alpha, r) * mp
+            rs_new = batch_dot(r, r)
+            safe_rs = torch.where(rs > 0, rs, torch.ones_like(rs))
+            beta = rs_new / safe_rs
+            p = torch.where(batch_view(active, p), r + batch_view(beta, p) * p, p)
+            rs = torch.where(active, rs_new, rs)
+            n_iter = n_iter + active.long()
+            done = done | (~active) | (rs <= thresh)
+    return x, n_iter
