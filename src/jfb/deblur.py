@@ -36,7 +36,7 @@ from jfb.physics import (
     quantisation_step,
 )
 from jfb.physics.compose import Composed
-from jfb.physics.mask import _MaskBase
+from jfb.physics.mask import MaskOperator
 from jfb.pipeline import CHANNELS, adapt_noise, load_model, replace_blur
 from jfb.progress import progress_bar
 from jfb.restore import operator_reach, plan_tiles, restore_tiled, tile_for_budget
@@ -170,7 +170,7 @@ def restore_tensor(
         raise DataError(f"expected a (1 or {CHANNELS}, H, W) measurement, got {tuple(y.shape)}")
     dev = next(iter(model.parameters())).device
     op = model.op
-    if mask is not None and not isinstance(op, _MaskBase):
+    if mask is not None and not isinstance(op, MaskOperator):
         raise DataError(f"--mask applies to inpainting models; this one measures with "
                         f"{type(op).__name__}")
     if mask is not None and mask.shape[-2:] != y.shape[-2:]:

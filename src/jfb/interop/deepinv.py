@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from jfb.physics.base import LinearOperator, _as_shape
+from jfb.errors import check_shape
+from jfb.physics.base import LinearOperator
 from jfb.physics.blur import Blur
 
 __all__ = [
@@ -133,7 +134,7 @@ class DeepinvOperator(LinearOperator):
 
     def out_shape(self, in_shape) -> tuple[int, ...]:
         """Shape of A(x): run on a "meta" tensor if the physics allows it, else on zeros."""
-        shape = _as_shape(in_shape)
+        shape = check_shape(in_shape)
         try:
             return super().out_shape(shape)
         except (RuntimeError, NotImplementedError, ValueError):

@@ -5,7 +5,7 @@ from jfb.physics import kernels
 from jfb.physics.base import Identity, LinearOperator
 from jfb.physics.blur import Blur
 from jfb.physics.downsample import Downsample
-from jfb.physics.mask import BoxMask, Mask, RandomMask
+from jfb.physics.mask import BoxMask, Mask, MaskOperator, RandomMask
 from jfb.physics.noise import GaussianNoise, estimate_noise_std, quantisation_step
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Identity",
     "LinearOperator",
     "Mask",
+    "MaskOperator",
     "RandomMask",
     "estimate_noise_std",
     "kernels",

@@ -13,18 +13,9 @@ from typing import ClassVar
 
 import torch
 
+from jfb.errors import check_int, check_number, check_shape
+
 __all__ = ["Identity", "LinearOperator"]
-
-
-def _as_shape(in_shape: Sequence[int]) -> tuple[int, ...]:
-    """Validate a shape given as a sequence of positive ints and return it as a tuple."""
-    try:
-        shape = tuple(int(s) for s in in_shape)
-    except TypeError as exc:
-        raise TypeError(f"in_shape must be a sequence of ints, got {in_shape!r}") from exc
-    if any(s <= 0 for s in shape) or len(shape) == 0:
-        raise ValueError(f"in_shape must be a non-empty sequence of positive ints, got {shape}")
-    return shape
 
 
 class LinearOperator(torch.nn.Module, ABC):
@@ -71,7 +62,7 @@ class LinearOperator(torch.nn.Module, ABC):
 
     def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         """Shape of A(x) for an input x of shape ``in_shape`` (batch dimension included)."""
-        shape = _as_shape(in_shape)
+        shape = check_shape(in_shape)
         _, dtype = self._default_device_dtype()
         return tuple(self.A(torch.empty(shape, device="meta", dtype=dtype)).shape)
 
@@ -81,7 +72,7 @@ class LinearOperator(torch.nn.Module, ABC):
         Defaults to running A^T on a "meta" tensor; operators whose measurement does not
         determine the image size raise ValueError.
         """
-        shape = _as_shape(out_shape)
+        shape = check_shape(out_shape)
         _, dtype = self._default_device_dtype()
         return tuple(self.A_adjoint(torch.empty(shape, device="meta", dtype=dtype)).shape)
 
@@ -106,11 +97,9 @@ class LinearOperator(torch.nn.Module, ABC):
         lower ``tol`` for high accuracy. ``device``/``dtype`` default to those of the operator's
         buffers (else CPU and the default dtype).
         """
-        shape = _as_shape(in_shape)
-        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-            raise ValueError(f"n_iter must be an int >= 1, got {n_iter!r}")
-        if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
-            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+        shape = check_shape(in_shape)
+        check_int("n_iter", n_iter, minimum=1)
+        check_number("tol", tol, low=0)
         dev0, dt0 = self._default_device_dtype()
         device = torch.device(device) if device is not None else dev0
         dtype = dtype if dtype is not None else dt0
@@ -151,8 +140,8 @@ class Identity(LinearOperator):
 
     def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         """The input shape."""
-        return _as_shape(in_shape)
+        return check_shape(in_shape)
 
     def image_shape(self, out_shape: Sequence[int]) -> tuple[int, ...]:
         """The measurement's shape."""
-        return _as_shape(out_shape)
+        return check_shape(out_shape)

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from jfb.errors import check_choice, check_shape
 from jfb.physics import kernels as _kernels
-from jfb.physics.base import LinearOperator, _as_shape
+from jfb.physics.base import LinearOperator
 
 __all__ = ["FFT_MIN_KERNEL_SIZE", "Blur"]
 
@@ -162,10 +163,8 @@ class Blur(LinearOperator):
 
     def __init__(self, kernel: Any, padding: str = "zeros", method: str = "auto") -> None:
         super().__init__()
-        if not isinstance(padding, str) or padding not in PADDINGS:
-            raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
-        if not isinstance(method, str) or method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+        check_choice("padding", padding, PADDINGS)
+        check_choice("method", method, METHODS)
         k = _kernels.validate(kernel)
         self.register_buffer("kernel", k.detach().clone())
         self.padding = padding
@@ -213,7 +212,7 @@ class Blur(LinearOperator):
 
     def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         """Shape of A x: unchanged, except (H - kh + 1, W - kw + 1) in "valid" mode."""
-        shape = _as_shape(in_shape)
+        shape = check_shape(in_shape)
         if len(shape) < 2:
             raise ValueError(f"Blur: in_shape needs at least 2 (spatial) dims, got {shape}")
         if self.padding != "valid":

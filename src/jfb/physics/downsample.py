@@ -16,8 +16,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from jfb.errors import check_choice, check_int, check_shape
 from jfb.physics import kernels
-from jfb.physics.base import LinearOperator, _as_shape
+from jfb.physics.base import LinearOperator
 from jfb.physics.blur import PADDINGS, Blur
 
 __all__ = ["FILTERS", "Downsample"]
@@ -32,12 +33,9 @@ class Downsample(LinearOperator):
 
     def __init__(self, factor: int, filter: str = "gaussian", padding: str = "reflect") -> None:
         super().__init__()
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"factor must be an int >= 1, got {factor!r}")
-        if filter not in FILTERS:
-            raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
-        if padding not in PADDINGS or padding == "valid":
-            raise ValueError(f"padding must be zeros, circular or reflect, got {padding!r}")
+        check_int("factor", factor, minimum=1)
+        check_choice("filter", filter, FILTERS)
+        check_choice("padding", padding, tuple(p for p in PADDINGS if p != "valid"))
         self.factor = factor
         self.filter = filter
         self.padding = padding
@@ -85,7 +83,7 @@ class Downsample(LinearOperator):
 
     def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         """(N, C, H, W) -> (N, C, H / s, W / s)."""
-        shape = _as_shape(in_shape)
+        shape = check_shape(in_shape)
         if len(shape) != 4 or shape[-2] % self.factor or shape[-1] % self.factor:
             raise ValueError(f"need (N, C, H, W) with sides divisible by {self.factor}, "
                              f"got {shape}")
@@ -93,5 +91,5 @@ class Downsample(LinearOperator):
 
     def image_shape(self, out_shape: Sequence[int]) -> tuple[int, ...]:
         """(N, C, h, w) -> (N, C, s h, s w)."""
-        shape = _as_shape(out_shape)
+        shape = check_shape(out_shape)
         return (*shape[:-2], shape[-2] * self.factor, shape[-1] * self.factor)

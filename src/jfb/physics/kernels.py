@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jfb.errors import DataError
+from jfb.errors import DataError, check_bool, check_int, check_number, check_positive
 
 __all__ = [
     "MAX_DISK_RADIUS",
@@ -41,14 +41,6 @@ MAX_SIZE = 255
 MAX_DISK_RADIUS = (MAX_SIZE - 1) / 2 + 0.5
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_size(what: str, size: int) -> None:
     if size > MAX_SIZE:
         raise ValueError(f"{what} kernel size must be <= {MAX_SIZE} (the maximum kernel size, "
@@ -62,15 +54,6 @@ def _normalised(k: torch.Tensor, what: str) -> torch.Tensor:
         raise ValueError(f"{what}: the kernel is not finite or sums to {total} (a bug: please "
                          "report the arguments)")
     return (k / total).to(torch.float32)
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
 
 
 def validate(kernel: Any) -> torch.Tensor:
@@ -132,11 +115,11 @@ def gaussian(size: int, sigma: float) -> torch.Tensor:
     what any sigma below about 0.07 gives in float32). A sigma whose square overflows gives the
     limit sigma -> inf: the uniform (box) kernel.
     """
-    size = _check_int("size", size, 1)
+    size = check_int("size", size, minimum=1, type_error=TypeError)
     if size % 2 == 0:
         raise ValueError(f"gaussian kernel size must be odd, got {size}")
     _check_size("gaussian", size)
-    sigma = _check_positive("sigma", sigma)
+    sigma = check_positive("sigma", sigma, type_error=TypeError)
     try:
         denom = 2.0 * sigma**2
     except OverflowError:  # Python floats raise rather than give inf
@@ -162,9 +145,8 @@ def disk(radius: float, antialias: bool = True) -> torch.Tensor:
     hold a sub-pixel centre). ``radius`` is a finite number in (0, :data:`MAX_DISK_RADIUS`]
     (127.5: a 255 x 255 kernel).
     """
-    radius = _check_positive("radius", radius)
-    if not isinstance(antialias, bool):
-        raise TypeError(f"antialias must be a bool, got {antialias!r}")
+    radius = check_positive("radius", radius, type_error=TypeError)
+    check_bool("antialias", antialias)
     if radius > MAX_DISK_RADIUS:
         raise ValueError(f"disk radius must be <= {MAX_DISK_RADIUS} (a {MAX_SIZE} x {MAX_SIZE} "
                          f"kernel, the maximum kernel size), got {radius}")
@@ -206,15 +188,11 @@ def motion(
     the same kernel on every machine (numpy PCG64); kernels are not symmetric in general.
     ``size`` is an int in [1, :data:`MAX_SIZE`].
     """
-    size = _check_int("size", size, 1)
+    size = check_int("size", size, minimum=1, type_error=TypeError)
     _check_size("motion", size)
-    seed = _check_int("seed", seed, 0)
-    n_steps = _check_int("n_steps", n_steps, 2)
-    if isinstance(intensity, bool) or not isinstance(intensity, (int, float, np.floating)):
-        raise TypeError(f"intensity must be a number, got {intensity!r}")
-    intensity = float(intensity)
-    if not (0.0 <= intensity <= 1.0):
-        raise ValueError(f"intensity must be in [0, 1], got {intensity}")
+    seed = check_int("seed", seed, minimum=0, type_error=TypeError)
+    n_steps = check_int("n_steps", n_steps, minimum=2, type_error=TypeError)
+    intensity = check_number("intensity", intensity, low=0, high=1, type_error=TypeError)
     if size == 1:
         return torch.ones(1, 1, dtype=torch.float32)
 

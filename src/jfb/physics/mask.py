@@ -13,13 +13,15 @@ from collections.abc import Sequence
 
 import torch
 
-from jfb.physics.base import LinearOperator, _as_shape
+from jfb.errors import check_int, check_number, check_shape
+from jfb.physics.base import LinearOperator
 
-__all__ = ["BoxMask", "Mask", "RandomMask"]
+__all__ = ["BoxMask", "Mask", "MaskOperator", "RandomMask"]
 
 
-class _MaskBase(LinearOperator):
-    """y = m . x with m from :meth:`mask_for` (per image size); A^T = A, A^T A = A."""
+class MaskOperator(LinearOperator):
+    """A pixel mask: y = m . x with m from :meth:`mask_for` (per image size); A^T = A,
+    A^T A = A. The base of :class:`Mask`, :class:`RandomMask` and :class:`BoxMask`."""
 
     def mask_for(self, x: torch.Tensor) -> torch.Tensor:
         """The 0/1 mask, broadcastable to x (N, C, H, W), with x's device and dtype."""
@@ -44,14 +46,14 @@ class _MaskBase(LinearOperator):
 
     def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         """The input shape."""
-        return _as_shape(in_shape)
+        return check_shape(in_shape)
 
     def image_shape(self, out_shape: Sequence[int]) -> tuple[int, ...]:
         """The measurement's shape."""
-        return _as_shape(out_shape)
+        return check_shape(out_shape)
 
 
-class Mask(_MaskBase):
+class Mask(MaskOperator):
     """y = m . x with a given mask m: (H, W), (1, 1, H, W) or (N, 1, H, W); nonzero = observed."""
 
     def __init__(self, mask: torch.Tensor) -> None:
@@ -77,7 +79,7 @@ class Mask(_MaskBase):
         return m.to(device=x.device, dtype=x.dtype)
 
 
-class RandomMask(_MaskBase):
+class RandomMask(MaskOperator):
     """Each pixel missing with probability ``missing`` (all channels), drawn from ``seed`` and the
     image size: the same (H, W) always gives the same mask, on every device."""
 
@@ -85,10 +87,8 @@ class RandomMask(_MaskBase):
 
     def __init__(self, missing: float, seed: int = 0) -> None:
         super().__init__()
-        if not (isinstance(missing, (int, float)) and 0.0 <= missing < 1.0):
-            raise ValueError(f"missing must be a fraction in [0, 1), got {missing!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        check_number("missing", missing, low=0, high=1, high_open=True)
+        check_int("seed", seed, minimum=0)
         self.missing = float(missing)
         self.seed = seed
         self._cache: dict[tuple[int, int], torch.Tensor] = {}
@@ -106,15 +106,14 @@ class RandomMask(_MaskBase):
         return m.to(device=x.device, dtype=x.dtype)
 
 
-class BoxMask(_MaskBase):
+class BoxMask(MaskOperator):
     """A centred square hole of side round(``size`` * min(H, W)) pixels, 0 < size < 1."""
 
     SHARED_ACROSS_BATCH = True
 
     def __init__(self, size: float) -> None:
         super().__init__()
-        if not (isinstance(size, (int, float)) and 0.0 < size < 1.0):
-            raise ValueError(f"size must be a fraction in (0, 1), got {size!r}")
+        check_number("size", size, low=0, high=1, low_open=True, high_open=True)
         self.size = float(size)
 
     def extra_repr(self) -> str:

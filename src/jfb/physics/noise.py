@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from jfb.errors import check_number
+
 __all__ = ["STOPBAND", "GaussianNoise", "estimate_noise_std", "quantisation_step"]
 
 
@@ -17,12 +19,7 @@ class GaussianNoise:
     """
 
     def __init__(self, sigma: float) -> None:
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
-            raise TypeError(f"sigma must be a number, got {type(sigma).__name__} {sigma!r}")
-        sigma = float(sigma)
-        if not math.isfinite(sigma) or sigma < 0:
-            raise ValueError(f"noise sigma must be a finite number >= 0, got {sigma}")
-        self.sigma = sigma
+        self.sigma = check_number("sigma", sigma, low=0, type_error=TypeError)
 
     def __repr__(self) -> str:
         return f"GaussianNoise(sigma={self.sigma})"

@@ -40,7 +40,8 @@ from typing import Any
 
 import torch
 
-from jfb.physics.base import LinearOperator, _as_shape
+from jfb.errors import check_int, check_shape
+from jfb.physics.base import LinearOperator
 
 __all__ = ["Radon"]
 
@@ -57,9 +58,7 @@ def _validate_angles(angles: Any) -> tuple[float, ...]:
     if isinstance(angles, bool):
         raise TypeError("Radon: angles must be an int or a sequence of angles in degrees, not bool")
     if isinstance(angles, numbers.Integral):
-        n = int(angles)
-        if n < 1:
-            raise ValueError(f"Radon: the number of angles must be >= 1, got {n}")
+        n = check_int("Radon: the number of angles", angles, minimum=1)
         return tuple(180.0 * i / n for i in range(n))
     kind = "an int or a sequence of angles in degrees"
     if isinstance(angles, (str, bytes)):
@@ -89,13 +88,7 @@ def _validate_angles(angles: Any) -> tuple[float, ...]:
 def _validate_detectors(detectors: Any) -> int | None:
     if detectors is None:
         return None
-    if isinstance(detectors, bool) or not isinstance(detectors, numbers.Integral):
-        raise TypeError(
-            f"Radon: detectors must be an int >= 1 or None, got {type(detectors).__name__}"
-        )
-    if int(detectors) < 1:
-        raise ValueError(f"Radon: detectors must be >= 1, got {int(detectors)}")
-    return int(detectors)
+    return check_int("Radon: detectors", detectors, minimum=1, type_error=TypeError)
 
 
 def _validate_image_size(image_size: Any) -> tuple[int, int] | None:
@@ -324,7 +317,7 @@ class Radon(LinearOperator):
 
     def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         """Sinogram shape (N, C, n_angles, n_detectors) for images of shape (N, C, H, W)."""
-        shape = _as_shape(in_shape)
+        shape = check_shape(in_shape)
         if len(shape) != 4:
             raise ValueError(f"Radon: in_shape must be 4-D (N, C, H, W), got {shape}")
         if self.image_size is not None and shape[2:] != self.image_size:
@@ -339,7 +332,7 @@ class Radon(LinearOperator):
         """Image shape (N, C, H, W) whose sinogram has shape (N, C, n_angles, D): (H, W) =
         ``image_size`` if given, else (D, D) when ``detectors`` is None (square images with one
         bin per pixel); otherwise the sinogram does not determine it (ValueError)."""
-        shape = _as_shape(out_shape)
+        shape = check_shape(out_shape)
         if len(shape) != 4:
             raise ValueError(
                 f"Radon: out_shape must be 4-D (N, C, n_angles, n_detectors), got {shape}"
