@@ -12,7 +12,8 @@ import inspect
 from torch import nn
 
 from jfb.errors import ConfigError
-from jfb.nets.dncnn import ACTIVATIONS, DnCNN
+from jfb.nets.dncnn import DnCNN
+from jfb.nets.layers import ACTIVATIONS
 from jfb.nets.spectral import (
     SpectralConvNorm,
     apply_spectral_norm,

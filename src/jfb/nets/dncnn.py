@@ -14,63 +14,18 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from jfb.errors import ConfigError
-from jfb.nets.spectral import (
-    _check_bool,
-    _check_choice,
-    _check_float,
-    _check_int,
-    apply_spectral_norm,
-    conv_operator_norm,
+from jfb.errors import (
+    ConfigError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_positive,
 )
+from jfb.nets.layers import check_input, init_final, init_hidden, make_activation
+from jfb.nets.spectral import apply_spectral_norm, conv_operator_norm
 
-__all__ = ["ACTIVATIONS", "DnCNN", "make_activation"]
-
-# name -> (factory, Lipschitz constant sup |f'|); gelu/silu constants are rounded up.
-ACTIVATIONS: dict[str, tuple[type[nn.Module], float]] = {
-    "relu": (nn.ReLU, 1.0),
-    "leaky_relu": (nn.LeakyReLU, 1.0),
-    "elu": (nn.ELU, 1.0),
-    "tanh": (nn.Tanh, 1.0),
-    "softplus": (nn.Softplus, 1.0),
-    "gelu": (nn.GELU, 1.12891),
-    "silu": (nn.SiLU, 1.09984),
-}
-
-
-def make_activation(name: str) -> tuple[nn.Module, float]:
-    """Return ``(activation module, its Lipschitz constant)`` for ``name``."""
-    _check_choice("activation", name, tuple(ACTIVATIONS))
-    factory, lip = ACTIVATIONS[name]
-    return factory(), lip
-
-
-def _init_hidden(conv: nn.Conv2d) -> None:
-    """Kaiming-normal (fan_in, ReLU gain) weights, zero bias."""
-    nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
-
-
-def _init_final(conv: nn.Conv2d, scale: float) -> None:
-    """Kaiming-normal (fan_in, linear gain) weights times ``scale``, zero bias."""
-    nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="linear")
-    with torch.no_grad():
-        conv.weight.mul_(scale)
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
-
-
-def _check_input(x: Tensor, in_channels: int, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name} expects a 4-D batch (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[1] != in_channels:
-        raise ValueError(
-            f"{name} was built for {in_channels} input channels, got {x.shape[1]} "
-            f"(input shape {tuple(x.shape)})"
-        )
+__all__ = ["DnCNN"]
 
 
 class DnCNN(nn.Module):
@@ -103,21 +58,22 @@ class DnCNN(nn.Module):
         final_scale_init: float = 0.1,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels, 1)
+        self.in_channels = check_int("in_channels", in_channels, minimum=1, error=ConfigError)
         out_channels = in_channels if out_channels is None else out_channels
-        self.out_channels = _check_int("out_channels", out_channels, 1)
-        self.depth = _check_int("depth", depth, 2)
-        self.width = _check_int("width", width, 1)
-        self.kernel_size = _check_int("kernel_size", kernel_size, 1)
+        self.out_channels = check_int("out_channels", out_channels, minimum=1, error=ConfigError)
+        self.depth = check_int("depth", depth, minimum=2, error=ConfigError)
+        self.width = check_int("width", width, minimum=1, error=ConfigError)
+        self.kernel_size = check_int("kernel_size", kernel_size, minimum=1, error=ConfigError)
         if kernel_size % 2 == 0:
             raise ConfigError(f"kernel_size must be odd (for 'same' padding), got {kernel_size}")
-        _check_bool("bias", bias)
-        self.batch_norm = _check_bool("batch_norm", batch_norm)
-        self.spectral_norm = _check_bool("spectral_norm", spectral_norm)
-        sn_target = _check_float("sn_target", sn_target, positive=True)
-        _check_choice("sn_mode", sn_mode, ("clip", "normalize"))
-        self.residual = _check_bool("residual", residual)
-        final_scale_init = _check_float("final_scale_init", final_scale_init)
+        check_bool("bias", bias, error=ConfigError)
+        self.batch_norm = check_bool("batch_norm", batch_norm, error=ConfigError)
+        self.spectral_norm = check_bool("spectral_norm", spectral_norm, error=ConfigError)
+        sn_target = check_positive("sn_target", sn_target, error=ConfigError)
+        check_choice("sn_mode", sn_mode, ("clip", "normalize"), error=ConfigError)
+        self.residual = check_bool("residual", residual, error=ConfigError)
+        final_scale_init = check_number("final_scale_init", final_scale_init, low=0,
+                                        error=ConfigError)
         self.activation = activation
         _, self._act_lip = make_activation(activation)
         if residual and self.out_channels != self.in_channels:
@@ -131,21 +87,21 @@ class DnCNN(nn.Module):
         channels = self.in_channels
         for i in range(depth - 1):
             conv = nn.Conv2d(channels, width, kernel_size, padding=pad, bias=bias)
-            _init_hidden(conv)
+            init_hidden(conv)
             layers.append(conv)
             if batch_norm and i > 0:
                 layers.append(nn.BatchNorm2d(width))
             layers.append(make_activation(activation)[0])
             channels = width
         final = nn.Conv2d(width, self.out_channels, kernel_size, padding=pad, bias=bias)
-        _init_final(final, final_scale_init)
+        init_final(final, final_scale_init)
         layers.append(final)
         self.body = nn.Sequential(*layers)
         if spectral_norm:
             apply_spectral_norm(self.body, sn_target, mode=sn_mode)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(x, self.in_channels, "DnCNN")
+        check_input(x, self.in_channels, "DnCNN")
         out = self.body(x)
         return x - out if self.residual else out
 

@@ -34,7 +34,6 @@ Design choices:
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Literal
 
@@ -43,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from jfb.errors import ConfigError
+from jfb.errors import ConfigError, check_choice, check_int, check_positive
 
 __all__ = [
     "SpectralConvNorm",
@@ -58,46 +57,15 @@ _EPS = 1e-12
 _MODES = ("clip", "normalize")
 
 
-# ----------------------------------------------------------------------------- validation helpers
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_float(name: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
-    if not positive and value < 0:
-        raise ConfigError(f"{name} must be >= 0, got {value}")
-    return value
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value
-
-
+# ----------------------------------------------------------------------------- validation
 def _check_size(name: str, value: object) -> tuple[int, int]:
+    """An input size given as an int n (n x n) or a pair (h, w) of ints >= 1."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ConfigError(f"{name} must be an int or a pair (h, w), got {value!r}")
-        return (_check_int(f"{name}[0]", value[0], 1), _check_int(f"{name}[1]", value[1], 1))
-    n = _check_int(name, value, 1)
+        return (check_int(f"{name}[0]", value[0], minimum=1, error=ConfigError),
+                check_int(f"{name}[1]", value[1], minimum=1, error=ConfigError))
+    n = check_int(name, value, minimum=1, error=ConfigError)
     return (n, n)
 
 
@@ -196,11 +164,12 @@ class SpectralConvNorm(nn.Module):
         n_init_iter: int = 15,
     ) -> None:
         super().__init__()
-        self.target = _check_float("target", target, positive=True)
-        self.mode = _check_choice("mode", mode, _MODES)
+        self.target = check_positive("target", target, error=ConfigError)
+        self.mode = check_choice("mode", mode, _MODES, error=ConfigError)
         self.input_size = _check_size("input_size", input_size)
-        self.n_power_iterations = _check_int("n_power_iterations", n_power_iterations, 0)
-        n_init_iter = _check_int("n_init_iter", n_init_iter, 0)
+        self.n_power_iterations = check_int("n_power_iterations", n_power_iterations, minimum=0,
+                                            error=ConfigError)
+        n_init_iter = check_int("n_init_iter", n_init_iter, minimum=0, error=ConfigError)
         self.frozen = False
         self._geom = _ConvGeometry(conv)
         weight = conv.weight.detach()
@@ -323,7 +292,7 @@ def spectral_norm_power_step(module: nn.Module, n_steps: int = 1) -> None:
 
     Works in any mode (also inside :func:`frozen_spectral_norm`); no autograd graph is built.
     """
-    n_steps = _check_int("n_steps", n_steps, 1)
+    n_steps = check_int("n_steps", n_steps, minimum=1, error=ConfigError)
     for conv, par in _spectral_parametrizations(module):
         plist = conv.parametrizations.weight
         with torch.no_grad():
@@ -366,7 +335,7 @@ def conv_operator_norm(
     if not isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
         raise TypeError(f"expected nn.Conv2d or nn.ConvTranspose2d, got {type(conv).__name__}")
     shape = _check_size("shape", shape)
-    n_iter = _check_int("n_iter", n_iter, 1)
+    n_iter = check_int("n_iter", n_iter, minimum=1, error=ConfigError)
     geom = _ConvGeometry(conv)
     with torch.no_grad(), frozen_spectral_norm(conv):
         w = conv.weight.detach()

@@ -15,15 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jfb.errors import ConfigError
-from jfb.nets.dncnn import _check_input, _init_final, _init_hidden, make_activation
-from jfb.nets.spectral import (
-    _check_bool,
-    _check_choice,
-    _check_float,
-    _check_int,
-    apply_spectral_norm,
+from jfb.errors import (
+    ConfigError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_positive,
 )
+from jfb.nets.layers import check_input, init_final, init_hidden, make_activation
+from jfb.nets.spectral import apply_spectral_norm
 
 __all__ = ["UNet"]
 
@@ -32,7 +33,7 @@ def _block(c_in: int, c_out: int, activation: str, batch_norm: bool, bias: bool)
     layers: list[nn.Module] = []
     for c in (c_in, c_out):
         conv = nn.Conv2d(c, c_out, 3, padding=1, bias=bias)
-        _init_hidden(conv)
+        init_hidden(conv)
         layers.append(conv)
         if batch_norm:
             layers.append(nn.BatchNorm2d(c_out))
@@ -69,21 +70,23 @@ class UNet(nn.Module):
         final_scale_init: float = 0.1,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels, 1)
+        self.in_channels = check_int("in_channels", in_channels, minimum=1, error=ConfigError)
         out_channels = in_channels if out_channels is None else out_channels
-        self.out_channels = _check_int("out_channels", out_channels, 1)
-        self.base = _check_int("base", base, 1)
-        self.levels = _check_int("levels", levels, 1)
-        self.residual = _check_bool("residual", residual)
-        self.up = _check_choice("up", up, ("bilinear", "transpose"))
-        self.pad_mode = _check_choice("pad_mode", pad_mode, ("reflect", "replicate"))
+        self.out_channels = check_int("out_channels", out_channels, minimum=1, error=ConfigError)
+        self.base = check_int("base", base, minimum=1, error=ConfigError)
+        self.levels = check_int("levels", levels, minimum=1, error=ConfigError)
+        self.residual = check_bool("residual", residual, error=ConfigError)
+        self.up = check_choice("up", up, ("bilinear", "transpose"), error=ConfigError)
+        self.pad_mode = check_choice("pad_mode", pad_mode, ("reflect", "replicate"),
+                                     error=ConfigError)
         make_activation(activation)
-        self.batch_norm = _check_bool("batch_norm", batch_norm)
-        _check_bool("bias", bias)
-        self.spectral_norm = _check_bool("spectral_norm", spectral_norm)
-        sn_target = _check_float("sn_target", sn_target, positive=True)
-        _check_choice("sn_mode", sn_mode, ("clip", "normalize"))
-        final_scale_init = _check_float("final_scale_init", final_scale_init)
+        self.batch_norm = check_bool("batch_norm", batch_norm, error=ConfigError)
+        check_bool("bias", bias, error=ConfigError)
+        self.spectral_norm = check_bool("spectral_norm", spectral_norm, error=ConfigError)
+        sn_target = check_positive("sn_target", sn_target, error=ConfigError)
+        check_choice("sn_mode", sn_mode, ("clip", "normalize"), error=ConfigError)
+        final_scale_init = check_number("final_scale_init", final_scale_init, low=0,
+                                        error=ConfigError)
         if residual and self.out_channels != self.in_channels:
             raise ConfigError(
                 f"residual=True needs out_channels == in_channels, got {self.out_channels} "
@@ -111,7 +114,7 @@ class UNet(nn.Module):
             c_out = ch[level - 1]
             self.ups.append(_block(c_up + c_out, c_out, activation, batch_norm, bias))
         self.outc = nn.Conv2d(ch[0], self.out_channels, 1, bias=bias)
-        _init_final(self.outc, final_scale_init)
+        init_final(self.outc, final_scale_init)
         if spectral_norm:
             apply_spectral_norm(self, sn_target, mode=sn_mode)
 
@@ -134,7 +137,7 @@ class UNet(nn.Module):
         return x, pads
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(x, self.in_channels, "UNet")
+        check_input(x, self.in_channels, "UNet")
         h, w = x.shape[-2:]
         z, (left, _, top, _) = self._pad(x)
         z = self.inc(z)
