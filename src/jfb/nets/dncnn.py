@@ -22,10 +22,11 @@ from jfb.errors import (
     check_number,
     check_positive,
 )
-from jfb.nets.layers import check_input, init_final, init_hidden, make_activation
+from jfb.nets.layers import ACTIVATIONS, check_input, init_final, init_hidden, make_activation
 from jfb.nets.spectral import apply_spectral_norm, conv_operator_norm
 
-__all__ = ["DnCNN"]
+# ACTIVATIONS and make_activation live in jfb.nets.layers; still importable from here.
+__all__ = ["ACTIVATIONS", "DnCNN", "make_activation"]
 
 
 class DnCNN(nn.Module):
