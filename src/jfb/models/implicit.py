@@ -82,7 +82,6 @@ class ImplicitModel(nn.Module):
         backward: gradient strategy (default ``JFB()``).
         init: initial image estimate: "adjoint" (A^T y), "y", or "tikhonov" (a few CG steps of
             Tikhonov with gradient penalty).
-        contraction_iters: if > 0, every solve estimates ||J_T(s*)|| (stats.contraction).
         eta_scale: "none" (step sizes as given) or "operator": step sizes in units of 1/L (rho in
             units of L) with L = ||A^T A||, estimated at the first forward (or by
             :meth:`calibrate`) and kept in the buffer ``ata_norm`` (registered only in this mode),
@@ -97,7 +96,6 @@ class ImplicitModel(nn.Module):
         solver: Solver | None = None,
         backward: BackwardStrategy | None = None,
         init: str = "adjoint",
-        contraction_iters: int = 0,
         eta_scale: str = "none",
     ) -> None:
         super().__init__()
@@ -115,7 +113,6 @@ class ImplicitModel(nn.Module):
         self.solver = Anderson() if solver is None else solver
         self.backward = JFB() if backward is None else backward
         self.init = init
-        self.contraction_iters = contraction_iters
         self.eta_scale = eta_scale
         if eta_scale == "operator":  # NaN: not estimated yet
             self.register_buffer("ata_norm", torch.tensor(float("nan")))
@@ -176,7 +173,6 @@ class ImplicitModel(nn.Module):
                 backward=self.backward,
                 params=[*self.parameters(), y],
                 training=self.training,
-                contraction_iters=self.contraction_iters,
             )
         self.last_stats = stats
         return self.output(s)
