@@ -260,23 +260,48 @@ def _checkpoint(path, kind: str, zero_net: bool):
     return str(path)
 
 
-def test_checkpoint_is_the_model_every_scenario_times(records, tmp_path):
+def test_checkpoint_is_the_model_every_scenario_times(records, tmp_path, monkeypatch):
     """A DE-Prox whose R is 0 converges in two iterations where the fresh DE-GRAD needs more:
-    each scenario's iteration counts show which model it timed."""
+    each scenario's iteration counts show which model it timed, and so does the class whose T
+    it applies (counted here, which does not depend on the machine's floating point)."""
+    from jfb.models import DEADMM, DEGrad, DEProx
+
     fresh = [r for r in records["step"]["results"]["at_tol"] if r["strategy"] == "JFB"][0]
     assert fresh["forward_iters_mean"] > 2
     ckpt = _checkpoint(tmp_path / "prox.safetensors", "deprox", zero_net=True)
-    run = {name: bench.run_scenario(name, size="tiny", checkpoint=ckpt, threads=1,
-                                    quiet=True)["results"]
-           for name in ("step", "solver", "inference", "floor", "peer")}
+    applied: list[str] = []  # the class of every application of T
+    for cls in (DEGrad, DEProx, DEADMM):
+        def counted(self, s, y, _T=cls.T):
+            applied.append(type(self).__name__)
+            return _T(self, s, y)
+
+        monkeypatch.setattr(cls, "T", counted)
+    run, calls = {}, {}
+    for name in ("step", "solver", "inference", "floor", "peer"):
+        applied.clear()
+        run[name] = bench.run_scenario(name, size="tiny", checkpoint=ckpt, threads=1,
+                                       quiet=True)["results"]
+        calls[name] = list(applied)
     for name, res in run.items():
         assert res.get("skipped") or res["model"].startswith(f"checkpoint {ckpt}: DEProx"), name
+        assert res.get("skipped") or (calls[name] and set(calls[name]) == {"DEProx"}), name
     for row in run["step"]["at_tol"]:
         assert row["forward_iters_mean"] <= 2, row["strategy"]
     assert all(r["iters_max"] <= 2 for r in run["solver"]["rows"])
     assert all(r["iters_mean"] <= 2 for r in run["inference"]["rows"])
-    if not run["peer"]["skipped"]:  # the fresh model's fixed regime makes max_iter + 1 calls
-        assert all(r["T_calls_forward"] <= 4 for r in run["peer"]["rows"])
+    if not run["peer"]["skipped"]:
+        rows = run["peer"]["rows"]
+        # Ours: T is a constant map (R's weights stay 0, only its last bias learns), so the
+        # residual is exactly 0 at the second iteration on any machine; the fresh model's fixed
+        # regime makes max_iter + 1 calls. torchdeq's stop is its own floating point: its counts
+        # are only checked to be counts of this model's T, within the budget.
+        for r in rows:
+            assert 1 <= r["T_calls_forward"] <= r["max_iter"] + 1, r
+            assert r["T_calls_backward"] >= 0, r
+            if r["method"].startswith("ours"):
+                assert r["T_calls_forward"] <= 4, r
+        assert sum(r["T_calls_forward"] + r["T_calls_backward"] for r in rows) <= len(
+            calls["peer"])
 
 
 @pytest.mark.parametrize("name", ["inference", "floor"])
