@@ -190,3 +190,23 @@ def test_report_lines_never_begin_with_a_plus_which_markdown_reads_as_a_list_ite
         lines = demo._fill(text).splitlines()
         assert not any(line.lstrip().startswith("+") for line in lines)
         assert " ".join(lines) == text and max(map(len, lines)) <= 100
+
+
+def test_a_second_demo_in_the_same_folder_replaces_the_first_runs_logs(monkeypatch, tmp_path):
+    monkeypatch.setattr(demo, "seconds_per_step", lambda run, cfg: 10.0)  # 6 twin steps
+    cfg = demo.demo_config([*TINY, f"train.out_dir={(tmp_path / 'run').as_posix()}"])
+    for _ in range(2):
+        trained = demo.train_with_handover(build_run(cfg), cfg, progress=False)
+        twin = demo.train_twin(build_run(cfg), cfg, 60.0, tmp_path / "ff", progress=False)
+    steps = [r["step"] for r in trained.records if r["kind"] == "train"]
+    assert steps == [1, 2, 3]  # one run's log, not two
+    assert sum(r["kind"] == "summary" for r in twin.records) == 1
+
+
+def test_the_demo_does_not_delete_a_folder_that_is_not_one_of_its_runs(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(demo.ConfigError, match="not a training run"):
+        demo.fresh_run_folder(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    assert demo.fresh_run_folder(tmp_path / "new") == tmp_path / "new"

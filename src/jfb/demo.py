@@ -41,6 +41,7 @@ from jfb.atomic import write_text
 from jfb.compare import classical_method, tune_weight, tuning_pairs
 from jfb.config import Config, load_config
 from jfb.deblur import default_checkpoint
+from jfb.errors import ConfigError
 from jfb.evaluate import EvalResult, evaluate
 from jfb.pipeline import EVAL_SEED, Run, build_run, initial_model, load_model
 from jfb.progress import progress_bar
@@ -163,7 +164,7 @@ def train_with_handover(run: Run, cfg: Config, *, progress: bool = True) -> Trai
     """Train ``run.model`` as ``cfg`` says, pausing after pre-training to keep the model as the
     main phase receives it (``HANDOVER`` in the run's folder). The pause is a checkpoint and an
     exact resume: the run is the one an uninterrupted ``jfb train`` makes."""
-    out = Path(cfg.train.out_dir)
+    out = fresh_run_folder(cfg.train.out_dir)
     first = Trainer(run.model, run.train_pairs, run.val_pairs, cfg, out_dir=out,
                     progress=progress)
     fits = [(time.time(), 0.0)]
@@ -174,6 +175,19 @@ def train_with_handover(run: Run, cfg: Config, *, progress: bool = True) -> Trai
     fits.append((time.time(), handover["train_seconds"]))
     summary = _unless_interrupted(second.fit(resume=True))
     return TrainedRun(out, summary, _records(out), fits)
+
+
+def fresh_run_folder(path: str | Path) -> Path:
+    """``path``, emptied of the training run a previous demo left there (the trainer appends
+    to an existing log, and the curve would mix the two runs). ConfigError when ``path``
+    exists but holds no run (no ``config.json``): the demo deletes only its own runs."""
+    path = Path(path)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{path} exists and is not a training run's folder; the demo "
+                              "writes its runs there: choose another --out")
+        shutil.rmtree(path)
+    return path
 
 
 def _unless_interrupted(summary: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +241,8 @@ def train_twin(run: Run, cfg: Config, seconds: float, out_dir: Path, *,
     steps = max(1, round(seconds / seconds_per_step(run, probe)))
     twin_cfg = twin_config(cfg, steps=steps, seconds=seconds, out_dir=out_dir)
     trainer = Trainer(initial_model(twin_cfg, run.task.operator()), run.train_pairs,
-                      run.val_pairs, twin_cfg, out_dir=out_dir, progress=progress)
+                      run.val_pairs, twin_cfg, out_dir=fresh_run_folder(out_dir),
+                      progress=progress)
     started = time.time()
     summary = _unless_interrupted(trainer.fit())
     return TrainedRun(out_dir, summary, _records(out_dir), [(started, 0.0)])
