@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from jfb.config import Config
+from jfb.device import amp_dtype, resolve_device, use_channels_last
 from jfb.errors import CheckpointError, ConfigError, DataError
 from jfb.train import log as logmod
 from jfb.train.checkpoint import load_checkpoint, load_weights
@@ -29,12 +30,9 @@ from jfb.train.trainer import (
     SeededItems,
     Trainer,
     TrainingDivergedError,
-    amp_dtype,
     epoch_permutation,
     lr_factor,
     mix_seed,
-    resolve_device,
-    use_channels_last,
 )
 
 N_TRAIN, N_VAL, SIZE = 12, 5, 8

@@ -47,8 +47,8 @@ def load_pretrained(
     budget of an implicit model.
     """
     from jfb.deblur import default_checkpoint
+    from jfb.device import resolve_device
     from jfb.pipeline import load_model, replace_blur
-    from jfb.train.trainer import resolve_device
 
     if isinstance(noise, str):
         raise ConfigError(f"noise must be a number here, got {noise!r} (restore_image takes "

@@ -412,13 +412,13 @@ def _untrained_model(args: argparse.Namespace, device, other) -> tuple[Any, Any,
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from jfb.device import resolve_device
     from jfb.errors import ConfigError
     from jfb.evaluate import evaluate
     from jfb.pipeline import EVAL_SEED, adapt_noise, load_model, load_run
     from jfb.progress import progress_bar
     from jfb.report import write_evaluation
     from jfb.tasks import get_task
-    from jfb.train.trainer import resolve_device
 
     device = resolve_device(args.device)
     other = get_task(args.task) if args.task else None  # evaluate under that task's physics
@@ -515,9 +515,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import datetime
 
     from jfb.compare import COLUMNS, compare, write_comparison
+    from jfb.device import device_name, resolve_device
     from jfb.report import markdown_table
     from jfb.tasks import get_task
-    from jfb.train.trainer import device_name, resolve_device
 
     device = resolve_device(args.device)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

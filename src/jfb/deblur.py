@@ -330,7 +330,7 @@ def restore_file(
     model was not trained for. ``report``, ``warn`` and ``progress`` as for
     :func:`restore_tensor`.
     """
-    from jfb.train.trainer import resolve_device
+    from jfb.device import resolve_device
 
     say = report if report is not None else (lambda _msg: None)
     src = Path(input_path)

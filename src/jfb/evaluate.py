@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from jfb.device import synchronize
 from jfb.metrics import psnr, ssim
 
 if TYPE_CHECKING:
@@ -101,10 +102,10 @@ def evaluate(
     with torch.no_grad():
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             x_hat = method(y)
-            _sync(device)
+            synchronize(device)
             seconds += time.perf_counter() - start
             if contraction:
                 factors.append(method.contraction(x_hat, y, n_iter=contraction_iters,
@@ -130,8 +131,3 @@ def evaluate(
         examples=examples,
         contraction=torch.cat(factors).double() if factors else None,
     )
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

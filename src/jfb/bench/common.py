@@ -19,6 +19,7 @@ from torch import nn
 
 from jfb.bench.memory import SavedTensorMeter
 from jfb.deq import BackwardStrategy, Solver
+from jfb.device import synchronize
 from jfb.models import DEGrad, ImplicitModel
 from jfb.nets import DnCNN
 from jfb.physics import Blur, kernels
@@ -141,8 +142,7 @@ class Context:
 
     def now(self) -> Span:
         """Wall and process-CPU clocks, read after every queued device kernel has finished."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         return Span(time.perf_counter(), time.process_time())
 
 

@@ -28,6 +28,7 @@ from jfb.bench.report import to_markdown
 from jfb.bench.solver import scenario_solver
 from jfb.bench.step import scenario_step
 from jfb.cpu_malloc import malloc_record
+from jfb.device import hardware_name
 
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "step": scenario_step,
@@ -39,19 +40,6 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
 }
 #: What ``--scenario all`` runs (``malloc`` must run on its own, before any tuning).
 ALL = ("step", "solver", "floor", "peer", "inference")
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _loadavg() -> list[float] | None:
@@ -113,7 +101,7 @@ def run_scenario(
         "scenario": name,
         "size": size,
         "device": str(dev),
-        "device_name": _device_name(dev),
+        "device_name": hardware_name(dev),
         "torch": torch.__version__,
         "cuda": torch.version.cuda if dev.type == "cuda" else None,
         "cuda_settings": {

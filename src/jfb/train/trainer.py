@@ -77,6 +77,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from jfb.config import Config
+from jfb.device import amp_dtype, device_name, resolve_device, synchronize, use_channels_last
 from jfb.errors import CheckpointError, ConfigError, DataError, SolverError
 from jfb.metrics import psnr
 from jfb.train.checkpoint import (
@@ -88,7 +89,6 @@ from jfb.train.checkpoint import (
     unwrap_model,
 )
 from jfb.train.distributed import (
-    DistInfo,
     all_reduce_sum,
     barrier,
     get_dist_info,
@@ -105,8 +105,8 @@ __all__ = [
     "epoch_permutation",
     "lr_factor",
     "mix_seed",
-    "resolve_device",
     "solver_divergence",
+    "use_channels_last",
 ]
 
 LAST = "last.safetensors"
@@ -219,46 +219,6 @@ def _cpu_copy(obj: Any) -> Any:
     return copy.deepcopy(obj)
 
 
-def resolve_device(spec: str | torch.device, dist_info: DistInfo | None = None) -> torch.device:
-    """``"auto"`` -> the local CUDA device if available, else CPU; ``"cuda"`` must exist."""
-    dist_info = dist_info or DistInfo()
-    if isinstance(spec, torch.device):
-        device = spec
-    elif spec == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(spec)
-        except (RuntimeError, TypeError) as exc:
-            raise ConfigError(f"train.device: {spec!r} is not a device") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                "train.device: 'cuda' requested but CUDA is not available "
-                "(use device='cpu' or 'auto')"
-            )
-        if device.index is None:
-            device = torch.device(
-                "cuda",
-                dist_info.local_rank if dist_info.distributed else torch.cuda.current_device(),
-            )
-    return device
-
-
-def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``: bf16 on CUDA only, else None (no autocast)."""
-    if amp == "bf16" and device.type == "cuda":
-        return torch.bfloat16
-    if amp not in ("none", "bf16"):
-        raise ConfigError(f"train.amp: expected 'none' or 'bf16', got {amp!r}")
-    return None
-
-
-def use_channels_last(device: torch.device, flag: bool) -> bool:
-    """Channels-last memory format is used on CUDA only."""
-    return bool(flag) and device.type == "cuda"
-
-
 def _seed_global(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (1 << 32))  # noqa: NPY002 - datasets may draw from the legacy RNG
@@ -343,13 +303,6 @@ def _start(loader: DataLoader) -> Iterator[Any]:
         return iter(loader)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def device_name(device: torch.device) -> str:
-    """A readable name of the device, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (2 threads)'."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
 def _collate(batch: list[Any]) -> Any:
@@ -551,10 +504,6 @@ class Trainer:
         if self.amp is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     # ------------------------------------------------------------------ one step
     def _step_generator(self, salt: int) -> torch.Generator:
@@ -985,7 +934,7 @@ class Trainer:
                     x, y = self._to_device(x), self._to_device(y)
                     t1 = time.perf_counter()
                     out = self._train_step(x, y, pretrain)
-                    self._sync()
+                    synchronize(self.device)
                     t2 = time.perf_counter()
                     self.step += 1
                     if not pretrain:
