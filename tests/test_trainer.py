@@ -1,4 +1,5 @@
-"""jfb.train.trainer and jfb.train.log: the loop, its options, exact resume, signals, divergence."""
+"""jfb.train (the trainer and its parts) and jfb.device: the loop, its options, exact resume,
+signals, divergence, logs."""
 
 from __future__ import annotations
 
@@ -25,15 +26,12 @@ from jfb.device import amp_dtype, resolve_device, use_channels_last
 from jfb.errors import CheckpointError, ConfigError, DataError
 from jfb.train import log as logmod
 from jfb.train.checkpoint import load_checkpoint, load_weights
+from jfb.train.guard import TrainingDivergedError
+from jfb.train.loading import SeededItems
 from jfb.train.log import MetricLogger, Progress, format_metrics
-from jfb.train.trainer import (
-    SeededItems,
-    Trainer,
-    TrainingDivergedError,
-    epoch_permutation,
-    lr_factor,
-    mix_seed,
-)
+from jfb.train.schedule import lr_factor
+from jfb.train.seeding import epoch_permutation, mix_seed
+from jfb.train.trainer import Trainer
 
 N_TRAIN, N_VAL, SIZE = 12, 5, 8
 
@@ -327,11 +325,11 @@ def test_resume_needs_the_random_states(tmp_path, monkeypatch):
     ref = make(tmp_path / "a")
     ref.fit()
     make(tmp_path / "b").fit(max_steps=5)
-    import jfb.train.trainer as tr
+    import jfb.train.run_checkpoints as files
 
-    real = tr.load_checkpoint
+    real = files.load_checkpoint
     monkeypatch.setattr(
-        tr, "load_checkpoint", lambda *a, **k: real(*a, **{**k, "restore_rng": False})
+        files, "load_checkpoint", lambda *a, **k: real(*a, **{**k, "restore_rng": False})
     )
     second = make(tmp_path / "b")
     second.fit(resume=True)
@@ -487,6 +485,95 @@ def test_pretraining(tmp_path):
     assert any(
         "skipping 4 pre-training steps" in r["message"] for r in records(tmp_path / "b", "event")
     )
+
+
+def test_a_feedforward_left_as_a_stub_skips_pretraining(tmp_path):
+    """An implicit model whose class keeps the base class's ``feedforward`` (a stub that raises
+    NotImplementedError) cannot pre-train in either mode: the trainer says so and skips it,
+    recognising the stub by its body, without importing any model class."""
+    from jfb.models import ImplicitModel
+    from jfb.physics import Identity
+    from jfb.train.pretrain import can_pretrain
+
+    class OnlyT(ImplicitModel):
+        def T(self, s, y):
+            return 0.5 * (s + y) + 0 * self.net(s)
+
+    model = OnlyT(Identity(), nn.Conv2d(1, 1, 3, padding=1))
+    for mode in ("deblur", "denoise"):
+        assert not can_pretrain(model, mode)
+        t = make(tmp_path / mode, model_cls=lambda: model,
+                 train={"pretrain": mode, "pretrain_steps": 4, "steps": 1})
+        assert t.pretrain_steps == 0 and any("skipping 4 pre-training" in n for n in t.notes)
+    assert can_pretrain(Tiny(), "deblur") and not can_pretrain(Tiny(), "denoise")
+    assert not can_pretrain(Plain(), "deblur")
+
+
+def test_collate_fn_batches_every_loader(tmp_path):
+    """``collate_fn`` batches training and validation items (torch's default collate unless
+    given), e.g. jfb.data.collate_images, which explains images of different sizes."""
+    from torch.utils.data import default_collate
+
+    from jfb.data import collate_images
+
+    seen = []
+
+    def counting(items):
+        seen.append(len(items))
+        return default_collate(items)
+
+    torch.manual_seed(0)
+    cfg = make_cfg(train={"pretrain_steps": 0, "steps": 2, "val_every": 2})
+    Trainer(Plain(), NoisyPairs(N_TRAIN), NoisyPairs(N_VAL, fixed=True), cfg, out_dir=tmp_path,
+            progress=False, collate_fn=counting).fit()
+    assert seen == [4, 4, 4, 1]  # two training batches, then the validation set in 4 + 1
+
+    class Mixed(NoisyPairs):
+        def __getitem__(self, i):
+            x, y = super().__getitem__(i)
+            return (x, y) if i % 2 else (x[:, :4, :4], y[:, :4, :4])
+
+    t = Trainer(Plain(), NoisyPairs(N_TRAIN), Mixed(N_VAL), cfg, out_dir=tmp_path / "m",
+                progress=False, collate_fn=collate_images)
+    with pytest.raises(DataError, match="different sizes"):
+        t.validate()
+
+
+def test_names_that_moved_out_of_the_trainer_module_still_import_from_it():
+    import jfb.device
+    import jfb.train.trainer as tr
+    from jfb.train import guard, loading, run_checkpoints, schedule, seeding
+
+    moved = {"SeededItems": loading, "TrainingDivergedError": guard, "epoch_permutation": seeding,
+             "lr_factor": schedule, "mix_seed": seeding, "solver_divergence": guard,
+             "amp_dtype": jfb.device, "use_channels_last": jfb.device, "LAST": run_checkpoints,
+             "BEST": run_checkpoints}
+    for name, home in moved.items():
+        assert getattr(tr, name) is getattr(home, name) and name in tr.__all__, name
+
+
+def test_the_parts_of_training_never_import_the_trainer_nor_it_models_or_data():
+    """Imports point one way: the trainer composes the parts; it builds no model or dataset."""
+    import ast
+
+    import jfb.train
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        return names
+
+    folder = Path(jfb.train.__file__).parent
+    for path in folder.glob("*.py"):
+        if path.name not in ("trainer.py", "__init__.py"):
+            assert "jfb.train.trainer" not in imported(path), path.name
+    trainer = imported(folder / "trainer.py")
+    assert not {m for m in trainer if m.startswith(("jfb.models", "jfb.data", "jfb.tasks"))}
+    assert len((folder / "trainer.py").read_text().splitlines()) <= 600
 
 
 def test_out_dir_defaults_to_config(tmp_path, monkeypatch):
@@ -676,7 +763,7 @@ class BlowUp(Tiny):
 
 
 def test_solver_divergence_reads_residuals_and_convergence():
-    from jfb.train.trainer import solver_divergence
+    from jfb.train.guard import solver_divergence
 
     stats = SimpleNamespace(
         residual=torch.tensor([1e-4, 0.5, 2.0]), converged=torch.tensor([True, False, False])
@@ -1129,9 +1216,9 @@ def test_training_time_is_recorded_and_accumulates_over_resume(tmp_path):
 
 def _slow_worker_init(worker_id: int) -> None:
     time.sleep(1.0)  # hold the start-up window open
-    from jfb.train.trainer import _worker_init
+    from jfb.train.signals import ignore_stop_signals
 
-    _worker_init(worker_id)
+    ignore_stop_signals(worker_id)
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
@@ -1141,12 +1228,12 @@ def test_a_stop_signal_during_worker_start_up_does_not_kill_the_worker():
     instead of a clean checkpoint)."""
     from torch.utils.data import DataLoader
 
-    from jfb.train.trainer import _start
+    from jfb.train.signals import start_loader
 
     loader = DataLoader(
         list(range(8)), batch_size=2, num_workers=2, worker_init_fn=_slow_worker_init
     )
-    it = _start(loader)
+    it = start_loader(loader)
     time.sleep(0.3)  # the workers exist and are inside their slow init
     for w in it._workers:
         os.kill(w.pid, signal.SIGTERM)

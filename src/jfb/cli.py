@@ -379,6 +379,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from jfb.config import load_config
+    from jfb.data import collate_images
     from jfb.pipeline import build_run
     from jfb.train.trainer import Trainer
 
@@ -388,9 +389,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(cfg.to_toml(), end="")
         return 0
     run = build_run(cfg)
-    summary = Trainer(run.model, run.train_pairs, run.val_pairs, cfg, progress=not args.quiet).fit(
-        resume=args.resume
-    )
+    summary = Trainer(run.model, run.train_pairs, run.val_pairs, cfg, progress=not args.quiet,
+                      collate_fn=collate_images).fit(resume=args.resume)
     print(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list))))
     return 0
 

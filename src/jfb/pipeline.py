@@ -27,7 +27,7 @@ from jfb.models import build_model
 from jfb.physics import LinearOperator
 from jfb.tasks import Task, get_task
 from jfb.train.checkpoint import check_weights, load_weights
-from jfb.train.trainer import mix_seed
+from jfb.train.seeding import mix_seed
 
 #: Seed of the evaluation noise: image i of a split gets noise from seed EVAL_SEED + i.
 EVAL_SEED = 0

@@ -5,7 +5,8 @@
 flushing both after every record so that a crash loses nothing already logged.
 ``Progress`` shows step, rate, ETA, loss, PSNR, mean solver iterations and step time with
 :class:`jfb.progress.ProgressBar`: one self-overwriting line on a terminal, or a plain line every
-``every`` steps otherwise (files, CI logs).
+``every`` steps otherwise (files, CI logs). ``StepWindow`` sums the training steps between two
+``train`` records and makes the record.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import importlib.util
 import json
 import math
 import os
+import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from jfb.progress import ProgressBar, is_silenced
 
-__all__ = ["MetricLogger", "Progress", "format_fields", "format_metrics",
-           "tensorboard_available"]
+__all__ = ["MetricLogger", "Progress", "StepWindow", "format_fields", "format_metrics",
+           "tensorboard_available", "typical_step_ms"]
 
 
 def tensorboard_available() -> bool:
@@ -254,3 +256,104 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def typical_step_ms(ms: Sequence[float]) -> float | None:
+    """Median step time, leaving out the first steps (warm-up) when there are enough."""
+    if not ms:
+        return None
+    ms = list(ms[2:]) if len(ms) > 5 else list(ms)
+    return statistics.median(ms)
+
+
+class StepWindow:
+    """The good steps since the last ``train`` record, summed; ``record`` makes the record.
+
+    ``add`` takes a step's outputs (``loss`` (the batch mean), ``n``, ``psnr_sum``,
+    ``grad_norm``, ``lr`` and, when measured, ``iters_sum``, ``conv_sum``, ``jacobian``,
+    ``contraction``). The record holds means over the window: loss and PSNR per sample (over
+    every rank under DDP), gradient norm and step/data times per step, solver iterations and
+    converged fraction per sample, the Jacobian penalty per step; and the last ``lr`` and
+    contraction factor. ``solver_iters`` / ``solver_samples`` run over the whole ``fit``.
+    """
+
+    #: The sums that :meth:`record` adds up over ranks (the others are this rank's).
+    SUMMED_OVER_RANKS = ("loss_sum", "psnr_sum", "n", "iters_sum", "iters_n", "conv_sum")
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.solver_iters = 0.0
+        self.solver_samples = 0.0
+
+    def add(self, out: Mapping[str, Any], *, data_s: float, step_s: float) -> dict[str, Any]:
+        """Add a good step; returns its own loss, PSNR, iterations and time (the live line)."""
+        vals = {
+            "loss_sum": float(out["loss"]) * out["n"],
+            "psnr_sum": float(out["psnr_sum"]),
+            "n": float(out["n"]),
+            "grad_norm": float(out["grad_norm"]),
+            "steps": 1.0,
+            "data_s": data_s,
+            "step_s": step_s,
+        }
+        if out.get("iters_sum") is not None:
+            vals["iters_sum"] = float(out["iters_sum"])
+            vals["iters_n"] = float(out["n"])
+            if out.get("conv_sum") is not None:
+                vals["conv_sum"] = float(out["conv_sum"])
+            self.solver_iters += vals["iters_sum"]
+            self.solver_samples += vals["iters_n"]
+        if out.get("jacobian") is not None:
+            vals["jac_sum"] = float(out["jacobian"])
+            vals["jac_n"] = 1.0
+        for k, v in vals.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.sums["lr"] = out["lr"]
+        if out.get("contraction") is not None:  # the last measurement of the window
+            self.sums["contraction"] = float(out["contraction"].mean())
+            self.sums["contraction_max"] = float(out["contraction"].max())
+        iters = vals["iters_sum"] / vals["iters_n"] if "iters_sum" in vals else None
+        return {"loss": vals["loss_sum"] / vals["n"], "psnr": vals["psnr_sum"] / vals["n"],
+                "iters": iters, "step_ms": 1000 * step_s}
+
+    @property
+    def mean_solver_iters(self) -> float | None:
+        """Solver iterations per sample over every good step of the run (None: no solver)."""
+        return self.solver_iters / self.solver_samples if self.solver_samples else None
+
+    def clear(self) -> None:
+        """Forget the window's steps (the run totals stay)."""
+        self.sums.clear()
+
+    def record(self, phase: str, reduce: Callable[[Sequence[float]], Sequence[float]] | None = None
+               ) -> dict[str, Any] | None:
+        """The window's ``train`` record (None when it holds no good step), and a new window.
+        ``reduce`` sums the values of :attr:`SUMMED_OVER_RANKS` over ranks: under DDP every
+        rank must call it, with or without steps."""
+        w = self.sums
+        if reduce is not None:
+            keys = self.SUMMED_OVER_RANKS
+            w.update(zip(keys, reduce([w.get(k, 0.0) for k in keys]), strict=True))
+        if not w.get("steps"):
+            self.clear()
+            return None
+        n, steps = w["n"], w["steps"]
+        rec: dict[str, Any] = {
+            "phase": phase,
+            "loss": w["loss_sum"] / n,
+            "psnr": w["psnr_sum"] / n,
+            "lr": w.get("lr"),
+            "grad_norm": w["grad_norm"] / steps,
+            "step_ms": 1000 * w["step_s"] / steps,
+            "data_ms": 1000 * w["data_s"] / steps,
+        }
+        if w.get("iters_n"):
+            rec["iters"] = w["iters_sum"] / w["iters_n"]
+            rec["converged"] = w.get("conv_sum", 0.0) / w["iters_n"]
+        for key in ("contraction", "contraction_max"):
+            if key in w:
+                rec[key] = w[key]
+        if w.get("jac_n"):
+            rec["jacobian"] = w["jac_sum"] / w["jac_n"]
+        self.clear()
+        return rec

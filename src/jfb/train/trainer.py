@@ -1,55 +1,34 @@
-"""The training loop: MSE between ``model(y)`` and ``x``, Adam/AdamW, warm-up + cosine schedule,
-clipping, validation, checkpoints, exact resume, DDP, signals and divergence guards.
+"""The training loop: the trainer composes the parts of training and runs the steps.
+
+Each step fits ``model(y)`` to ``x`` (MSE) with Adam/AdamW and gradient clipping; the loop logs,
+validates, checkpoints, resumes exactly, runs under DDP, and stops on time limits and signals.
+The parts have modules of their own, and none imports the trainer: :mod:`~jfb.train.schedule`
+(learning rate), :mod:`~jfb.train.seeding` and :mod:`~jfb.train.loading` (reproducible batches
+sharded over ranks), :mod:`~jfb.train.pretrain` (pre-training R), :mod:`~jfb.train.guard`
+(divergence and rollback), :mod:`~jfb.train.diagnostics` (contraction and Jacobian),
+:mod:`~jfb.train.validation`, :mod:`~jfb.train.run_checkpoints` (``last``/``best``),
+:mod:`~jfb.train.signals`, :mod:`~jfb.train.log` and :mod:`~jfb.train.distributed`.
 
 The trainer never builds a model or a dataset: it takes a model (any ``nn.Module`` mapping a
 measurement batch ``y`` to ``x_hat``, optionally exposing ``last_stats`` with per-sample
-``iterations``/``converged``, ``pretrain_forward(y)`` and ``feedforward(v)``), a training set
-and a validation set of
-``(x, y)`` pairs (the validation set with fixed noise).
-
-Reproducibility. The order of the training data is a function of ``(seed, epoch)`` alone
-(:func:`epoch_permutation`), and every training item is read with the global RNGs (python,
-numpy, torch CPU) seeded from ``(seed, epoch, position in the epoch)`` and restored afterwards
-(:class:`SeededItems`). Random noise and crops drawn by the dataset from the global RNGs are
-therefore the same whether the run was interrupted and resumed, how many DataLoader workers read
-the data, and how many DDP processes share each batch. (Randomness a dataset keeps in its own
-generator objects is outside this guarantee; a dataset with a ``set_epoch(epoch)`` method, or
-wrapping one, is told the epoch before it is read.) The global RNG states are also saved in
-checkpoints and restored on resume, for randomness inside the model (dropout, ...); under DDP
-each rank's global RNG is instead seeded from ``(seed, step, rank)`` at start and on resume.
-Bitwise equality of a resumed run with an uninterrupted one also needs the same device and
-number of intra-op threads (float reductions depend on them).
+``iterations``/``converged``/``residual``, ``pretrain_forward(y)``, ``feedforward(v)``,
+``contraction(x*, y)`` and ``jacobian_frobenius(x*, y)``), a training set and a validation set
+of ``(x, y)`` pairs (the validation set with fixed noise), and how to batch their items.
 
 Steps. Global step ``g`` counts batches consumed, pre-training steps first: steps ``[0, P)``
-pre-train (P = ``pretrain_steps``, when the model has the method) ``pretrain_forward(y)``
-fitted to x (``pretrain="deblur"``), or ``feedforward(x + sigma n)`` fitted to x, a blind
-denoiser (``pretrain="denoise"``); steps ``[P, P + steps)`` train ``model``. Pre-training uses
-the peak learning rate after ``warmup_steps`` (capped at P), then logs one feedforward
-validation (``pretrain_val``) and clears the optimizer's moments; the main phase has its own
-warm-up and cosine/constant schedule.
-Divergence. A step is *bad* when its loss or gradient is NaN/Inf, or when the solve of an
-implicit model (``model.last_stats``) diverged: a final relative residual NaN/Inf or above
-``diverge_residual``, or more than a fraction ``diverge_unconverged`` of the batch stopped at the
-iteration cap. A bad step makes no update but still consumes its batch and its learning-rate
-step; checkpoints are not written during a streak of bad steps. A diverged solve, or
-``max_bad_steps`` bad steps in a row, *rolls back*: model, optimiser, scheduler, global RNG
-states and the data position return to the last good state (an in-memory copy of what was last
-written to ``last.safetensors`` at a validation point, or of the state ``fit`` started from; one
-copy per checkpoint, never per step), the learning rate is multiplied by ``rollback_lr_factor``
-(for the rest of the run), ``last.safetensors`` is rewritten with that factor, and training goes
-on from there; the log gets an ``event`` saying what was detected, at which step, and the new
-learning rate. When ``max_rollbacks`` rollbacks are used up (at once if it is 0), the next
-trigger raises :class:`TrainingDivergedError` naming the cause and the kept checkpoint.
+pre-train (P = ``pretrain_steps``, when the model can); steps ``[P, P + steps)`` train
+``model``. Pre-training ends with one feedforward validation (``pretrain_val``) and clears the
+optimizer's moments. A bad step makes no update but consumes its batch and its learning-rate
+step; checkpoints are not written during a streak of bad steps; a rollback logs an ``event``
+(what was detected, at which step, the new learning rate) and rewrites ``last.safetensors``.
 
-Stability logs. Every ``log_every`` steps the ``train`` record of an implicit model (one with
-``contraction(x*, y)``) holds ``contraction`` / ``contraction_max``: ||J_T(x*)||_2 of the first
-``CONTRACTION_SAMPLES`` samples of the batch, by ``CONTRACTION_ITERS`` power iterations at the
-detached fixed point, before the update (``log_contraction``). ``jacobian_penalty`` = gamma > 0
-adds gamma * mean_i ||J_T(x*_i)||_F^2 / d (Hutchinson, one probe;
-``model.jacobian_frobenius``) to the loss; its mean over the window is logged as ``jacobian``.
-Both draw from generators seeded by (seed, step), never from the global RNGs.
+Reproducibility. Data order and item draws are functions of the seed (:mod:`jfb.train.loading`).
+Checkpoints also hold the global RNG states, restored on resume (randomness inside the model:
+dropout, ...); under DDP each rank's global RNGs are seeded from ``(seed, step, rank)`` at start,
+on resume and after a rollback. A resumed run equals an uninterrupted one bitwise on the same
+device with the same number of intra-op threads (float reductions depend on them).
 
-Signals. SIGINT/SIGTERM finish the current step, write ``last.safetensors`` and make ``fit``
+Stopping. SIGINT/SIGTERM finish the current step, write ``last.safetensors`` and make ``fit``
 return with ``summary["stopped"] == "signal"`` (a second SIGINT interrupts at once).
 ``train.max_minutes`` does the same once ``fit`` has run that long (``"time_limit"``): a run
 that must fit a job's time limit stops where ``--resume`` continues it exactly.
@@ -58,277 +37,62 @@ that must fit a job's time limit stops where ``--resume`` continues it exactly.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import random
-import signal
-import statistics
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, default_collate
 
 from jfb.config import Config
 from jfb.device import amp_dtype, device_name, resolve_device, synchronize, use_channels_last
-from jfb.errors import CheckpointError, ConfigError, DataError, SolverError
+from jfb.errors import DataError
 from jfb.metrics import psnr
-from jfb.train.checkpoint import (
-    atomic_write_bytes,
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-    unwrap_model,
+from jfb.train.checkpoint import unwrap_model
+from jfb.train.diagnostics import contraction_factor, jacobian_penalty
+from jfb.train.distributed import all_reduce_sum, barrier, get_dist_info, wrap_ddp
+from jfb.train.guard import (
+    DivergenceGuard,
+    Snapshot,
+    TrainingDivergedError,
+    solver_divergence,
+    step_verdict,
 )
-from jfb.train.distributed import (
-    all_reduce_sum,
-    barrier,
-    get_dist_info,
-    rank_slice,
-    wrap_ddp,
+from jfb.train.loading import (
+    LoaderOptions,
+    SeededItems,
+    TrainBatches,
+    first_items,
+    validation_batches,
 )
-from jfb.train.log import MetricLogger, Progress
+from jfb.train.log import MetricLogger, Progress, StepWindow, typical_step_ms
+from jfb.train.pretrain import can_pretrain, pretrain_output
+from jfb.train.run_checkpoints import BEST, LAST, RunCheckpoints
+from jfb.train.schedule import lr_factor, phase_lr_factor, reset_lr
+from jfb.train.seeding import epoch_permutation, mix_seed, seed_global_rngs
+from jfb.train.signals import StopSignals
+from jfb.train.validation import validate
 
-__all__ = [
-    "SeededItems",
-    "Trainer",
-    "TrainingDivergedError",
-    "amp_dtype",
-    "epoch_permutation",
-    "lr_factor",
-    "mix_seed",
-    "solver_divergence",
-    "use_channels_last",
-]
-
-LAST = "last.safetensors"
-BEST = "best.safetensors"
-#: The logged contraction factor: this many samples of the batch, this many power iterations.
-CONTRACTION_SAMPLES, CONTRACTION_ITERS = 2, 5
-_MASK64 = (1 << 64) - 1
-# Salts of the generators of the stability diagnostics (kept apart from every other stream).
-_SALT_CONTRACTION, _SALT_JACOBIAN = 0xC0417, 0x7AC0B
-# ... and of the noise of denoising pre-training (training steps; validation).
-_SALT_PRETRAIN, _SALT_PRETRAIN_VAL = 0xDE015E, 0xDE0FA1
+# Besides the trainer, the names that moved to the part modules stay importable from here.
+__all__ = ["BEST", "LAST", "SeededItems", "Trainer", "TrainingDivergedError", "amp_dtype",
+           "epoch_permutation", "lr_factor", "mix_seed", "solver_divergence", "use_channels_last"]
 
 
-class TrainingDivergedError(SolverError):
-    """Training diverged beyond repair: ``max_bad_steps`` bad steps in a row or a diverged solve,
-    with no rollback left (``max_rollbacks``)."""
-
-
-# ---------------------------------------------------------------------- pure helpers
-def mix_seed(*values: int) -> int:
-    """A well-mixed 63-bit seed from integers (splitmix64 chain); stable across runs/platforms."""
-    h = 0x9E3779B97F4A7C15
-    for v in values:
-        h = (h ^ (int(v) & _MASK64)) & _MASK64
-        h = (h + 0x9E3779B97F4A7C15) & _MASK64
-        z = h
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        h = z ^ (z >> 31)
-    return h & ((1 << 63) - 1)
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
-    """The order of the ``n`` training items in ``epoch``: a permutation seeded by (seed, epoch)."""
-    g = torch.Generator().manual_seed(mix_seed(seed, epoch, 0x5A3D))
-    return torch.randperm(n, generator=g).tolist()
-
-
-def lr_factor(step: int, *, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the peak learning rate at 0-based ``step`` of ``total``.
-
-    Linear warm-up ``(step + 1) / warmup`` for ``step < warmup``; then 1 (``"constant"``) or
-    ``0.5 (1 + cos(pi t))`` with ``t = (step - warmup) / (total - warmup)`` (``"cosine"``).
-    """
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    if schedule != "cosine":
-        raise ConfigError(f"train.schedule: unknown schedule {schedule!r}")
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
-
-
-def solver_divergence(
-    stats: Any, *, max_residual: float | None, max_unconverged: float | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Did a batched solve diverge? From ``stats`` (``SolverStats`` or any object with
-    per-sample ``residual`` / ``converged``; a missing field is not checked).
-
-    Returns 0-d float tensors on the stats' device (no host sync): ``blown`` = 1 when some
-    sample's final relative residual is NaN/Inf or > ``max_residual``, ``capped`` = 1 when the
-    fraction f of samples that did not converge is > ``max_unconverged``; and the worst residual
-    (NaN/Inf -> inf) and f, for the message. A threshold of None switches its test off.
-    """
-    residual = getattr(stats, "residual", None)
-    converged = getattr(stats, "converged", None)
-    like = residual if residual is not None else converged
-    zero = torch.zeros((), device=like.device if like is not None else None)
-    worst, frac = zero, zero
-    if residual is not None and residual.numel():
-        worst = residual.detach().float().nan_to_num(nan=math.inf).max()
-    if converged is not None and converged.numel():
-        frac = (~converged.detach().bool()).float().mean()
-    blown = (worst > max_residual).float() if max_residual is not None else zero
-    capped = (frac > max_unconverged).float() if max_unconverged is not None else zero
-    return blown, capped, worst, frac
-
-
-def _step_problem(
-    bad_loss: bool, bad_grad: bool, blown: bool, capped: bool, worst: float, unconverged: float,
-    tc: Any,
-) -> str | None:
-    """What is wrong with a step, in words (None: nothing); a diverged solve is named first."""
-    if blown:
-        return (
-            f"solver residual blow-up (max relative residual {worst:.3g} > "
-            f"train.diverge_residual={tc.diverge_residual:g})"
-        )
-    if capped:
-        return (
-            f"solver stopped at its iteration cap for {100 * unconverged:.0f}% of the batch "
-            f"(> train.diverge_unconverged={tc.diverge_unconverged:g})"
-        )
-    if bad_loss:
-        return "non-finite loss"
-    if bad_grad:
-        return "non-finite gradient"
-    return None
-
-
-def _cpu_copy(obj: Any) -> Any:
-    """A deep copy of nested dicts/lists with every tensor cloned to the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
-def _seed_global(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))  # noqa: NPY002 - datasets may draw from the legacy RNG
-    torch.default_generator.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int) -> Iterator[None]:
-    """Seed python/numpy/torch-CPU global RNGs for the block, then restore their states."""
-    py = random.getstate()
-    npy = np.random.get_state()  # noqa: NPY002
-    th = torch.get_rng_state()
-    try:
-        _seed_global(seed)
-        yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(npy)  # noqa: NPY002
-        torch.set_rng_state(th)
-
-
-class SeededItems(Dataset):
-    """Dataset view whose items are ``(index, seed)`` pairs: ``dataset[index]`` is read with the
-    global RNGs seeded by ``seed`` (and restored after), so its random draws are a function of
-    the seed, not of the process, worker or history that reads it."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        with _seeded_global_rng(seed):
-            return self.dataset[index]
-
-
-def _set_epoch(dataset: Any, epoch: int) -> None:
-    """Call ``set_epoch(epoch)`` on the dataset and the datasets it wraps, where defined."""
-    seen: set[int] = set()
-    stack = [dataset]
-    while stack:
-        d = stack.pop()
-        if d is None or id(d) in seen:
-            continue
-        seen.add(id(d))
-        if callable(getattr(d, "set_epoch", None)):
-            d.set_epoch(epoch)
-        for attr in ("dataset", "clean", "base"):
-            inner = getattr(d, attr, None)
-            if isinstance(inner, Dataset):
-                stack.append(inner)
-
-
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-def _worker_init(worker_id: int) -> None:
-    """DataLoader workers ignore SIGINT/SIGTERM: a Ctrl-C sent to the whole process group must
-    reach only the main process, which finishes its step and shuts the workers down itself.
-    Workers are forked with these signals blocked (:func:`_start`), so one that arrived while the
-    worker started stays pending until here, where it is discarded."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
-
-def _start(loader: DataLoader) -> Iterator[Any]:
-    """``iter(loader)``, forking its workers with SIGINT/SIGTERM blocked.
-
-    Without this a stop signal sent to the process group while a worker starts (every epoch)
-    reaches the worker before ``_worker_init`` makes it ignore the signal, kills it, and crashes
-    the main process instead of letting it checkpoint. The main process gets any signal that
-    arrived meanwhile when the mask is restored.
-    """
-    if loader.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
-        return iter(loader)
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        return iter(loader)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _collate(batch: list[Any]) -> Any:
-    try:
-        from jfb.data.datasets import collate_images
-    except ImportError:  # pragma: no cover
-        return torch.utils.data.default_collate(batch)
-    return collate_images(batch)
-
-
-def _first(dataset: Dataset, n: int | None) -> Dataset:
-    if n is None or n >= len(dataset):  # type: ignore[arg-type]
-        return dataset
-    return Subset(dataset, range(n))
-
-
-# ---------------------------------------------------------------------- the trainer
 class Trainer:
     """Train ``model`` on ``train_set`` and validate on ``val_set`` as ``config`` says.
 
     ``out_dir`` (default ``config.train.out_dir``) receives ``metrics.jsonl``, ``train.csv``,
     ``val.csv``, ``config.json``, ``last.safetensors`` (resumable) and ``best.safetensors``
     (best validation PSNR, weights only). ``device`` defaults to ``config.train.device``.
-    ``progress``: True (stderr), False, or a text stream. Under an initialised process group
-    (``jfb.train.distributed.init_distributed``) the model is wrapped in DDP, ``batch_size`` is
-    per process, and only rank 0 logs and writes files.
+    ``progress``: True (stderr), False, or a text stream. ``collate_fn`` batches the items (e.g.
+    :func:`jfb.data.collate_images`, which explains images of different sizes). Under an
+    initialised process group (``jfb.train.distributed.init_distributed``) the model is wrapped
+    in DDP, ``batch_size`` is per process, and only rank 0 logs and writes files.
     """
 
     def __init__(
@@ -341,6 +105,7 @@ class Trainer:
         out_dir: str | Path | None = None,
         device: str | torch.device | None = None,
         progress: bool | TextIO = True,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -349,20 +114,21 @@ class Trainer:
         self.dist = get_dist_info()
         self.device = resolve_device(device if device is not None else tc.device, self.dist)
         self.out_dir = Path(out_dir if out_dir is not None else tc.out_dir)
+        self.checkpoints = RunCheckpoints(self.out_dir, self.config, is_main=self.dist.is_main)
         self.notes: list[str] = []
 
-        self.train_set = _first(train_set, dc.max_train_images)
-        self.val_set = None if val_set is None else _first(val_set, dc.max_val_images)
+        self.train_set = first_items(train_set, dc.max_train_images)
+        self.val_set = None if val_set is None else first_items(val_set, dc.max_val_images)
         self.batch_size = dc.batch_size
-        self.global_batch = dc.batch_size * self.dist.world_size
-        n_train = len(self.train_set)  # type: ignore[arg-type]
-        if n_train < self.global_batch:
-            raise DataError(
-                f"the training set has {n_train} items, fewer than one batch of "
-                f"{self.global_batch} (data.batch_size={dc.batch_size} x "
-                f"{self.dist.world_size} processes)"
-            )
-        self.batches_per_epoch = n_train // self.global_batch
+        self.loader_options = LoaderOptions(
+            dc.num_workers, collate_fn or default_collate, self.device.type == "cuda"
+        )
+        self.batches = TrainBatches(
+            self.train_set, seed=tc.seed, batch_size=dc.batch_size, rank=self.dist.rank,
+            world_size=self.dist.world_size, options=self.loader_options,
+        )
+        self.global_batch = self.batches.global_batch
+        self.batches_per_epoch = self.batches.per_epoch
         if self.val_set is not None and len(self.val_set) == 0:  # type: ignore[arg-type]
             raise DataError("the validation set is empty")
 
@@ -381,7 +147,7 @@ class Trainer:
         if tc.compile:
             self.forward_module = torch.compile(self.ddp)
 
-        self.can_pretrain = _can_pretrain(self.model, tc.pretrain)
+        self.can_pretrain = can_pretrain(self.model, tc.pretrain)
         self.pretrain_steps = tc.pretrain_steps if self.can_pretrain else 0
         if tc.pretrain_steps and not self.can_pretrain:
             method = "pretrain_forward(y)" if tc.pretrain == "deblur" else "feedforward(v)"
@@ -400,8 +166,9 @@ class Trainer:
                 "implicit model (no jacobian_frobenius)"
             )
 
-        self.rollbacks = 0
-        self.lr_scale = 1.0  # product of rollback_lr_factor over the rollbacks so far
+        self.guard = DivergenceGuard(max_bad_steps=tc.max_bad_steps,
+                                     max_rollbacks=tc.max_rollbacks,
+                                     rollback_lr_factor=tc.rollback_lr_factor)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
@@ -415,84 +182,37 @@ class Trainer:
         if self.logger.warning:
             self.notes.append(self.logger.warning)
         stream = progress if not isinstance(progress, bool) else None
-        self.progress = Progress(
-            self.total_steps,
-            stream=stream,
-            every=tc.log_every,
-            enabled=is_main and progress is not False,
-        )
+        self.progress = Progress(self.total_steps, stream=stream, every=tc.log_every,
+                                 enabled=is_main and progress is not False)
 
         self.step = 0  # global steps done
         self.best_val_psnr = -math.inf
         self.best_step: int | None = None
         self.last_val: dict[str, float] | None = None
-        self.bad_streak = 0
-        self.skipped_steps = 0
-        self._snapshot: dict[str, Any] | None = None  # the rollback target
-        self._stop_signal: int | None = None
+        self.stop = StopSignals()
         self._seconds_before = 0.0  # training time of the runs this one resumes
         self._fit_start: float | None = None
 
-    # ------------------------------------------------------------------ schedule
+    # The divergence guard's counters (saved in checkpoints), as attributes of the trainer.
+    bad_streak = property(lambda self: self.guard.bad_streak, doc="Bad steps in a row now.")
+    skipped_steps = property(lambda self: self.guard.skipped_steps, doc="Bad steps so far.")
+    rollbacks = property(lambda self: self.guard.rollbacks, doc="Rollbacks so far.")
+    lr_scale = property(lambda self: self.guard.lr_scale, doc="The rollbacks' lr reduction.")
+
+    # ------------------------------------------------------------------ parts
     def _lr_lambda(self, g: int) -> float:
-        """lr(g) / peak lr: the schedule times ``lr_scale`` (the rollbacks' reductions)."""
+        """lr(g) / peak lr: the schedule times the rollbacks' reductions. A bound method, so
+        that the scheduler's state dict (in checkpoints) holds nothing of it."""
         tc = self.config.train
-        p = self.pretrain_steps
-        if g < p:  # pre-training: warm-up then constant
-            f = lr_factor(g, total=p, warmup=min(tc.warmup_steps, p), schedule="constant")
-        else:
-            f = lr_factor(g - p, total=tc.steps, warmup=tc.warmup_steps, schedule=tc.schedule)
-        return self.lr_scale * f
-
-    # ------------------------------------------------------------------ data
-    def _global_indices(self, epoch: int, b: int) -> tuple[list[int], list[int]]:
-        perm = epoch_permutation(len(self.train_set), self.config.train.seed, epoch)
-        start = b * self.global_batch
-        positions = list(range(start, start + self.global_batch))
-        return [perm[i] for i in positions], positions
-
-    def _train_batches(self, start: int) -> Iterator[Any]:
-        """Batches of this rank from global step ``start`` on, forever."""
-        tc, dc = self.config.train, self.config.data
-        items = SeededItems(self.train_set)
-        step = start
-        n = len(self.train_set)  # type: ignore[arg-type]
-        while True:
-            epoch, offset = divmod(step, self.batches_per_epoch)
-            perm = epoch_permutation(n, tc.seed, epoch)
-            keys = []
-            for b in range(offset, self.batches_per_epoch):
-                pos = range(b * self.global_batch, (b + 1) * self.global_batch)
-                glob = [(perm[i], mix_seed(tc.seed, epoch, i)) for i in pos]
-                keys.append(rank_slice(glob, self.dist.rank, self.dist.world_size))
-            _set_epoch(self.train_set, epoch)
-            loader = DataLoader(
-                items,
-                batch_sampler=keys,
-                num_workers=dc.num_workers,
-                collate_fn=_collate,
-                pin_memory=self.device.type == "cuda",
-                worker_init_fn=_worker_init if dc.num_workers > 0 else None,
-                generator=torch.Generator().manual_seed(mix_seed(tc.seed, epoch, offset)),
-            )
-            for batch in _start(loader):
-                yield batch
-                step += 1
-
-    def _val_loader(self) -> DataLoader:
-        assert self.val_set is not None
-        n = len(self.val_set)  # type: ignore[arg-type]
-        shard = Subset(self.val_set, range(self.dist.rank, n, self.dist.world_size))
-        workers = self.config.data.num_workers
-        return DataLoader(
-            shard,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=self.device.type == "cuda",
-            worker_init_fn=_worker_init if workers > 0 else None,
+        return self.guard.lr_scale * phase_lr_factor(
+            g, pretrain_steps=self.pretrain_steps, steps=tc.steps, warmup=tc.warmup_steps,
+            schedule=tc.schedule,
         )
+
+    def _seed_rank_streams(self) -> None:
+        """Under DDP: this rank's global RNGs from (seed, step, rank), at start, on resume and
+        after a rollback (the states of the other ranks are not in the checkpoint)."""
+        seed_global_rngs(mix_seed(self.config.train.seed, self.step, self.dist.rank))
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device, non_blocking=True)
@@ -505,75 +225,41 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
 
-    # ------------------------------------------------------------------ one step
-    def _step_generator(self, salt: int) -> torch.Generator:
-        """A CPU generator seeded by (seed, step, salt): a step's side randomness (diagnostics,
-        pre-training noise) never touches the global RNGs."""
-        return torch.Generator().manual_seed(mix_seed(self.config.train.seed, self.step, salt))
-
     def _is_log_step(self, g: int) -> bool:
         return g % self.config.train.log_every == 0 or g == self.total_steps
 
-    def _contraction(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """||J_T(x*)||_2 of the first CONTRACTION_SAMPLES samples (detached; no gradient)."""
-        k = CONTRACTION_SAMPLES
-        return self.model.contraction(
-            x_hat.detach()[:k].to(y.dtype),
-            y[:k],
-            n_iter=CONTRACTION_ITERS,
-            generator=self._step_generator(_SALT_CONTRACTION),
-        )
-
     def _pretrain_output(self, x: torch.Tensor, y: torch.Tensor, *,
                          val_batch: int | None = None) -> torch.Tensor:
-        """What pre-training fits to x: ``pretrain_forward(y)`` (``pretrain="deblur"``), or
-        ``feedforward(x + sigma * n)`` (``"denoise"``) with sigma ~ U[0, pretrain_noise] per
-        sample in training and pretrain_noise / 2 in validation (batch ``val_batch`` of this
-        rank's shard). The noise of a training step is drawn for the whole global batch from
-        (seed, step) and sliced by rank, so it does not depend on the number of processes;
-        validation noise is the same at every validation."""
+        """What pre-training fits to x at this step (:func:`jfb.train.pretrain.pretrain_output`)."""
         tc = self.config.train
-        if tc.pretrain == "deblur":
-            return self.model.pretrain_forward(y)
-        if val_batch is not None:
-            g = torch.Generator().manual_seed(
-                mix_seed(tc.seed, _SALT_PRETRAIN_VAL, self.dist.rank, val_batch)
-            )
-            noise = torch.randn(x.shape, generator=g, dtype=torch.float32)
-            sigma = torch.full((x.shape[0],), tc.pretrain_noise / 2)
-        else:
-            g = self._step_generator(_SALT_PRETRAIN)
-            n, world = x.shape[0], self.dist.world_size
-            full = (n * world, *x.shape[1:])
-            mine = slice(self.dist.rank * n, (self.dist.rank + 1) * n)
-            noise = torch.randn(full, generator=g, dtype=torch.float32)[mine]
-            sigma = (torch.rand(n * world, generator=g) * tc.pretrain_noise)[mine]
-        noise = noise.mul_(sigma.view(-1, 1, 1, 1)).to(device=x.device, dtype=x.dtype)
-        return self.model.feedforward(x + noise)
+        return pretrain_output(
+            self.model, x, y, mode=tc.pretrain, noise=tc.pretrain_noise, seed=tc.seed,
+            step=self.step, rank=self.dist.rank, world_size=self.dist.world_size,
+            val_batch=val_batch,
+        )
 
+    # ------------------------------------------------------------------ one step
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, pretrain: bool) -> dict[str, Any]:
         tc = self.config.train
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             x_hat = self._pretrain_output(x, y) if pretrain else self.forward_module(y)
         stats = None if pretrain else getattr(self.model, "last_stats", None)
-        blown, capped, worst, unconv = solver_divergence(
+        divergence = solver_divergence(
             stats, max_residual=tc.diverge_residual, max_unconverged=tc.diverge_unconverged
         )
         loss = F.mse_loss(x_hat.float(), x.float())
         total = loss
         jac = None
         if self.jacobian_on and not pretrain:
-            jac = self.model.jacobian_frobenius(
-                x_hat.detach(), y, generator=self._step_generator(_SALT_JACOBIAN)
-            ).mean()
+            jac = jacobian_penalty(self.model, x_hat, y, seed=tc.seed, step=self.step)
             total = loss + tc.jacobian_penalty * jac
         total.backward()
         contraction = None
         if not pretrain and tc.log_contraction and self.implicit and self._is_log_step(
             self.step + 1
         ):  # at the map whose fixed point x_hat is: before the update
-            contraction = self._contraction(x_hat, y)
+            contraction = contraction_factor(self.model, x_hat, y, seed=tc.seed, step=self.step)
         if pretrain and self.dist.distributed:  # pre-training bypasses DDP's gradient hooks
             for p in self.params:
                 if p.grad is not None:
@@ -587,27 +273,12 @@ class Trainer:
             )
         else:
             gnorm = torch.zeros((), device=self.device)
-        dev = loss.device
         timed_out = self._out_of_time()
-        flags = torch.stack(
-            [
-                (~torch.isfinite(total.detach())).float(),
-                (~torch.isfinite(gnorm.detach().float())).float(),
-                torch.tensor(float(self._stop_signal is not None or timed_out), device=dev),
-                blown.to(dev),
-                capped.to(dev),
-                worst.to(dev),
-                unconv.to(dev),
-            ]
+        problem, stop, solver_diverged = step_verdict(  # every rank takes the same decisions
+            total, gnorm, stop=self.stop.requested is not None or timed_out,
+            divergence=divergence, tc=tc, distributed=self.dist.distributed,
         )
-        if self.dist.distributed:  # every rank takes the same decisions
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        values = flags.tolist()
-        bad_loss, bad_grad, stop, is_blown, is_capped = (bool(v) for v in values[:5])
         lr = self.optimizer.param_groups[0]["lr"]
-        problem = _step_problem(
-            bad_loss, bad_grad, is_blown, is_capped, values[5], values[6], tc
-        )
         if problem is None:
             self.optimizer.step()
         with warnings.catch_warnings():  # skipped first step: "scheduler.step() before optimizer"
@@ -619,7 +290,7 @@ class Trainer:
             "lr": lr,
             "bad": problem is not None,
             "problem": problem,
-            "solver_diverged": is_blown or is_capped,
+            "solver_diverged": solver_diverged,
             "stop": stop,
             "timed_out": timed_out,
             "n": x.shape[0],
@@ -637,45 +308,24 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ validation
-    @torch.no_grad()
     def validate(self, *, pretrain: bool = False) -> dict[str, float] | None:
         """Mean PSNR (clamped to [0, 1]), solver iterations and converged fraction on the
-        validation set (sharded over ranks); None without a validation set. The global RNG
-        states are left as they were (validation never shifts the training randomness)."""
+        validation set (:func:`jfb.train.validation.validate`), of what pre-training fits when
+        ``pretrain``; None without a validation set. The global RNG states are left alone."""
         if self.val_set is None:
             return None
-        t0 = time.perf_counter()
-        was_training = self.model.training
-        self.model.eval()
-        acc = torch.zeros(5, dtype=torch.float64, device=self.device)
-        cuda_devices = [self.device] if self.device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=cuda_devices):
-                for i, (x, y) in enumerate(_start(self._val_loader())):
-                    x, y = self._to_device(x), self._to_device(y)
-                    with self._autocast():
-                        x_hat = (
-                            self._pretrain_output(x, y, val_batch=i) if pretrain else self.model(y)
-                        )
-                    p = psnr(x_hat.float().clamp(0, 1), x.float())
-                    acc[0] += p.sum().double()
-                    acc[1] += p.numel()
-                    stats = None if pretrain else getattr(self.model, "last_stats", None)
-                    if stats is not None and getattr(stats, "iterations", None) is not None:
-                        acc[2] += stats.iterations.double().sum()
-                        acc[3] += stats.iterations.numel()
-                        conv = getattr(stats, "converged", None)
-                        if conv is not None:
-                            acc[4] += conv.double().sum()
-        finally:
-            self.model.train(was_training)
-        all_reduce_sum(acc)
-        s, n, it, nit, conv = acc.tolist()
-        out = {"psnr": s / max(n, 1), "n": int(n), "seconds": time.perf_counter() - t0}
-        if nit > 0:
-            out["iters"] = it / nit
-            out["converged"] = conv / nit
-        return out
+        val_set = self.val_set
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            shard = validation_batches(val_set, batch_size=self.batch_size, rank=self.dist.rank,
+                                       world_size=self.dist.world_size, options=self.loader_options)
+            return ((self._to_device(x), self._to_device(y)) for x, y in shard)
+
+        def output(x: torch.Tensor, y: torch.Tensor, i: int) -> torch.Tensor:
+            with self._autocast():
+                return self._pretrain_output(x, y, val_batch=i) if pretrain else self.model(y)
+
+        return validate(self.model, batches, output, device=self.device, solver_stats=not pretrain)
 
     # ------------------------------------------------------------------ checkpoints
     def _extra(self) -> dict[str, Any]:
@@ -683,10 +333,7 @@ class Trainer:
             "best_val_psnr": self.best_val_psnr if math.isfinite(self.best_val_psnr) else None,
             "best_step": self.best_step,
             "last_val": self.last_val,
-            "bad_streak": self.bad_streak,
-            "skipped_steps": self.skipped_steps,
-            "rollbacks": self.rollbacks,
-            "lr_scale": self.lr_scale,
+            **self.guard.state(),
             "world_size": self.dist.world_size,
             "pretrain_steps": self.pretrain_steps,
             "epoch": self.step // self.batches_per_epoch,
@@ -701,125 +348,67 @@ class Trainer:
 
     def save_last(self) -> Path:
         """Write the resumable ``last.safetensors`` (rank 0; every rank returns the path)."""
-        path = self.out_dir / LAST
-        if self.dist.is_main:
-            save_checkpoint(
-                path,
-                model=self.model,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                step=self.step,
-                config=self.config.to_dict(),
-                extra=self._extra(),
-                rng=True,
-            )
-        return path
-
-    def _save_best(self) -> None:
-        if self.dist.is_main:
-            save_checkpoint(
-                self.out_dir / BEST,
-                model=self.model,
-                step=self.step,
-                config=self.config.to_dict(),
-                extra=self._extra(),
-                rng=False,
-            )
+        return self.checkpoints.save_last(model=self.model, optimizer=self.optimizer,
+                                          scheduler=self.scheduler, step=self.step,
+                                          extra=self._extra())
 
     def _resume(self) -> None:
-        path = self.out_dir / LAST
-        if not path.exists():
-            raise CheckpointError(f"cannot resume: no {LAST} in {self.out_dir}")
-        single = not self.dist.distributed
-        state = load_checkpoint(
-            path,
-            model=self.model,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            expected_config=self.config.to_dict(),
-            restore_rng=single,
-        )
+        state = self.checkpoints.load_last(model=self.model, optimizer=self.optimizer,
+                                           scheduler=self.scheduler,
+                                           restore_rng=not self.dist.distributed)
         self.step = state["step"]
         extra = state["extra"]
         best = extra.get("best_val_psnr")
         self.best_val_psnr = -math.inf if best is None else float(best)
         self.best_step = extra.get("best_step")
         self.last_val = extra.get("last_val")
-        self.bad_streak = int(extra.get("bad_streak", 0))
-        self.skipped_steps = int(extra.get("skipped_steps", 0))
-        self.rollbacks = int(extra.get("rollbacks", 0))
-        self.lr_scale = float(extra.get("lr_scale", 1.0))
+        self.guard.load_state(extra)
         self._seconds_before = float(extra.get("train_seconds", 0.0))
-        if not single:  # per-rank RNG streams: re-derived from (seed, step, rank)
-            _seed_global(mix_seed(self.config.train.seed, self.step, self.dist.rank))
+        if self.dist.distributed:
+            self._seed_rank_streams()
         if extra.get("pretrain_steps", self.pretrain_steps) != self.pretrain_steps:
             self.notes.append(
                 f"resuming with {self.pretrain_steps} pre-training steps; the "
                 f"checkpoint was written with {extra.get('pretrain_steps')}"
             )
 
-    # ------------------------------------------------------------------ rollback
+    # ------------------------------------------------------------------ divergence
     def _take_snapshot(self) -> None:
-        """Keep the current state (what ``last.safetensors`` holds) in memory, on the CPU, as the
-        rollback target; one copy, replaced at each checkpoint."""
-        self._snapshot = {
-            "step": self.step,
-            "model": _cpu_copy(self.model.state_dict()),
-            "optimizer": _cpu_copy(self.optimizer.state_dict()),
-            "scheduler": _cpu_copy(self.scheduler.state_dict()),
-            "rng": None if self.dist.distributed else capture_rng_state(),
-        }
+        """Keep the current state (what ``last.safetensors`` holds) as the rollback target."""
+        self.guard.snapshot = Snapshot.take(
+            self.step, self.model, self.optimizer, self.scheduler, rng=not self.dist.distributed
+        )
 
-    def _restore_snapshot(self) -> None:
-        """Model, optimiser, scheduler, step (hence data position) and RNGs as in the snapshot."""
-        snap = self._snapshot
-        assert snap is not None
-        self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(copy.deepcopy(snap["optimizer"]))
-        self.scheduler.load_state_dict(copy.deepcopy(snap["scheduler"]))
-        self.step = snap["step"]
-        if snap["rng"] is not None:
-            restore_rng_state(snap["rng"])
-        else:  # DDP: per-rank streams re-derived from (seed, step, rank), as on resume
-            _seed_global(mix_seed(self.config.train.seed, self.step, self.dist.rank))
-
-    def _set_lr(self) -> float:
-        """Set every group's lr to peak * ``_lr_lambda`` at the scheduler's position; returns it."""
-        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
-            group["lr"] = base * self._lr_lambda(self.scheduler.last_epoch)
-        return self.optimizer.param_groups[0]["lr"]
+    def _bad_step(self, problem: str, solver_diverged: bool) -> bool:
+        """Count a skipped step, and roll back (True) when the guard says one is due."""
+        message, cause = self.guard.skip(problem, self.step, solver_diverged)
+        self._message(message, skipped=True)
+        if cause is None:
+            return False
+        self._roll_back(cause)
+        return True
 
     def _roll_back(self, cause: str) -> None:
         """Return to the snapshot with the learning rate times ``rollback_lr_factor``, say so and
         rewrite ``last.safetensors``; raise TrainingDivergedError when no rollback is left."""
-        tc = self.config.train
         detected = self.step
-        if self.rollbacks >= tc.max_rollbacks:
-            used = (
-                f"after {self.rollbacks} rollbacks (train.max_rollbacks={tc.max_rollbacks})"
-                if tc.max_rollbacks
-                else "(rollback off: train.max_rollbacks=0)"
-            )
-            self._diverged(f"{cause} at step {detected} {used}")
-        self._restore_snapshot()
-        self.rollbacks += 1
-        self.lr_scale *= tc.rollback_lr_factor
-        lr = self._set_lr()
-        self.bad_streak = 0
-        self._message(
-            f"step {detected}: {cause}; rolled back to step {self.step} (rollback "
-            f"{self.rollbacks}/{tc.max_rollbacks}), learning rate x{tc.rollback_lr_factor:g} "
-            f"-> {lr:.3g}",
-            rollback=self.rollbacks,
-            detected_at=detected,
-            lr=lr,
-            lr_scale=self.lr_scale,
-        )
+        fatal = self.guard.exhausted(cause, detected)
+        if fatal is not None:
+            self._diverged(fatal)
+        assert self.guard.snapshot is not None
+        self.step = self.guard.snapshot.restore(self.model, self.optimizer, self.scheduler)
+        if self.dist.distributed:
+            self._seed_rank_streams()
+        self.guard.count_rollback()
+        lr = reset_lr(self.optimizer, self.scheduler, self._lr_lambda)
+        self._message(self.guard.rollback_message(cause, detected, self.step, lr),
+                      rollback=self.guard.rollbacks, detected_at=detected, lr=lr,
+                      lr_scale=self.guard.lr_scale)
         self.save_last()
 
     def _diverged(self, cause: str) -> NoReturn:
         """Log and raise TrainingDivergedError naming ``cause`` and the checkpoint kept."""
-        last = self.out_dir / LAST
+        last = self.checkpoints.last
         kept = (
             f"the last good checkpoint is {last}" if last.exists()
             else "no checkpoint was written before"
@@ -831,48 +420,6 @@ class Trainer:
         self._message(text, diverged=True)
         self.logger.close()
         raise TrainingDivergedError(text)
-
-    def _bad_step(self, problem: str, solver_diverged: bool) -> bool:
-        """Count a skipped step; roll back (True) on a diverged solve when rollback is on, or
-        after ``max_bad_steps`` bad steps in a row; else False."""
-        tc = self.config.train
-        self.bad_streak += 1
-        self.skipped_steps += 1
-        self._message(
-            f"step {self.step}: {problem}, update skipped "
-            f"({self.bad_streak}/{tc.max_bad_steps} in a row)",
-            skipped=True,
-        )
-        if solver_diverged and tc.max_rollbacks > 0:
-            self._roll_back(problem)
-            return True
-        if self.bad_streak >= tc.max_bad_steps:
-            self._roll_back(
-                f"{self.bad_streak} consecutive steps with a NaN/Inf loss or gradient or a "
-                f"diverged solve (train.max_bad_steps={tc.max_bad_steps})"
-            )
-            return True
-        return False
-
-    # ------------------------------------------------------------------ signals
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self._stop_signal = signum
-
-    @contextlib.contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        for s in previous:
-            signal.signal(s, self._on_signal)
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
     # ------------------------------------------------------------------ the loop
     def _out_of_time(self) -> bool:
@@ -891,18 +438,14 @@ class Trainer:
         tc = self.config.train
         t_start = time.perf_counter()
         self._fit_start = t_start
-        self._stop_signal = None
+        self.stop = StopSignals()
         if resume:
             self._resume()
             self.logger.rewind(self.step)
         else:
-            seed = tc.seed if not self.dist.distributed else mix_seed(tc.seed, 0, self.dist.rank)
-            _seed_global(seed)
-            if self.dist.is_main:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(
-                    self.out_dir / "config.json", (self.config.to_json() + "\n").encode()
-                )
+            rank = self.dist.rank
+            seed_global_rngs(mix_seed(tc.seed, 0, rank) if self.dist.distributed else tc.seed)
+            self.checkpoints.write_config()
         self.progress.restart(self.step)  # rate and ETA of this run's steps only
         for note in self.notes:
             self._message(note)
@@ -917,13 +460,12 @@ class Trainer:
             )  # type: ignore[arg-type]
 
         step_ms: list[float] = []
-        iters_all = [0.0, 0.0]
-        window: dict[str, float] = {}
+        window = StepWindow()
         stopped = "completed"
         self.model.train()
-        batches = self._train_batches(self.step)
+        batches = self.batches.from_step(self.step)
         try:
-            with self._signal_handlers():
+            with self.stop.installed():
                 while self.step < self.total_steps:
                     if max_steps is not None and self.step >= max_steps:
                         stopped = "max_steps"
@@ -943,22 +485,23 @@ class Trainer:
                     if out["bad"]:
                         rolled_back = self._bad_step(out["problem"], out["solver_diverged"])
                     else:
-                        self.bad_streak = 0
-                        self._account(out, window, iters_all, (t1 - t0, t2 - t1))
-                    if out["stop"] or (not self.dist.distributed and self._stop_signal is not None):
-                        timed_out = self._stop_signal is None and out["timed_out"]
-                        stopped = "time_limit" if timed_out else "signal"
+                        self.guard.bad_streak = 0
+                        live = window.add(out, data_s=t1 - t0, step_s=t2 - t1)
+                        if self.progress.is_tty:  # plain logs get a line per log window instead
+                            self.progress.update(self.step, **live)
+                    signalled = self.stop.requested is not None
+                    if out["stop"] or (not self.dist.distributed and signalled):
+                        stopped = "time_limit" if not signalled and out["timed_out"] else "signal"
                     if rolled_back:  # go on from the restored step with its data
                         batches.close()
                         window.clear()
-                        batches = self._train_batches(self.step)
+                        batches = self.batches.from_step(self.step)
                     else:
                         self._after_step(pretrain, window, stopped)
                     if stopped in ("signal", "time_limit"):
                         break
         finally:
-            if hasattr(batches, "close"):
-                batches.close()
+            batches.close()
             self.progress.close()
         if stopped in ("signal", "max_steps", "time_limit"):
             self.save_last()
@@ -978,12 +521,12 @@ class Trainer:
             "final_val_psnr": None if self.last_val is None else self.last_val["psnr"],
             "best_val_psnr": self.best_val_psnr if math.isfinite(self.best_val_psnr) else None,
             "best_step": self.best_step,
-            "mean_solver_iters": iters_all[0] / iters_all[1] if iters_all[1] else None,
+            "mean_solver_iters": window.mean_solver_iters,
             "val_solver_iters": None if self.last_val is None else self.last_val.get("iters"),
-            "train_step_ms": _typical(step_ms),
-            "skipped_steps": self.skipped_steps,
-            "rollbacks": self.rollbacks,
-            "lr_scale": self.lr_scale,
+            "train_step_ms": typical_step_ms(step_ms),
+            "skipped_steps": self.guard.skipped_steps,
+            "rollbacks": self.guard.rollbacks,
+            "lr_scale": self.guard.lr_scale,
             "out_dir": str(self.out_dir),
         }
         self.logger.log(
@@ -994,53 +537,11 @@ class Trainer:
         self.logger.close()
         return summary
 
-    def _account(
-        self,
-        out: dict[str, Any],
-        window: dict[str, float],
-        iters_all: list[float],
-        times: tuple[float, float],
-    ) -> None:
-        """Add a good step's metrics to the log window (and the live progress line)."""
-        vals = {
-            "loss_sum": float(out["loss"]) * out["n"],
-            "psnr_sum": float(out["psnr_sum"]),
-            "n": float(out["n"]),
-            "grad_norm": float(out["grad_norm"]),
-            "steps": 1.0,
-            "data_s": times[0],
-            "step_s": times[1],
-        }
-        if out.get("iters_sum") is not None:
-            vals["iters_sum"] = float(out["iters_sum"])
-            vals["iters_n"] = float(out["n"])
-            if out.get("conv_sum") is not None:
-                vals["conv_sum"] = float(out["conv_sum"])
-            iters_all[0] += vals["iters_sum"]
-            iters_all[1] += vals["iters_n"]
-        if out.get("jacobian") is not None:
-            vals["jac_sum"] = float(out["jacobian"])
-            vals["jac_n"] = 1.0
-        for k, v in vals.items():
-            window[k] = window.get(k, 0.0) + v
-        window["lr"] = out["lr"]
-        if out.get("contraction") is not None:  # the last measurement of the window
-            window["contraction"] = float(out["contraction"].mean())
-            window["contraction_max"] = float(out["contraction"].max())
-        if self.progress.is_tty:  # live line; plain logs get one line per log window instead
-            iters = vals["iters_sum"] / vals["iters_n"] if "iters_sum" in vals else None
-            self.progress.update(
-                self.step,
-                loss=vals["loss_sum"] / vals["n"],
-                psnr=vals["psnr_sum"] / vals["n"],
-                iters=iters,
-                step_ms=1000 * times[1],
-            )
-
-    def _after_step(self, pretrain: bool, window: dict[str, float], stopped: str) -> None:
+    def _after_step(self, pretrain: bool, window: StepWindow, stopped: str) -> None:
+        """Log the window, end pre-training, validate and checkpoint, as the step number says."""
         tc = self.config.train
         g = self.step
-        if g % tc.log_every == 0 or g == self.total_steps:
+        if self._is_log_step(g):
             self._log_window(window, "pretrain" if pretrain else "train")
         if pretrain and g == self.pretrain_steps:
             val = self.validate(pretrain=True)
@@ -1062,43 +563,19 @@ class Trainer:
                 improved = val["psnr"] > self.best_val_psnr
                 if improved:
                     self.best_val_psnr, self.best_step = val["psnr"], g
-                    self._save_best()
+                    self.checkpoints.save_best(model=self.model, step=g, extra=self._extra())
                 self.logger.log("val", g, best=improved, **val)
                 self.progress.update(g, force=True, val_psnr=val["psnr"], iters=val.get("iters"))
             # While updates are being skipped, keep the checkpoint of the last good step.
-            if stopped not in ("signal", "time_limit") and self.bad_streak == 0:
+            if stopped not in ("signal", "time_limit") and self.guard.bad_streak == 0:
                 self.save_last()
                 self._take_snapshot()
 
-    def _log_window(self, window: dict[str, float], phase: str) -> None:
-        if self.dist.distributed:
-            keys = ["loss_sum", "psnr_sum", "n", "iters_sum", "iters_n", "conv_sum"]
-            t = torch.tensor(
-                [window.get(k, 0.0) for k in keys], dtype=torch.float64, device=self.device
-            )
-            all_reduce_sum(t)
-            window.update(dict(zip(keys, t.tolist(), strict=True)))
-        if not window.get("steps"):
-            window.clear()
+    def _log_window(self, window: StepWindow, phase: str) -> None:
+        """Log the window's ``train`` record (summed over ranks) and show it."""
+        rec = window.record(phase, self._sum_over_ranks if self.dist.distributed else None)
+        if rec is None:
             return
-        n, steps = window["n"], window["steps"]
-        rec: dict[str, Any] = {
-            "phase": phase,
-            "loss": window["loss_sum"] / n,
-            "psnr": window["psnr_sum"] / n,
-            "lr": window.get("lr"),
-            "grad_norm": window["grad_norm"] / steps,
-            "step_ms": 1000 * window["step_s"] / steps,
-            "data_ms": 1000 * window["data_s"] / steps,
-        }
-        if window.get("iters_n"):
-            rec["iters"] = window["iters_sum"] / window["iters_n"]
-            rec["converged"] = window.get("conv_sum", 0.0) / window["iters_n"]
-        for key in ("contraction", "contraction_max"):
-            if key in window:
-                rec[key] = window[key]
-        if window.get("jac_n"):
-            rec["jacobian"] = window["jac_sum"] / window["jac_n"]
         self.logger.log("train", self.step, **rec)
         self.progress.update(
             self.step,
@@ -1108,24 +585,7 @@ class Trainer:
             iters=rec.get("iters"),
             step_ms=rec["step_ms"],
         )
-        window.clear()
 
-
-def _can_pretrain(model: nn.Module, mode: str) -> bool:
-    """Whether ``model`` has what pre-training in ``mode`` calls: ``pretrain_forward(y)``
-    ("deblur") or ``feedforward(v)`` ("denoise"), and, if it has ``feedforward``, one that is
-    not the implicit base class's NotImplementedError stub."""
-    name = "pretrain_forward" if mode == "deblur" else "feedforward"
-    if not callable(getattr(model, name, None)):
-        return False
-    from jfb.models.implicit import ImplicitModel
-
-    return getattr(type(model), "feedforward", None) is not ImplicitModel.feedforward
-
-
-def _typical(ms: Sequence[float]) -> float | None:
-    """Median step time, leaving out the first steps (warm-up) when there are enough."""
-    if not ms:
-        return None
-    ms = list(ms[2:]) if len(ms) > 5 else list(ms)
-    return statistics.median(ms)
+    def _sum_over_ranks(self, values: Sequence[float]) -> list[float]:
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        return all_reduce_sum(t).tolist()
