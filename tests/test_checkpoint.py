@@ -7,6 +7,7 @@ import os
 import pickle
 import random
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,6 @@ from torch import nn
 
 from jfb.config import Config
 from jfb.errors import CheckpointError
-from jfb.train import checkpoint as ck
 from jfb.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
 
 
@@ -201,11 +201,12 @@ def test_crash_mid_write_keeps_previous_file(tmp_path, monkeypatch):
     _save(path, model, opt, sched, step=1)
     before = path.read_bytes()
 
-    def half_then_fail(fh, data):
-        fh.write(data[: len(data) // 2])
+    def half_then_fail(target: Path, data: bytes) -> None:  # the temporary file of jfb.atomic
+        with open(target, "wb") as fh:
+            fh.write(data[: len(data) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr(ck, "_write_all", half_then_fail)
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
     model2, opt2, sched2 = _trained(seed=1)
     with pytest.raises(OSError, match="disk full"):
         _save(path, model2, opt2, sched2, step=2)

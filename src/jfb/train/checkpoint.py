@@ -10,7 +10,8 @@ Layout of one file:
   name, dtype, shape, raw bytes), checked on every load so that an edited file is refused.
 
 Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed over
-the target with ``os.replace``: a crash at any point leaves either the old or the new file.
+the target with ``os.replace`` (:func:`jfb.atomic.write_bytes`): a crash at any point leaves
+either the old or the new file.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jfb.atomic import atomic_path
+from jfb.atomic import write_bytes
 from jfb.config import MODEL_DEFINING_KEYS
 from jfb.errors import CheckpointError
 
@@ -43,7 +44,6 @@ __all__ = [
 
 FORMAT = "jfb-checkpoint"
 VERSION = 1
-_CHUNK = 1 << 20
 _MAX_LISTED = 8
 
 
@@ -115,19 +115,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"checkpoint metadata: {type(obj).__name__} is not JSON-serialisable")
 
 
-def _write_all(fh: Any, data: bytes) -> None:
-    """Write ``data`` in chunks (a seam the tests use to fail a write part-way)."""
-    view = memoryview(data)
-    for start in range(0, len(view), _CHUNK):
-        fh.write(view[start : start + _CHUNK])
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (``jfb.atomic``: temp file, fsync, ``os.replace``)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        _write_all(fh, data)
-
-
 # ---------------------------------------------------------------------- save
 def save_checkpoint(
     path: str | Path,
@@ -190,7 +177,7 @@ def save_checkpoint(
     }
     from safetensors.torch import save
 
-    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    write_bytes(path, save(tensors, metadata=metadata))
 
 
 # ---------------------------------------------------------------------- load
