@@ -1,11 +1,14 @@
 """jfb.train.distributed: DDP with Gloo on CPU (2 processes on 127.0.0.1) matches one process
-training on the combined batch; sharding, rank-0-only files, and resume under DDP."""
+training on the combined batch; sharding, rank-0-only files, and resume under DDP; and the
+README's ``torchrun ... -m jfb train`` command, run as written."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -186,3 +189,51 @@ def test_rank_slice_partitions_the_global_batch():
     assert sum(parts, []) == batch
     with pytest.raises(ValueError, match="does not split"):
         rank_slice(batch, 0, 4)
+
+
+# ---------------------------------------------------------------------- torchrun, as in the README
+TINY = ["--set", "task=demo", "--set", "model.net.depth=3", "--set", "model.net.width=4",
+        "--set", "model.solver.max_iter=8", "--set", "data.batch_size=2",
+        "--set", "data.patch_size=24", "--set", "data.max_val_images=2",
+        "--set", "train.val_every=3", "--set", "train.log_every=1", "--set", "train.device=cpu",
+        "--set", "train.pretrain_steps=1"]
+
+
+def _torchrun_train(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node=2 -m jfb train`` with the
+    tiny config (``--standalone``: a free port of this machine, so parallel runs never meet)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "jfb", "train", *TINY, *args, "--out", str(out),
+               "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_torchrun_jfb_train_trains_with_two_processes_and_resumes(tmp_path):
+    """Both processes join one Gloo group: one start message (rank 0 logs) counting 2 processes
+    and a global batch of 2 x data.batch_size, one summary line, the checkpoints written by rank
+    0 with world_size 2; ``--resume`` with more steps goes on from the last step."""
+    out = tmp_path / "run"
+    done = _torchrun_train(out, "--set", "train.steps=3")
+    summaries = [line for line in done.stdout.splitlines() if line.startswith("steps=")]
+    assert len(summaries) == 1 and "global_step=4" in summaries[0], done.stdout
+    assert "stopped=completed" in summaries[0]
+    info = load_checkpoint(out / "last.safetensors")
+    assert info["step"] == 4 and info["extra"]["world_size"] == 2
+    assert load_checkpoint(out / "best.safetensors")["step"] == 4
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    starts = [r["message"] for r in recs if r["kind"] == "event"
+              and r["message"].startswith("training ")]
+    assert len(starts) == 1 and "x2" in starts[0] and "batch 4" in starts[0]
+    assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3, 4]
+
+    _torchrun_train(out, "--set", "train.steps=5", "--resume")
+    info = load_checkpoint(out / "last.safetensors")
+    assert info["step"] == 6 and info["extra"]["world_size"] == 2
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]

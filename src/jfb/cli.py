@@ -381,6 +381,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from jfb.config import load_config
     from jfb.data import collate_images
     from jfb.pipeline import build_run
+    from jfb.train.distributed import cleanup_distributed, init_distributed
     from jfb.train.trainer import Trainer
 
     overrides = list(args.overrides) + ([f"train.out_dir={args.out}"] if args.out else [])
@@ -388,10 +389,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_toml(), end="")
         return 0
+    dist = init_distributed(cfg.train.device)  # under torchrun: join its process group
     run = build_run(cfg)
     summary = Trainer(run.model, run.train_pairs, run.val_pairs, cfg, progress=not args.quiet,
                       collate_fn=collate_images).fit(resume=args.resume)
-    print(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list))))
+    cleanup_distributed()
+    if dist.is_main:
+        print(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list))))
     return 0
 
 

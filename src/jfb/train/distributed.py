@@ -1,9 +1,10 @@
 """Data-parallel training under ``torchrun`` (DDP): set-up, sharding and small collectives.
 
-``torchrun --nproc_per_node N -m jfb.cli train ...`` sets ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them and
-joins the process group (NCCL on CUDA, Gloo on CPU). Without those variables everything here
-degrades to a single process (rank 0 of 1) and the collectives are identities.
+``torchrun --nproc_per_node N -m jfb train ...`` (README, "Training on several GPUs or
+machines") sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+:func:`init_distributed`, which ``jfb train`` calls first, reads them and joins the process group
+(NCCL on CUDA, Gloo on CPU). Without those variables everything here degrades to a single
+process (rank 0 of 1) and the collectives are identities.
 
 Sharding: at every step the trainer takes a *global* batch of ``B * world_size`` indices from the
 epoch's permutation (a function of (seed, epoch) only) and rank r keeps the slice
