@@ -154,35 +154,8 @@ def load_model(
     cfg = _config_of(info, path)
     needs_task = not isinstance(op, LinearOperator) or noise is not None
     task = get_task(cfg.task) if needs_task else None
-    model = _rebuild(path, weights, cfg, op, task, eval_max_iter, noise)
-    return LoadedModel(model.to(device).eval(), cfg, info)
-
-
-def load_run(
-    path: str | Path,
-    *,
-    op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
-    device: str | torch.device = "cpu",
-    eval_max_iter: int | None = None,
-    noise: float | None = None,
-) -> LoadedRun:
-    """:func:`load_model` (same arguments) with the checkpoint's task, parsed once, for the
-    later stages of a run that evaluate or adapt the model under it."""
-    weights, info = load_weights(path)
-    cfg = _config_of(info, path)
-    task = get_task(cfg.task)
-    model = _rebuild(path, weights, cfg, op, task, eval_max_iter, noise)
-    return LoadedRun(model.to(device).eval(), cfg, info, task)
-
-
-def _rebuild(path: str | Path, weights: dict[str, torch.Tensor], cfg: Config,
-             op: LinearOperator | Callable[[Task], LinearOperator] | None, task: Task | None,
-             eval_max_iter: int | None, noise: float | None) -> nn.Module:
-    """The model of ``cfg`` with the checkpoint's ``weights``, for ``op`` (as :func:`load_model`
-    takes it) or ``task``'s operator, budget and noise applied."""
     if not isinstance(op, LinearOperator):
-        assert task is not None  # the callers parse the task whenever op is not an operator
-        op = task.operator() if op is None else op(task)
+        op = task.operator() if op is None else op(task)  # type: ignore[union-attr]
     model = build_model(cfg.model, op, channels=CHANNELS)
     # The operator's buffers come from the task (or ``op``), not from the checkpoint.
     own = {k: v for k, v in weights.items() if not k.startswith("op.")}
@@ -193,7 +166,28 @@ def _rebuild(path: str | Path, weights: dict[str, torch.Tensor], cfg: Config,
         set_eval_max_iter(model, eval_max_iter)
     if noise is not None:
         adapt_noise(model, cfg, noise, task=task)
-    return model
+    return LoadedModel(model.to(device).eval(), cfg, info)
+
+
+def load_run(
+    path: str | Path,
+    *,
+    op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
+    **options: Any,
+) -> LoadedRun:
+    """:func:`load_model` (the same arguments: ``op``, ``device``, ``eval_max_iter``,
+    ``noise``) with the checkpoint's task, parsed once there, for the later stages of a run that
+    evaluate or adapt the model under it."""
+    parsed: list[Task] = []
+
+    def operator_of(task: Task) -> LinearOperator:  # load_model's hook: the task it parsed
+        parsed.append(task)
+        if isinstance(op, LinearOperator):
+            return op
+        return task.operator() if op is None else op(task)
+
+    model, cfg, info = load_model(path, op=operator_of, **options)
+    return LoadedRun(model, cfg, info, parsed[0] if parsed else get_task(cfg.task))
 
 
 def replace_blur(kernel: str | None = None,
