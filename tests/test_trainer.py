@@ -487,10 +487,10 @@ def test_pretraining(tmp_path):
     )
 
 
-def test_a_feedforward_left_as_a_stub_skips_pretraining(tmp_path):
-    """An implicit model whose class keeps the base class's ``feedforward`` (a stub that raises
-    NotImplementedError) cannot pre-train in either mode: the trainer says so and skips it,
-    recognising the stub by its body, without importing any model class."""
+def test_a_model_without_feedforward_skips_pretraining(tmp_path):
+    """An implicit model whose class keeps the base class's ``feedforward = None`` cannot
+    pre-train in either mode: the trainer says so and skips it, without importing any model
+    class."""
     from jfb.models import ImplicitModel
     from jfb.physics import Identity
     from jfb.train.pretrain import can_pretrain

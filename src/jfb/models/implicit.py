@@ -185,10 +185,10 @@ class ImplicitModel(nn.Module):
         return SubsetMap(lambda s: self.T(s, y),
                          lambda idx: lambda s: self.T(s, y.index_select(0, idx)))
 
-    def feedforward(self, v: torch.Tensor) -> torch.Tensor:
-        """R used once as a feedforward restoration of an image estimate v (see the subclass):
-        what pre-training trains, as a deblurrer (v = x0) or as a denoiser (v = x + noise)."""
-        raise NotImplementedError
+    #: ``feedforward(v)``: R used once as a feedforward restoration of an image estimate v, what
+    #: pre-training trains, as a deblurrer (v = x0) or as a denoiser (v = x + noise). Subclasses
+    #: define it; None says that the model has none, so it cannot be pre-trained.
+    feedforward = None
 
     def pretrain_forward(self, y: torch.Tensor) -> torch.Tensor:
         """feedforward(x0): R learns to map the initial estimate x0(y) to the image."""

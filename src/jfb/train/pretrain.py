@@ -10,11 +10,6 @@ validation. Models are duck-typed: no model class is imported here.
 
 from __future__ import annotations
 
-import ast
-import inspect
-import textwrap
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -26,34 +21,12 @@ __all__ = ["can_pretrain", "pretrain_output"]
 _SALT_PRETRAIN, _SALT_PRETRAIN_VAL = 0xDE015E, 0xDE0FA1
 
 
-def _is_placeholder(function: Any) -> bool:
-    """Whether ``function``'s body (docstring aside) only raises NotImplementedError: a base
-    class's stub for subclasses to fill in. False when its source cannot be read."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    except (OSError, TypeError, SyntaxError):
-        return False
-    node = tree.body[0] if tree.body else None
-    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-        return False
-    body = node.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        body = body[1:]  # the docstring
-    if len(body) != 1 or not isinstance(body[0], ast.Raise) or body[0].exc is None:
-        return False
-    exc = body[0].exc.func if isinstance(body[0].exc, ast.Call) else body[0].exc
-    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
-
-
 def can_pretrain(model: nn.Module, mode: str) -> bool:
     """Whether ``model`` has what pre-training in ``mode`` calls: ``pretrain_forward(y)``
-    ("deblur") or ``feedforward(v)`` ("denoise"), and, if it has ``feedforward``, one that is
-    not a stub raising NotImplementedError (an implicit model's base class leaves it so)."""
+    ("deblur") or ``feedforward(v)`` ("denoise"), and does not declare ``feedforward = None``
+    (an implicit model without a feedforward R, whose ``pretrain_forward`` would need one)."""
     name = "pretrain_forward" if mode == "deblur" else "feedforward"
-    if not callable(getattr(model, name, None)):
-        return False
-    feedforward = getattr(type(model), "feedforward", None)
-    return feedforward is None or not _is_placeholder(feedforward)
+    return callable(getattr(model, name, None)) and getattr(model, "feedforward", ...) is not None
 
 
 def pretrain_output(
