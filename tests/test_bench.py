@@ -122,7 +122,8 @@ def test_solver_scenario(records):
     assert res["model_source"].startswith("freshly initialised")
     cfg = bench.SIZES["tiny"]
     assert {r["solver"] for r in res["rows"]} == {
-        "Picard", "Anderson(m=5)", "Anderson(m=5), no compaction", "Anderson(m=5, lam=1e-8)"}
+        "Picard", "Anderson(m=5)", "Anderson(m=5), no compaction", "Anderson(m=5, lam=1e-8)",
+        "Broyden(m=20)"}
     by = {(r["model"], r["solver"]): r for r in res["rows"]}
     for (model, solver), row in by.items():  # compaction changes the cost, not the solve
         if solver == "Anderson(m=5), no compaction":

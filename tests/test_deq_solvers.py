@@ -1,11 +1,12 @@
-"""Forward solvers: known fixed points, speed of Anderson, per-sample freezing, every option."""
+"""Forward solvers: known fixed points, speed of Anderson and Broyden, per-sample freezing, every
+option."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from jfb.deq import Anderson, Picard, fixed_point, relative_residual
+from jfb.deq import Anderson, Broyden, Picard, fixed_point, relative_residual
 from jfb.errors import SolverError
 
 DT = torch.float64  # explicit everywhere: no global default-dtype change leaking into other tests
@@ -26,8 +27,23 @@ def affine_problem(n=3, d=40, radius=0.95, seed=0):
     return f, x_true, w, b
 
 
+def easy_and_hard_problem():
+    """(f, f_easy, W): an easy (radius 0.1) and a hard (radius 0.95) affine sample in one batch,
+    and the easy one alone."""
+    fe, _, we, be = affine_problem(n=1, radius=0.1, seed=1)
+    _, _, wh, bh = affine_problem(n=1, radius=0.95, seed=2)
+    w, b = torch.cat([we, wh]), torch.cat([be, bh])
+
+    def f(x):
+        return torch.einsum("nij,nj->ni", w, x) + b
+
+    return f, fe, w
+
+
 @pytest.mark.parametrize(
-    "solver", [Picard(tol=1e-10, max_iter=3000), Anderson(tol=1e-10, max_iter=500)]
+    "solver",
+    [Picard(tol=1e-10, max_iter=3000), Anderson(tol=1e-10, max_iter=500),
+     Broyden(tol=1e-10, max_iter=500), Broyden(tol=1e-10, max_iter=500, m=3)],
 )
 def test_solvers_reach_the_known_fixed_point(solver):
     f, x_true, _, _ = affine_problem()
@@ -46,19 +62,76 @@ def test_anderson_needs_clearly_fewer_evaluations_than_picard():
     assert sa.n_evals * 2 < sp.n_evals, (sa.n_evals, sp.n_evals)
 
 
-@pytest.mark.parametrize(
-    "solver", [Picard(tol=1e-8, max_iter=2000), Anderson(tol=1e-8, max_iter=2000)]
-)
-def test_per_sample_freezing_easy_and_hard_sample(solver):
-    """An easy (radius 0.1) and a hard (radius 0.95) sample in one batch stop separately, and the
-    easy one's answer is what it gets alone: the hard one cannot drag it on."""
-    fe, _, we, be = affine_problem(n=1, radius=0.1, seed=1)
-    fh, _, wh, bh = affine_problem(n=1, radius=0.95, seed=2)
-    w, b = torch.cat([we, wh]), torch.cat([be, bh])
+def test_broyden_needs_far_fewer_evaluations_than_picard_when_ill_conditioned():
+    """Eigenvalues of W up to 0.99: Picard's error shrinks by at most 0.99 a step."""
+    f, x_true, _, _ = affine_problem(radius=0.99)
+    x0 = torch.zeros_like(x_true)
+    _, sp = fixed_point(f, x0, solver=Picard(tol=1e-8, max_iter=5000))
+    x, sb = fixed_point(f, x0, solver=Broyden(tol=1e-8, max_iter=5000))
+    assert sp.all_converged and sb.all_converged
+    assert sb.n_evals * 4 < sp.n_evals, (sb.n_evals, sp.n_evals)
+    assert torch.allclose(x, x_true, atol=1e-6, rtol=0)
+
+
+def test_broyden_terminates_in_2d_steps_on_a_linear_map_unless_its_memory_restarts():
+    """Gay (1979): on g(x) = (W - I) x + b in R^d, Broyden's good method from H = -I finds the
+    root in at most 2d steps, for any W with W - I invertible (here ||W||_2 > 1, where Picard
+    diverges): 2d + 1 applications of T with the final residual test. Restarting the memory
+    every m < 2d updates loses that (and ``m`` is the option the test makes take effect)."""
+    d = 6
+    g = torch.Generator().manual_seed(3)
+    w = 1.4 * torch.randn(2, d, d, generator=g, dtype=DT) / d**0.5
+    b = torch.randn(2, d, generator=g, dtype=DT)
 
     def f(x):
         return torch.einsum("nij,nj->ni", w, x) + b
 
+    assert float(torch.linalg.matrix_norm(w, ord=2).min()) > 1
+    x_true = torch.linalg.solve(torch.eye(d, dtype=DT) - w, b[..., None])[..., 0]
+    x0 = torch.zeros_like(b)
+    x, st = fixed_point(f, x0, solver=Broyden(tol=1e-10, max_iter=200, m=2 * d))
+    assert st.all_converged and int(st.iterations.max()) <= 2 * d + 1, st.iterations
+    assert torch.allclose(x, x_true, atol=1e-8, rtol=0)
+    _, short = fixed_point(f, x0, solver=Broyden(tol=1e-10, max_iter=200, m=2))
+    assert int(short.iterations.min()) > 2 * d + 1, short.iterations
+
+
+@pytest.mark.parametrize("cls", [Picard, Anderson, Broyden])
+def test_a_finished_sample_does_not_move(cls):
+    """The easy sample's output after its own last iteration equals its output once the hard
+    one has iterated on; the statistics count each sample's applications and residuals."""
+    f, _, _ = easy_and_hard_problem()
+    x0 = torch.zeros(2, 40, dtype=DT)
+    x, st = fixed_point(f, x0, solver=cls(tol=1e-8, max_iter=2000, record_trace=True))
+    k = int(st.iterations[0])
+    x_k, st_k = fixed_point(f, x0, solver=cls(tol=1e-8, max_iter=k))
+    assert bool(st_k.converged[0]) and not bool(st_k.converged[1])
+    assert torch.equal(x[0], x_k[0])
+    assert st.all_converged and not st.nonfinite.any()
+    assert st.n_evals == int(st.iterations[1]) == st.trace.shape[0] and k < st.n_evals
+    assert bool((st.residual < 1e-8).all()) and bool((st.trace[k - 2] >= 1e-8).all())
+    for i in range(2):  # the residual reported is the one of its last application
+        assert float(st.residual[i]) == float(st.trace[int(st.iterations[i]) - 1, i])
+
+
+def test_broyden_survives_a_zero_update_denominator():
+    """T(x) = x + c: g never changes, so s^T H dg = 0 at every step; the update is skipped."""
+    c = torch.ones(2, 5, dtype=DT)
+    x, st = fixed_point(lambda x: x + c, torch.zeros(2, 5, dtype=DT),
+                        solver=Broyden(tol=1e-6, max_iter=10))
+    assert torch.isfinite(x).all()
+    assert not st.nonfinite.any() and not st.converged.any()
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [Picard(tol=1e-8, max_iter=2000), Anderson(tol=1e-8, max_iter=2000),
+     Broyden(tol=1e-8, max_iter=2000)],
+)
+def test_per_sample_freezing_easy_and_hard_sample(solver):
+    """An easy (radius 0.1) and a hard (radius 0.95) sample in one batch stop separately, and the
+    easy one's answer is what it gets alone: the hard one cannot drag it on."""
+    f, fe, w = easy_and_hard_problem()
     x, stats = fixed_point(f, torch.zeros(2, w.shape[1], dtype=DT), solver=solver)
     assert stats.iterations[0] < stats.iterations[1] / 3
     assert stats.n_evals == int(stats.iterations.max())
@@ -78,9 +151,10 @@ def test_tolerance_and_budget_take_effect():
     assert capped.max_iter == 7
 
 
-def test_eval_budget_is_used_when_not_training():
+@pytest.mark.parametrize("cls", [Picard, Broyden])
+def test_eval_budget_is_used_when_not_training(cls):
     f, x_true, _, _ = affine_problem()
-    solver = Picard(tol=1e-2, max_iter=5, eval_tol=1e-9, eval_max_iter=3000)
+    solver = cls(tol=1e-2, max_iter=5, eval_tol=1e-9, eval_max_iter=3000)
     x0 = torch.zeros_like(x_true)
     _, tr = fixed_point(f, x0, solver=solver, training=True)
     _, ev = fixed_point(f, x0, solver=solver, training=False)
@@ -144,19 +218,20 @@ def test_anderson_survives_a_singular_least_squares_system():
         assert not st.nonfinite.any() and not st.converged.any()
 
 
-def test_nonfinite_samples_are_reported_frozen_and_can_raise():
+@pytest.mark.parametrize("cls", [Anderson, Broyden])
+def test_nonfinite_samples_are_reported_frozen_and_can_raise(cls):
     f0, x_true, _, _ = affine_problem(n=2)
 
     def f(x):
         out = f0(x)
         return torch.cat([out[:1], out[1:] * float("nan")])
 
-    x, st = fixed_point(f, torch.zeros_like(x_true), solver=Anderson(tol=1e-8, max_iter=500))
+    x, st = fixed_point(f, torch.zeros_like(x_true), solver=cls(tol=1e-8, max_iter=500))
     assert st.nonfinite.tolist() == [False, True]
     assert st.converged.tolist() == [True, False]
     assert torch.allclose(x[0], x_true[0], atol=1e-6)
     with pytest.raises(SolverError, match="NaN"):
-        fixed_point(f, torch.zeros_like(x_true), solver=Anderson(max_iter=50, on_failure="raise"))
+        fixed_point(f, torch.zeros_like(x_true), solver=cls(max_iter=50, on_failure="raise"))
 
 
 def test_non_convergence_warns_or_raises_on_request():
@@ -169,14 +244,15 @@ def test_non_convergence_warns_or_raises_on_request():
     fixed_point(f, x0, solver=Picard(tol=1e-12, max_iter=3))  # "ignore": silent
 
 
-def test_works_on_image_shaped_batches_and_float32():
+@pytest.mark.parametrize("cls", [Anderson, Broyden])
+def test_works_on_image_shaped_batches_and_float32(cls):
     x0 = torch.zeros(3, 2, 5, 7, dtype=torch.float32)
     target = torch.randn(3, 2, 5, 7, dtype=torch.float32)
 
     def f(x):
         return 0.5 * x + 0.5 * target
 
-    x, st = fixed_point(f, x0, solver=Anderson(tol=1e-5, max_iter=100))
+    x, st = fixed_point(f, x0, solver=cls(tol=1e-5, max_iter=100))
     assert x.dtype == torch.float32 and x.shape == x0.shape
     assert torch.allclose(x, target, atol=1e-4)
 
@@ -201,6 +277,9 @@ def test_bad_anderson_settings_and_bad_calls_are_rejected():
     for kw in (dict(m=0), dict(lam=-1.0), dict(beta=0.0), dict(beta=1.5)):
         with pytest.raises(ValueError):
             Anderson(**kw)
+    for m in (0, 2.5):
+        with pytest.raises((ValueError, TypeError), match="m"):
+            Broyden(m=m)
     with pytest.raises(ValueError, match="damping"):
         Picard(damping=0.0)
     with pytest.raises(TypeError, match="solver"):

@@ -106,12 +106,12 @@ class SolverConfig:
     both ``jfb.deq`` solvers, with the same name.
     """
 
-    name: Literal["anderson", "picard"] = _f("anderson", doc="solver")
+    name: Literal["anderson", "picard", "broyden"] = _f("anderson", doc="solver")
     tol: float = _f(1e-3, gt=0, doc="relative residual tolerance (training)")
     max_iter: int = _f(50, ge=1, doc="iteration cap (training)")
     eval_max_iter: int | None = _f(None, ge=1, doc="iteration cap in eval mode")
     eval_tol: float | None = _f(None, gt=0, doc="tolerance in eval mode")
-    m: int = _f(5, ge=1, doc="Anderson memory")
+    m: int = _f(5, ge=1, doc="Anderson memory / Broyden updates before a restart")
     lam: float = _f(1e-4, ge=0, doc="Anderson regularisation")
     beta: float = _f(1.0, gt=0, le=1, doc="Anderson mixing parameter")
     damping: float = _f(1.0, gt=0, le=1, doc="Picard / Krasnoselskii-Mann relaxation")

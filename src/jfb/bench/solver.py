@@ -1,5 +1,5 @@
-"""Scenario ``solver``: applications of T and time to reach tol 1e-4 for Picard and Anderson
-(with and without compaction: T applied to the unfinished samples only), and a per-sample
+"""Scenario ``solver``: applications of T and time to reach tol 1e-4 for Picard, Anderson (with
+and without compaction: T applied to the unfinished samples only) and Broyden, and a per-sample
 histogram of the iterations (eval mode, no grad; fresh models or ``--checkpoint``).
 """
 
@@ -18,7 +18,7 @@ from jfb.bench.common import (
     median_wall,
     synthetic_pair,
 )
-from jfb.deq import Anderson, Picard, fixed_point
+from jfb.deq import Anderson, Broyden, Picard, fixed_point
 
 
 def _histogram(values: list[int], max_iter: int) -> dict[str, Any]:
@@ -37,7 +37,8 @@ def _histogram(values: list[int], max_iter: int) -> dict[str, Any]:
 
 
 def scenario_solver(ctx: Context) -> dict[str, Any]:
-    """Applications of T and time to tol 1e-4, Picard against Anderson, eval mode, no grad."""
+    """Applications of T and time to tol 1e-4, Picard against Anderson and Broyden, eval mode,
+    no grad."""
     cfg = ctx.cfg
     if ctx.checkpoint:
         models = {f"checkpoint {ctx.checkpoint}": ctx.model().eval()}
@@ -57,6 +58,9 @@ def scenario_solver(ctx: Context) -> dict[str, Any]:
         # largest residual of the history; a much smaller lam shows what that costs.
         "Anderson(m=5, lam=1e-8)": Anderson(m=5, lam=1e-8, tol=tol,
                                             max_iter=cfg.solver_max_iter),
+        # Quasi-Newton: a rank-one secant update of the inverse Jacobian per iteration, kept
+        # for 20 updates before a restart.
+        "Broyden(m=20)": Broyden(m=20, tol=tol, max_iter=cfg.solver_max_iter),
     }
     rows = []
     for mname, model in models.items():
@@ -119,6 +123,10 @@ def scenario_solver(ctx: Context) -> dict[str, Any]:
         whole = next(r for r in rows if r["model"] == mname and "no compaction" in r["solver"])
         ratios[f"{mname}: Anderson no compaction / compaction time"] = (
             whole["time_s"] / anc["time_s"])
+        bro = next(r for r in rows if r["model"] == mname and r["solver"] == "Broyden(m=20)")
+        ratios[f"{mname}: Broyden/Anderson time"] = bro["time_s"] / anc["time_s"]
+        ratios[f"{mname}: Broyden/Anderson T calls"] = bro["batched_T_calls"] / anc[
+            "batched_T_calls"]
     return {
         "model_source": "checkpoint" if ctx.checkpoint else "freshly initialised (untrained)",
         "model": ctx.describe_model(eta=None),

@@ -7,13 +7,22 @@ from jfb.deq.backward import IFT, JFB, BackwardStrategy, Neumann, Unrolled
 from jfb.deq.contraction import contraction_estimate
 from jfb.deq.core import fixed_point
 from jfb.deq.krylov import gmres
-from jfb.deq.solvers import Anderson, Picard, Solver, SubsetMap, per_sample_norm, relative_residual
+from jfb.deq.solvers import (
+    Anderson,
+    Broyden,
+    Picard,
+    Solver,
+    SubsetMap,
+    per_sample_norm,
+    relative_residual,
+)
 from jfb.deq.stats import SolverStats
 
 __all__ = [
     "IFT",
     "JFB",
     "Anderson",
+    "Broyden",
     "BackwardStrategy",
     "Neumann",
     "Picard",

@@ -27,7 +27,7 @@ def fixed_point(
     Args:
         f: any callable x -> T(x) acting on each sample alone; an ``nn.Module`` or a closure.
         x0: initial iterate, a batch of any shape (first dimension = batch).
-        solver: ``Picard`` or ``Anderson`` (default ``Anderson()``).
+        solver: ``Picard``, ``Anderson`` or ``Broyden`` (default ``Anderson()``).
         backward: ``JFB()`` (default), ``JFB(k)``, ``Neumann(k)``, ``IFT(...)`` or ``Unrolled()``.
         params: the tensors f depends on that may need gradients, for a closure f (as
             torchdiffeq's ``adjoint_params``); an ``nn.Module`` f uses its own parameters. When
@@ -41,7 +41,9 @@ def fixed_point(
     solver = Anderson() if solver is None else solver
     backward = JFB() if backward is None else backward
     if not isinstance(solver, Solver):
-        raise TypeError(f"solver must be a jfb.deq solver (Picard, Anderson), got {solver!r}")
+        raise TypeError(
+            f"solver must be a jfb.deq solver (Picard, Anderson, Broyden), got {solver!r}"
+        )
     if not isinstance(backward, BackwardStrategy):
         raise TypeError(f"backward must be a jfb.deq strategy (JFB, IFT, ...), got {backward!r}")
     if not isinstance(x0, torch.Tensor):

@@ -1,10 +1,11 @@
 """Batched fixed-point solvers for x = T(x), with per-sample stopping and freezing.
 
-Both solvers stop a sample once its relative residual r_i = ||T(x)_i - x_i|| / (||T(x)_i|| + eps)
-falls below ``tol``; the sample is then frozen at T(x)_i while the rest of the batch iterates.
-Freezing is done on the device with ``torch.where`` (no host sync); whether every sample is done is
-checked every ``check_every`` iterations (one host sync each time). The code is out-of-place, so the
-same solve is differentiable when run with autograd enabled (the ``Unrolled`` strategy uses that).
+Every solver (Picard, Anderson, Broyden) stops a sample once its relative residual
+r_i = ||T(x)_i - x_i|| / (||T(x)_i|| + eps) falls below ``tol``; the sample is then frozen at
+T(x)_i while the rest of the batch iterates. Freezing is done on the device with ``torch.where``
+(no host sync); whether every sample is done is checked every ``check_every`` iterations (one
+host sync each time). The code is out-of-place, so the same solve is differentiable when run
+with autograd enabled (the ``Unrolled`` strategy uses that).
 
 They know nothing of images: ``x`` is any tensor whose first dimension is the batch, and T must act
 on each sample alone (sample i of T(x) depends only on sample i of x).
@@ -26,7 +27,7 @@ import torch
 from jfb.deq.stats import SolverStats
 from jfb.errors import SolverError, check_choice, check_int, check_number, check_positive
 
-__all__ = ["Anderson", "Map", "Picard", "Solver", "SubsetMap", "per_sample_norm",
+__all__ = ["Anderson", "Broyden", "Map", "Picard", "Solver", "SubsetMap", "per_sample_norm",
            "relative_residual"]
 
 Map = Callable[[torch.Tensor], torch.Tensor]
@@ -68,8 +69,8 @@ def _batch_where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.
 @dataclass
 class Solver:
     """A batched fixed-point solver: the settings every solver shares and the per-sample loop
-    (module docstring); a subclass gives the update rule (``_step``), as :class:`Picard` and
-    :class:`Anderson` do.
+    (module docstring); a subclass gives the update rule (``_step``), as :class:`Picard`,
+    :class:`Anderson` and :class:`Broyden` do.
 
     Args:
         tol: per-sample relative-residual tolerance in training.
@@ -311,3 +312,57 @@ def _anderson_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
     sol, info = torch.linalg.solve_ex(h, rhs)
     alpha = sol[:, 1:]
     return torch.where((info == 0)[:, None], alpha, torch.full_like(alpha, float("nan")))
+
+
+@dataclass
+class Broyden(Solver):
+    """Broyden's good method on g(x) = T(x) - x = 0, line-search free, with memory ``m``.
+
+    H ~ J_g^{-1} starts at -I (so the first step is x + g = T(x), a Picard step) and is kept as
+    H = -I + sum_j u_j v_j^T. With s = x_k - x_{k-1} and dg = g_k - g_{k-1}, each iteration applies
+    the rank-one update
+        H <- H + (s - H dg) s^T H / (s^T H dg),
+    then steps x_{k+1} = x_k - H g_k. A sample whose denominator s^T H dg is zero, tiny
+    (|s^T H dg| <= 1e-12 ||s|| ||H dg||: a frozen sample, s = 0) or not finite skips the update
+    for that iteration. Once ``m`` updates are held the memory restarts from H = -I (the new
+    update is then made from -I). The denominators are formed in float64; the solver keeps no
+    state between solves (its memory lives in the per-solve dict).
+    """
+
+    m: int = 20
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("m", self.m, minimum=1)
+
+    def _step(self, x: torch.Tensor, fx: torch.Tensor, memory: dict) -> torch.Tensor:
+        n_batch = x.shape[0]
+        xf, g = x.reshape(n_batch, -1), (fx - x).reshape(n_batch, -1)
+        if "x" in memory:
+            if len(memory["u"]) == self.m:  # memory full: restart from H = -I
+                memory["u"], memory["v"] = [], []
+            us, vs = memory["u"], memory["v"]
+            s, dg = xf - memory["x"], g - memory["g"]
+            h_dg = _low_rank_apply(us, vs, dg)  # H dg
+            ht_s = _low_rank_apply(vs, us, s)  # H^T s
+            denom = (s.double() * h_dg.double()).sum(1)
+            scale = (per_sample_norm(s).double() * per_sample_norm(h_dg).double())
+            ok = torch.isfinite(denom) & (denom.abs() > 1e-12 * scale)
+            safe = torch.where(ok, denom, torch.ones_like(denom)).to(x.dtype)[:, None]
+            zero = torch.zeros_like(g)
+            memory["u"] = [*us, torch.where(ok[:, None], (s - h_dg) / safe, zero)]
+            memory["v"] = [*vs, torch.where(ok[:, None], ht_s, zero)]
+        else:
+            memory["u"], memory["v"] = [], []
+        memory["x"], memory["g"] = xf, g
+        step = -_low_rank_apply(memory["u"], memory["v"], g)  # -H g
+        return (xf + step).reshape(x.shape)
+
+
+def _low_rank_apply(us: list[torch.Tensor], vs: list[torch.Tensor], w: torch.Tensor):
+    """(-I + sum_j u_j v_j^T) w per sample, for rows u_j, v_j, w of shape (N, D) -> (N, D)."""
+    if not us:
+        return -w
+    u, v = torch.stack(us, dim=1), torch.stack(vs, dim=1)  # (N, k, D)
+    coef = torch.bmm(v, w[:, :, None])  # (N, k, 1): v_j . w
+    return torch.bmm(u.transpose(1, 2), coef).squeeze(2) - w

@@ -19,7 +19,17 @@ from torch import nn
 
 from jfb.config import BackwardConfig, ModelConfig, SolverConfig, choices
 from jfb.constants import CHANNELS
-from jfb.deq import IFT, JFB, Anderson, BackwardStrategy, Neumann, Picard, Unrolled
+from jfb.deq import (
+    IFT,
+    JFB,
+    Anderson,
+    BackwardStrategy,
+    Broyden,
+    Neumann,
+    Picard,
+    Solver,
+    Unrolled,
+)
 from jfb.errors import ConfigError
 from jfb.models.feedforward import Feedforward
 from jfb.models.implicit import DEADMM, DEGrad, DEProx
@@ -32,7 +42,8 @@ __all__ = ["BACKWARDS", "IFT_SOLVERS", "KINDS", "SOLVERS", "build_backward", "bu
 #: ``model.kind`` values.
 KINDS: tuple[str, ...] = choices(ModelConfig, "kind")
 #: ``model.solver.name`` -> the forward solver.
-SOLVERS: dict[str, type[Anderson] | type[Picard]] = {"anderson": Anderson, "picard": Picard}
+SOLVERS: dict[str, type[Solver]] = {"anderson": Anderson, "picard": Picard,
+                                    "broyden": Broyden}
 #: ``model.backward.name`` -> the gradient strategy.
 BACKWARDS: dict[str, type[BackwardStrategy]] = {
     "jfb": JFB, "neumann": Neumann, "ift": IFT, "unrolled": Unrolled,
@@ -45,8 +56,8 @@ _STEP_MODELS = {"degrad": DEGrad, "deprox": DEProx}
 T = TypeVar("T")
 
 
-def build_solver(cfg: SolverConfig | Mapping[str, Any]) -> Anderson | Picard:
-    """Anderson or Picard (``cfg.name``) with every key of ``cfg`` it takes."""
+def build_solver(cfg: SolverConfig | Mapping[str, Any]) -> Solver:
+    """Anderson, Picard or Broyden (``cfg.name``) with every key of ``cfg`` it takes."""
     cfg = cfg if isinstance(cfg, SolverConfig) else ModelConfig.from_dict({"solver": cfg}).solver
     cls = SOLVERS[cfg.name]
     return _construct("model.solver", cls, **_keywords_of(cls, cfg))
