@@ -142,6 +142,15 @@ class ImplicitModel(nn.Module):
         """The fixed-point map T(s; y)."""
         raise NotImplementedError
 
+    def solve_constants(self, y: torch.Tensor) -> torch.Tensor:
+        """c(y): what T needs of the measurement, computed once per solve (here y itself); a
+        tensor whose rows are the samples, so that T(s; y[idx]) = T_with(s, c[idx])."""
+        return y
+
+    def T_with(self, s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """T(s; y) from c = :meth:`solve_constants` (y): the map every solve applies."""
+        return self.T(s, c)
+
     def initial_image(self, y: torch.Tensor) -> torch.Tensor:
         """The initial image estimate x0 from the measurement (see ``init``)."""
         return initial_estimate(self.op, y, self.init)
@@ -179,11 +188,13 @@ class ImplicitModel(nn.Module):
 
     def fixed_point_map(self, y: torch.Tensor) -> Map:
         """s -> T(s; y); a :class:`~jfb.deq.SubsetMap` when A is the same for every sample, so
-        that the solver can apply T to the unfinished samples only (T(s[idx]; y[idx]))."""
+        that the solver can apply T to the unfinished samples only (T(s[idx]; y[idx])). What T
+        needs of y (:meth:`solve_constants`) is computed here, once for the whole solve."""
+        c = self.solve_constants(y)
         if not self.op.shared_across_batch():
-            return lambda s: self.T(s, y)
-        return SubsetMap(lambda s: self.T(s, y),
-                         lambda idx: lambda s: self.T(s, y.index_select(0, idx)))
+            return lambda s: self.T_with(s, c)
+        return SubsetMap(lambda s: self.T_with(s, c),
+                         lambda idx: lambda s: self.T_with(s, c.index_select(0, idx)))
 
     #: ``feedforward(v)``: R used once as a feedforward restoration of an image estimate v, what
     #: pre-training trains, as a deblurrer (v = x0) or as a denoiser (v = x + noise). Subclasses
@@ -361,12 +372,23 @@ class DEADMM(ImplicitModel):
 
     def x_update(self, z: torch.Tensor, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x = argmin ||A x - y||^2 / 2 + rho/2 ||x - (z - u)||^2 (CG warm-started at z)."""
-        return admm_x_update(self.op, self.op.A_adjoint(y), z, u, self.rho, x0=z,
+        return self._x_update(z, u, self.op.A_adjoint(y))
+
+    def _x_update(self, z: torch.Tensor, u: torch.Tensor, aty: torch.Tensor) -> torch.Tensor:
+        return admm_x_update(self.op, aty, z, u, self.rho, x0=z,
                              cg_iters=self.cg_iters, cg_tol=self.cg_tol)
 
+    def solve_constants(self, y: torch.Tensor) -> torch.Tensor:
+        """A^T y, once per solve (with its graph into y when y requires grad)."""
+        return self.op.A_adjoint(y)
+
     def T(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.T_with(s, self.solve_constants(y))
+
+    def T_with(self, s: torch.Tensor, aty: torch.Tensor) -> torch.Tensor:
+        """One ADMM iteration on s = (z, u) given ``aty`` = A^T y."""
         z, u = s.chunk(2, dim=1)
-        x = self.x_update(z, u, y)
+        x = self._x_update(z, u, aty)
         z_new = self.net(x + u)
         return torch.cat([z_new, u + x - z_new], dim=1)
 
