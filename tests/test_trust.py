@@ -158,3 +158,11 @@ def test_a_palette_photo_is_restored_with_its_estimated_noise(tmp_path):
     palette_in = load_image(src)[None]
     assert float(psnr(out, photo[None])) > float(psnr(palette_in, photo[None])) + 1
     assert float(psnr(out, photo[None])) > float(psnr(plain, photo[None])) + 0.5
+
+
+def test_a_model_told_the_noise_when_loaded_assumes_that_noise(photo):
+    model, cfg, _ = load_model(default_checkpoint(), noise=0.02)
+    y = _measure(photo, GAUSS5, 0.02)
+    said = []
+    restore_tensor(model, cfg, y, warn=said.append)
+    assert not any("noise std looks like" in s for s in said), said

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -240,7 +241,8 @@ def _noise_level(model: torch.nn.Module, cfg: Config, y: torch.Tensor,
                  noise: float | str | None, step: float,
                  report: Callable[[str], None] | None) -> float:
     """The noise std the model is to assume: ``noise``, estimated for ``"auto"``, else the one it
-    was trained at; a DE-ADMM model is told a given or estimated level (:func:`adapt_noise`)."""
+    was trained at or told when loaded; a DE-ADMM model is told a given or estimated level
+    (:func:`adapt_noise`)."""
     op = model.op
     if noise == "auto":
         if not isinstance(op, (Blur, Identity)):
@@ -252,8 +254,8 @@ def _noise_level(model: torch.nn.Module, cfg: Config, y: torch.Tensor,
             rounding = {1 / 255: " (8-bit rounding taken out)",
                         1 / 65535: " (16-bit rounding taken out)"}.get(step, "")
             report(f"estimated noise std: {noise:.4g}{rounding}")
-    if noise is None:
-        return get_task(cfg.task).noise_sigma
+    if noise is None:  # what it was trained at, or was told when loaded (rho_factor = ratio^2)
+        return get_task(cfg.task).noise_sigma * math.sqrt(getattr(model, "rho_factor", 1.0))
     if isinstance(noise, str):
         raise DataError(f"noise must be a number or 'auto', got {noise!r}")
     adapt_noise(model, cfg, noise)
