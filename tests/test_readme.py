@@ -5,9 +5,12 @@ is skipped, visibly, in the README and in the test report."""
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import pytest
+
+from jfb.errors import TrustWarning
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SLOW = "# slow: not run by tests/test_readme.py"
@@ -33,4 +36,6 @@ def test_readme_block_runs(line, code, tmp_path, monkeypatch):
     if SLOW in code:
         pytest.skip(f"README.md:{line} is marked slow")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})  # noqa: S102
+    with warnings.catch_warnings():  # an example whose result cannot be trusted is a bad example
+        warnings.simplefilter("error", TrustWarning)
+        exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})  # noqa: S102
