@@ -59,6 +59,21 @@ def test_compacted_broyden_solve_equals_the_whole_batch_solve(check_every):
     assert rows[False] == 6 * sa.n_evals and rows[True] < rows[False]
 
 
+@pytest.mark.parametrize("m", [3, 20])
+def test_the_autograd_path_iterates_as_the_buffered_one(m):
+    """Without autograd the low-rank factors sit in preallocated buffers, with it they are
+    concatenated: the same iterates either way, through restarts (m = 3) or not."""
+    f, x_true, _, _ = affine_problem(n=3, d=30, radius=0.97, seed=5)
+    solver = Broyden(tol=1e-10, max_iter=200, m=m)
+    x0 = torch.zeros_like(x_true)
+    with torch.no_grad():
+        xa, sa = solver.solve(f, x0)
+    xb, sb = solver.solve(f, x0.clone().requires_grad_(True))
+    assert xb.requires_grad and not xa.requires_grad
+    assert torch.equal(sa.iterations, sb.iterations) and sa.all_converged
+    torch.testing.assert_close(xb.detach(), xa, rtol=0, atol=1e-12)
+
+
 def test_the_config_name_builds_broyden_with_its_keys():
     cfg = load_config(None, ["model.net.depth=2", "model.net.width=4", "model.solver.name=broyden",
                              "model.solver.m=7", "model.solver.eval_max_iter=90"]).model

@@ -325,8 +325,10 @@ class Broyden(Solver):
     then steps x_{k+1} = x_k - H g_k. A sample whose denominator s^T H dg is zero, tiny
     (|s^T H dg| <= 1e-12 ||s|| ||H dg||: a frozen sample, s = 0) or not finite skips the update
     for that iteration. Once ``m`` updates are held the memory restarts from H = -I (the new
-    update is then made from -I). The denominators are formed in float64; the solver keeps no
-    state between solves (its memory lives in the per-solve dict).
+    update is then made from -I). The denominators are formed in float64. The u_j and v_j live
+    in buffers of m rows in a solve without autograd, and are concatenated out of place with it
+    (``Unrolled``); the solver keeps no state between solves (its memory lives in the per-solve
+    dict).
     """
 
     m: int = 20
@@ -338,31 +340,46 @@ class Broyden(Solver):
     def _step(self, x: torch.Tensor, fx: torch.Tensor, memory: dict) -> torch.Tensor:
         n_batch = x.shape[0]
         xf, g = x.reshape(n_batch, -1), (fx - x).reshape(n_batch, -1)
-        if "x" in memory:
-            if len(memory["u"]) == self.m:  # memory full: restart from H = -I
-                memory["u"], memory["v"] = [], []
-            us, vs = memory["u"], memory["v"]
-            s, dg = xf - memory["x"], g - memory["g"]
-            h_dg = _low_rank_apply(us, vs, dg)  # H dg
-            ht_s = _low_rank_apply(vs, us, s)  # H^T s
-            denom = (s.double() * h_dg.double()).sum(1)
-            scale = (per_sample_norm(s).double() * per_sample_norm(h_dg).double())
-            ok = torch.isfinite(denom) & (denom.abs() > 1e-12 * scale)
-            safe = torch.where(ok, denom, torch.ones_like(denom)).to(x.dtype)[:, None]
-            zero = torch.zeros_like(g)
-            memory["u"] = [*us, torch.where(ok[:, None], (s - h_dg) / safe, zero)]
-            memory["v"] = [*vs, torch.where(ok[:, None], ht_s, zero)]
-        else:
-            memory["u"], memory["v"] = [], []
+        if "x" not in memory:  # H = -I: x - H g = T(x)
+            memory.update(x=xf, g=g, k=0)
+            return fx
+        if memory["k"] == self.m:  # memory full: restart from H = -I
+            memory["k"] = 0
+        us, vs = (memory[key][:, : memory["k"]] if memory["k"] else None for key in "uv")
+        s, dg = xf - memory["x"], g - memory["g"]
+        h_dg, h_g = _low_rank_apply(us, vs, torch.stack([dg, g], dim=2)).unbind(2)  # H dg, H g
+        ht_s = _low_rank_apply(vs, us, s[:, :, None]).squeeze(2)  # H^T s
+        denom = (s.double() * h_dg.double()).sum(1)
+        scale = per_sample_norm(s).double() * per_sample_norm(h_dg).double()
+        ok = (torch.isfinite(denom) & (denom.abs() > 1e-12 * scale))[:, None]
+        safe = torch.where(ok, denom[:, None], torch.ones_like(denom[:, None])).to(x.dtype)
+        u = torch.where(ok, (s - h_dg) / safe, torch.zeros_like(g))
+        v = torch.where(ok, ht_s, torch.zeros_like(g))
+        for key, row in (("u", u), ("v", v)):
+            _append_row(memory, key, row, self.m)
+        memory["k"] += 1
         memory["x"], memory["g"] = xf, g
-        step = -_low_rank_apply(memory["u"], memory["v"], g)  # -H g
-        return (xf + step).reshape(x.shape)
+        h_g = h_g + u * (v * g).sum(1, keepdim=True)  # the updated H applied to g
+        return (xf - h_g).reshape(x.shape)
 
 
-def _low_rank_apply(us: list[torch.Tensor], vs: list[torch.Tensor], w: torch.Tensor):
-    """(-I + sum_j u_j v_j^T) w per sample, for rows u_j, v_j, w of shape (N, D) -> (N, D)."""
-    if not us:
+def _low_rank_apply(us: torch.Tensor | None, vs: torch.Tensor | None, w: torch.Tensor):
+    """(-I + sum_j u_j v_j^T) w per sample: rows u_j, v_j of us, vs (N, k, D), columns of w
+    (N, D, c) -> (N, D, c); ``us`` None is k = 0."""
+    if us is None or vs is None:
         return -w
-    u, v = torch.stack(us, dim=1), torch.stack(vs, dim=1)  # (N, k, D)
-    coef = torch.bmm(v, w[:, :, None])  # (N, k, 1): v_j . w
-    return torch.bmm(u.transpose(1, 2), coef).squeeze(2) - w
+    return torch.bmm(us.transpose(1, 2), torch.bmm(vs, w)) - w
+
+
+def _append_row(memory: dict, key: str, row: torch.Tensor, capacity: int) -> None:
+    """Make ``row`` (N, D) row k = memory["k"] of memory[key] (N, >k, D): written into a buffer
+    of ``capacity`` rows without autograd, a new tensor by concatenation with it (Unrolled)."""
+    k = memory["k"]
+    if torch.is_grad_enabled():
+        memory[key] = row[:, None] if k == 0 else torch.cat([memory[key][:, :k], row[:, None]], 1)
+        return
+    buf = memory.get(key)
+    if buf is None or buf.shape[1] < capacity:
+        buf = row.new_empty(row.shape[0], capacity, row.shape[1])
+        memory[key] = buf
+    buf[:, k] = row
