@@ -210,3 +210,12 @@ def test_the_demo_does_not_delete_a_folder_that_is_not_one_of_its_runs(tmp_path)
         demo.fresh_run_folder(tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     assert demo.fresh_run_folder(tmp_path / "new") == tmp_path / "new"
+
+
+def test_the_report_says_when_the_twin_missed_the_implicit_runs_seconds(tmp_path):
+    def run(seconds):
+        return demo.TrainedRun(tmp_path, {"train_seconds": seconds}, [], [(0.0, 0.0)])
+
+    assert demo._pace_note(run(100.0), run(95.0)) == ""
+    note = demo._pace_note(run(100.0), run(40.0))
+    assert "40%" in note and "idle" in note

@@ -51,7 +51,9 @@ from jfb.train.trainer import LAST, Trainer
 #: Training patches on which the classical weights are tuned.
 TUNE_IMAGES = 32
 #: Training steps the probe times to size the feedforward twin's run, in log windows of this.
-PROBE_STEPS, PROBE_WINDOW = 20, 5
+PROBE_STEPS, PROBE_WINDOW = 30, 5
+#: The relative difference of the twin's and the implicit run's seconds the report lets pass.
+PACE_TOLERANCE = 0.1
 #: About this many validations during the feedforward twin's run (points of its curve).
 TWIN_VALIDATIONS = 5
 #: The checkpoint of the implicit model at the hand-over, beside its run's other files.
@@ -417,9 +419,9 @@ def _report(run: Run, cfg: Config, rows: dict[str, dict[str, Any]],
         f"{psnr['implicit'] - psnr['handover']:+.2f} dB.",
         f"**feedforward**: the same {net} applied once to the same initial estimate "
         f"({cfg.model.init}), trained from scratch on the same patches for "
-        f"{twin.summary['global_step']} steps in {twin.seconds:.0f} s, the time the {kind} run "
-        f"took ({implicit.seconds:.0f} s). {kind} + {strategy} minus feedforward: "
-        f"{psnr['implicit'] - psnr['feedforward']:+.2f} dB.",
+        f"{twin.summary['global_step']} steps in {twin.seconds:.0f} s, sized to the time the "
+        f"{kind} run took ({implicit.seconds:.0f} s){_pace_note(implicit, twin)}. {kind} + "
+        f"{strategy} minus feedforward: {psnr['implicit'] - psnr['feedforward']:+.2f} dB.",
         "**shipped default model**: what `jfb deblur` uses without `--checkpoint`, a DE-ADMM + "
         "JFB trained by the project on CelebA faces, not on these photos (model card: "
         "`src/jfb/weights/default.md`). It was trained before this run, so it has no seconds "
@@ -454,6 +456,16 @@ def _report(run: Run, cfg: Config, rows: dict[str, dict[str, Any]],
         _fill(closing),
         f"```toml\n{cfg.to_toml()}```",
     ]) + "\n"
+
+
+def _pace_note(implicit: TrainedRun, twin: TrainedRun) -> str:
+    """A warning when the twin's seconds missed the implicit run's by more than
+    PACE_TOLERANCE: the pace its steps were sized by changed (another job on the machine)."""
+    if abs(twin.seconds - implicit.seconds) <= PACE_TOLERANCE * implicit.seconds:
+        return ""
+    return (f"; it took {twin.seconds / implicit.seconds:.0%} of that time, because the pace "
+            "measured before it did not hold: other work on the machine changes it, so compare "
+            "the two rows only from a run on an otherwise idle machine")
 
 
 def _fill(text: str, **options: Any) -> str:
