@@ -48,8 +48,8 @@ SOLVERS: dict[str, type[Solver]] = {"anderson": Anderson, "picard": Picard,
 BACKWARDS: dict[str, type[BackwardStrategy]] = {
     "jfb": JFB, "neumann": Neumann, "ift": IFT, "unrolled": Unrolled,
 }
-#: ``model.backward.solver`` (the names of ``model.solver.name``, plus gmres) -> the name
-#: ``jfb.deq.IFT`` gives the same linear solver.
+#: ``model.backward.solver`` (anderson, picard or gmres; Broyden is a forward solver only) -> the
+#: name ``jfb.deq.IFT`` gives the same linear solver.
 IFT_SOLVERS: dict[str, str] = {"anderson": "anderson", "picard": "fixed_point", "gmres": "gmres"}
 _STEP_MODELS = {"degrad": DEGrad, "deprox": DEProx}
 
