@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="train the best recipe on built-in photos, compare it, write a report",
-        description="On photos that ship with scikit-image (CPU, about five minutes): "
+        description="On photos that ship with scikit-image (CPU, a few minutes): "
         "train DE-ADMM whose denoiser is first pre-trained as one, then by JFB through "
         "the fixed point, and a feedforward net with the same DnCNN for the same "
         "seconds; compare them with the blurred input, tuned Tikhonov and TV, and the "
