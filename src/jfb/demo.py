@@ -96,6 +96,7 @@ class TrainedRun:
         """Training seconds (``fit``'s wall time, summed over the resumed parts)."""
         return float(self.summary["train_seconds"])
 
+    @property
     def steps(self) -> str:
         """"P + S" (pre-training + main steps), or "S" without pre-training."""
         p, s = self.summary["pretrain_steps"], self.summary["steps"]
@@ -285,13 +286,13 @@ def demo_entries(cfg: Config, op, implicit: TrainedRun, twin: TrainedRun,
               steps=f"{d_pre} + {int(info.get('step', 0)) - d_pre}"),
         Entry("feedforward", f"feedforward {net}, trained for the {kind} run's time",
               "feedforward", load_model(twin.out_dir / LAST, op=op).model,
-              steps=twin.steps(), train_seconds=twin.seconds),
+              steps=twin.steps, train_seconds=twin.seconds),
         Entry("handover", f"{kind} before {strategy} (R pre-trained as a denoiser: PnP-ADMM)",
               f"{kind} before {strategy}", load_model(implicit.out_dir / HANDOVER, op=op).model,
               steps=f"{p} + 0", train_seconds=_handover_seconds(implicit)),
         Entry("implicit", f"{kind} + {strategy}, trained in this run", f"{kind} + {strategy}",
               load_model(implicit.out_dir / LAST, op=op).model,
-              steps=implicit.steps(), train_seconds=implicit.seconds),
+              steps=implicit.steps, train_seconds=implicit.seconds),
     ]
 
 
