@@ -206,6 +206,7 @@ CASES: list[Case] = [
         _first_net_tensor(b.model), INIT_NET[0]), True),
     Case("train.device", "cpu", lambda b: b.trainer.device.type, "cpu"),
     Case("train.max_minutes", "2.5", _train_config("max_minutes"), 2.5),
+    Case("train.max_cpu_minutes", "30", lambda b: b.trainer.cost.max_cpu_minutes, 30.0),
     Case("train.out_dir", "{out}/other", lambda b: b.trainer.out_dir.name, "other"),
     Case("train.max_bad_steps", "4", _train_config("max_bad_steps"), 4),
     Case("train.diverge_residual", "0.5", _train_config("diverge_residual"), 0.5),

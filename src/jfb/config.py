@@ -235,6 +235,7 @@ class TrainConfig:
     max_minutes: float | None = _f(
         None, gt=0, doc="stop after this much wall time, resumable (like a signal; None: off)"
     )
+    max_cpu_minutes: float | None = _f(None, gt=0, doc="stop at this CPU time (all resumes)")
     out_dir: str = _f("runs/default", doc="output folder (logs, checkpoints)")
     max_bad_steps: int = _f(
         10, ge=1, doc="N consecutive skipped (NaN/Inf or diverged) steps: roll back or stop"

@@ -7,7 +7,8 @@ The parts have modules of their own, and none imports the trainer: :mod:`~jfb.tr
 sharded over ranks), :mod:`~jfb.train.pretrain` (pre-training R), :mod:`~jfb.train.guard`
 (divergence and rollback), :mod:`~jfb.train.diagnostics` (contraction and Jacobian),
 :mod:`~jfb.train.validation`, :mod:`~jfb.train.run_checkpoints` (``last``/``best``),
-:mod:`~jfb.train.signals`, :mod:`~jfb.train.log` and :mod:`~jfb.train.distributed`.
+:mod:`~jfb.train.signals`, :mod:`~jfb.train.cost` (budgets and cost fields of ``val`` records),
+:mod:`~jfb.train.log` and :mod:`~jfb.train.distributed`.
 
 The trainer never builds a model or a dataset: it takes a model (any ``nn.Module`` mapping a
 measurement batch ``y`` to ``x_hat``, optionally exposing ``last_stats`` with per-sample
@@ -31,7 +32,8 @@ device with the same number of intra-op threads (float reductions depend on them
 Stopping. SIGINT/SIGTERM finish the current step, write ``last.safetensors`` and make ``fit``
 return with ``summary["stopped"] == "signal"`` (a second SIGINT interrupts at once).
 ``train.max_minutes`` does the same once ``fit`` has run that long (``"time_limit"``): a run
-that must fit a job's time limit stops where ``--resume`` continues it exactly.
+that must fit a job's time limit stops where ``--resume`` continues it exactly; so does
+``train.max_cpu_minutes`` once the training has used that much CPU time (``"cpu_limit"``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from jfb.device import amp_dtype, device_name, resolve_device, synchronize, use_
 from jfb.errors import DataError
 from jfb.metrics import psnr
 from jfb.train.checkpoint import unwrap_model
+from jfb.train.cost import EARLY_STOPS, CostMeter
 from jfb.train.diagnostics import contraction_factor, jacobian_penalty
 from jfb.train.distributed import all_reduce_sum, barrier, get_dist_info, wrap_ddp
 from jfb.train.guard import (
@@ -190,6 +193,7 @@ class Trainer:
         self.best_step: int | None = None
         self.last_val: dict[str, float] | None = None
         self.stop = StopSignals()
+        self.cost = CostMeter(tc.max_cpu_minutes, tc.max_minutes)
         self._seconds_before = 0.0  # training time of the runs this one resumes
         self._fit_start: float | None = None
 
@@ -255,6 +259,7 @@ class Trainer:
             jac = jacobian_penalty(self.model, x_hat, y, seed=tc.seed, step=self.step)
             total = loss + tc.jacobian_penalty * jac
         total.backward()
+        self.cost.count(stats)  # the backward has filled in its iterations
         contraction = None
         if not pretrain and tc.log_contraction and self.implicit and self._is_log_step(
             self.step + 1
@@ -275,7 +280,7 @@ class Trainer:
             gnorm = torch.zeros((), device=self.device)
         timed_out = self._out_of_time()
         problem, stop, solver_diverged = step_verdict(  # every rank takes the same decisions
-            total, gnorm, stop=self.stop.requested is not None or timed_out,
+            total, gnorm, stop=self.stop.requested is not None or timed_out is not None,
             divergence=divergence, tc=tc, distributed=self.dist.distributed,
         )
         lr = self.optimizer.param_groups[0]["lr"]
@@ -334,6 +339,7 @@ class Trainer:
             "best_step": self.best_step,
             "last_val": self.last_val,
             **self.guard.state(),
+            **self.cost.state(),
             "world_size": self.dist.world_size,
             "pretrain_steps": self.pretrain_steps,
             "epoch": self.step // self.batches_per_epoch,
@@ -364,6 +370,7 @@ class Trainer:
         self.last_val = extra.get("last_val")
         self.guard.load_state(extra)
         self._seconds_before = float(extra.get("train_seconds", 0.0))
+        self.cost.load_state(extra)
         if self.dist.distributed:
             self._seed_rank_streams()
         if extra.get("pretrain_steps", self.pretrain_steps) != self.pretrain_steps:
@@ -422,10 +429,9 @@ class Trainer:
         raise TrainingDivergedError(text)
 
     # ------------------------------------------------------------------ the loop
-    def _out_of_time(self) -> bool:
-        """Whether this ``fit`` has run ``train.max_minutes`` of wall time."""
-        limit = self.config.train.max_minutes
-        return limit is not None and time.perf_counter() - self._fit_start >= 60 * limit
+    def _out_of_time(self) -> str | None:
+        """The time budget used up (:meth:`jfb.train.cost.CostMeter.limit`), or None."""
+        return self.cost.limit(fit_seconds=time.perf_counter() - self._fit_start)
 
     def _message(self, text: str, **fields: Any) -> None:
         self.progress.message(text)
@@ -446,6 +452,7 @@ class Trainer:
             rank = self.dist.rank
             seed_global_rngs(mix_seed(tc.seed, 0, rank) if self.dist.distributed else tc.seed)
             self.checkpoints.write_config()
+        self.cost.start()
         self.progress.restart(self.step)  # rate and ETA of this run's steps only
         for note in self.notes:
             self._message(note)
@@ -491,22 +498,22 @@ class Trainer:
                             self.progress.update(self.step, **live)
                     signalled = self.stop.requested is not None
                     if out["stop"] or (not self.dist.distributed and signalled):
-                        stopped = "time_limit" if not signalled and out["timed_out"] else "signal"
+                        stopped = "signal" if signalled else out["timed_out"] or "signal"
                     if rolled_back:  # go on from the restored step with its data
                         batches.close()
                         window.clear()
                         batches = self.batches.from_step(self.step)
                     else:
                         self._after_step(pretrain, window, stopped)
-                    if stopped in ("signal", "time_limit"):
+                    if stopped in EARLY_STOPS:
                         break
         finally:
             batches.close()
             self.progress.close()
-        if stopped in ("signal", "max_steps", "time_limit"):
+        if stopped in (*EARLY_STOPS, "max_steps"):
             self.save_last()
             what = {"signal": "signal", "max_steps": f"max_steps={max_steps}",
-                    "time_limit": f"max_minutes={tc.max_minutes}"}[stopped]
+                    **self.cost.limits()}[stopped]
             self._message(
                 f"stopped at step {self.step} ({what}); resume with resume=True", stopped=stopped
             )
@@ -564,10 +571,11 @@ class Trainer:
                 if improved:
                     self.best_val_psnr, self.best_step = val["psnr"], g
                     self.checkpoints.save_best(model=self.model, step=g, extra=self._extra())
-                self.logger.log("val", g, best=improved, **val)
+                self.logger.log("val", g, best=improved, **val,
+                                **self.cost.record(wall_seconds=self._train_seconds()))
                 self.progress.update(g, force=True, val_psnr=val["psnr"], iters=val.get("iters"))
             # While updates are being skipped, keep the checkpoint of the last good step.
-            if stopped not in ("signal", "time_limit") and self.guard.bad_streak == 0:
+            if stopped not in EARLY_STOPS and self.guard.bad_streak == 0:
                 self.save_last()
                 self._take_snapshot()
 
