@@ -25,7 +25,7 @@ from jfb.data import (
     save_image,
     write_photo,
 )
-from jfb.diagnose import trust_warnings
+from jfb.diagnose import input_noise, noise_estimable, trust_warnings
 from jfb.errors import DataError, TrustWarning
 from jfb.physics import (
     Blur,
@@ -33,7 +33,6 @@ from jfb.physics import (
     Identity,
     LinearOperator,
     Mask,
-    estimate_noise_std,
     quantisation_step,
 )
 from jfb.physics.compose import Composed
@@ -109,8 +108,8 @@ def memory_per_pixel(model: torch.nn.Module) -> float:
     state (channels x 2 for DE-ADMM's (z, u)) kept by the solver (2 m + 8 copies for Anderson
     with memory m, 8 otherwise) plus 6 feature maps of the net's widest layer."""
     state = CHANNELS * (2 if hasattr(model, "rho") else 1)
-    m = getattr(getattr(model, "solver", None), "m", 0)
-    copies = 2 * m + 8 if getattr(model, "solver", None) is not None else 2
+    solver = getattr(model, "solver", None)
+    copies = 2 * getattr(solver, "m", 0) + 8 if solver is not None else 2
     width = max((mod.out_channels for mod in model.modules()
                  if isinstance(mod, torch.nn.Conv2d)), default=CHANNELS)
     return 4.0 * (state * copies + 6 * width)
@@ -245,11 +244,10 @@ def _noise_level(model: torch.nn.Module, cfg: Config, y: torch.Tensor,
     (:func:`adapt_noise`)."""
     op = model.op
     if noise == "auto":
-        if not isinstance(op, (Blur, Identity)):
+        if not noise_estimable(op):
             raise DataError(f"--noise auto estimates the noise of blurred or noisy images; this "
                             f"model measures with {type(op).__name__}: give the value")
-        kernel = op.kernel if isinstance(op, Blur) else None
-        noise = max(float(estimate_noise_std(y[None], kernel, step)[0]), NOISE_FLOOR)
+        noise = max(input_noise(op, y[None], step), NOISE_FLOOR)
         if report is not None:
             rounding = {1 / 255: " (8-bit rounding taken out)",
                         1 / 65535: " (16-bit rounding taken out)"}.get(step, "")
@@ -364,8 +362,7 @@ def restore_file(
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     model, cfg, _ = load_model(ckpt, device=resolve_device(device), eval_max_iter=max_iter, op=op)
     if (noise is None and photo is not None and photo.source_mode.startswith("P")
-            and isinstance(model.op, (Blur, Identity)) and callable(getattr(model, "adapt_noise",
-                                                                             None))):
+            and noise_estimable(model.op) and _can_adapt(model)):
         noise = "auto"
         say(f"{src.name}: a palette image: estimating its noise (pass --noise to set it)")
     try:

@@ -19,7 +19,8 @@ import torch
 
 from jfb.physics import Blur, Identity, LinearOperator, estimate_noise_std
 
-__all__ = ["MISFIT_RATIO", "NOISE_RATIO", "data_misfit", "trust_warnings"]
+__all__ = ["MISFIT_RATIO", "NOISE_RATIO", "data_misfit", "input_noise", "noise_estimable",
+           "trust_warnings"]
 
 #: r / sigma beyond this is not chance. The default model on three built-in photos
 #: (scripts/trust_calibration.py): 0.88-0.90 measured as it assumes; 3.2-3.3 at noise 0.02;
@@ -28,6 +29,21 @@ __all__ = ["MISFIT_RATIO", "NOISE_RATIO", "data_misfit", "trust_warnings"]
 MISFIT_RATIO = 1.3
 #: The input's estimated noise this many times above (or below) the assumed one is flagged.
 NOISE_RATIO = 1.5
+
+
+def noise_estimable(op: LinearOperator) -> bool:
+    """Whether the noise of a measurement by ``op`` can be read from it: after a blur the finest
+    details are gone and after denoising they are the noise, whereas a low-resolution, masked
+    or tomographic measurement keeps image content there."""
+    return isinstance(op, (Blur, Identity))
+
+
+def input_noise(op: LinearOperator, y: torch.Tensor, step: float = 0.0) -> float:
+    """The noise std of the measurement y (1, C, H, W) by ``op`` (:func:`noise_estimable`):
+    :func:`jfb.physics.estimate_noise_std` through the blur's kernel, ``step`` (the file's
+    quantisation step) taken out."""
+    kernel = op.kernel if isinstance(op, Blur) else None
+    return float(estimate_noise_std(y, kernel, step)[0])
 
 
 @torch.no_grad()
@@ -77,9 +93,8 @@ def trust_warnings(
             f"{', with rounding ' + format(expected, '.3g') if step else ''}); check {blur} "
             "(--kernel) and the noise level (--noise auto)"
         )
-    if isinstance(op, (Blur, Identity)):
-        kernel = op.kernel if isinstance(op, Blur) else None
-        seen = float(estimate_noise_std(y, kernel, step)[0])
+    if noise_estimable(op):
+        seen = input_noise(op, y, step)
         far = seen > NOISE_RATIO * sigma or seen < sigma / NOISE_RATIO
         if far and abs(seen - sigma) > step:
             if not can_adapt:
