@@ -108,6 +108,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         json.dump({"summary": summary, "info": [info.rank, info.world_size, info.backend],
                    "logger_enabled": full.logger.enabled, "gathered": gathered,
                    "flag": flag, "total": float(total)}, fh)
+    del full, resumed  # their DDP wrappers go before the group does (see cleanup_distributed)
     cleanup_distributed()
 
 

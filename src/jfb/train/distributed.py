@@ -16,6 +16,7 @@ batches already consumed, whatever the number of processes.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,10 +107,16 @@ def get_dist_info() -> DistInfo:
 
 def cleanup_distributed() -> None:
     """Leave the process group (no-op when none), after a barrier: no rank tears down its
-    connections (rank 0 also hosts the rendezvous store) while another still uses them, which
-    made a Gloo rank abort now and then at exit ("terminate called without an active
-    exception")."""
+    connections (rank 0 also hosts the rendezvous store) while another still uses them.
+
+    Drop every ``DistributedDataParallel`` wrapper (a finished ``Trainer``) before calling
+    this: a Gloo DDP reducer freed after the group is destroyed makes its process abort now and
+    then ("terminate called without an active exception", 3 in 60 two-rank runs on a loaded
+    2-core machine; 0 in 160 with the wrapper freed first). The ``gc.collect()`` here frees the
+    wrappers that only reference cycles still hold.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 
