@@ -115,3 +115,41 @@ def test_cpu_budget_stops_resumably_and_the_resumed_run_equals_an_uninterrupted_
     s3 = third.fit(resume=True)
     assert s3["global_step"] == 9 and s3["stopped"] == "completed"
     assert_same(weights(ref), weights(third))
+
+
+def test_validation_counts_in_neither_cpu_seconds_nor_wall_seconds(tmp_path, monkeypatch):
+    """Each validation burns 1000 fake CPU and wall seconds; the records must not show them."""
+    holder: dict = {"validations": 0}
+    wall = {"now": 0.0}
+
+    class FakeTime:  # the trainer's wall clock: one second per reading, 1000 per validation
+        @staticmethod
+        def perf_counter():
+            wall["now"] += 1.0
+            return wall["now"]
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+    monkeypatch.setattr(trainer_mod, "time", FakeTime())
+    monkeypatch.setattr(cost_mod, "process_time",
+                        lambda: CPU_PER_STEP * holder["t"].step + 1000.0 * holder["validations"])
+    monkeypatch.setattr(cost_mod, "wall_time", lambda: wall["now"])
+    real_validate = trainer_mod.Trainer.validate
+
+    def costly_validate(self, **kwargs):
+        holder["validations"] += 1
+        wall["now"] += 1000.0
+        return real_validate(self, **kwargs)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "validate", costly_validate)
+    holder["t"] = first = make(tmp_path, model_cls=Solved)
+    first.fit(max_steps=7)
+    holder["t"] = second = make(tmp_path, model_seed=123, model_cls=Solved)
+    second.fit(resume=True)
+    assert holder["validations"] == 4  # after pre-training, then at steps 5, 7 and 9
+    pre = records(tmp_path, "pretrain_val")
+    vals = records(tmp_path, "val")
+    assert [r["cpu_seconds"] for r in pre + vals] == [30.0, 50.0, 70.0, 90.0]
+    walls = [r["wall_seconds"] for r in pre + vals]
+    assert walls == sorted(walls) and 0 < walls[0] and walls[-1] < 1000

@@ -462,8 +462,7 @@ class Trainer:
             self._message(
                 f"training {type(self.model).__name__} ({n_params:,} parameters) on "
                 f"{self.device} x{self.dist.world_size}: {self.pretrain_steps} pre-training + "
-                f"{tc.steps} steps, batch {self.global_batch}, "
-                f"{len(self.train_set)} training images"
+                f"{tc.steps} steps, batch {self.global_batch}, {len(self.train_set)} train images"
             )  # type: ignore[arg-type]
 
         step_ms: list[float] = []
@@ -514,9 +513,8 @@ class Trainer:
             self.save_last()
             what = {"signal": "signal", "max_steps": f"max_steps={max_steps}",
                     **self.cost.limits()}[stopped]
-            self._message(
-                f"stopped at step {self.step} ({what}); resume with resume=True", stopped=stopped
-            )
+            self._message(f"stopped at step {self.step} ({what}); resume with resume=True",
+                          stopped=stopped)
         barrier()  # no rank leaves before rank 0 has written its last checkpoint
         summary = {
             "steps": max(0, self.step - self.pretrain_steps),
@@ -551,11 +549,13 @@ class Trainer:
         if self._is_log_step(g):
             self._log_window(window, "pretrain" if pretrain else "train")
         if pretrain and g == self.pretrain_steps:
-            val = self.validate(pretrain=True)
+            with self.cost.excluded():
+                val = self.validate(pretrain=True)
             self.optimizer.state.clear()  # fresh Adam moments for the implicit model
             msg = f"pre-training done at step {g}"
             if val is not None:
-                self.logger.log("pretrain_val", g, **val)
+                self.logger.log("pretrain_val", g, **val,
+                                **self.cost.record(wall_seconds=self._train_seconds()))
                 msg += f": feedforward val PSNR {val['psnr']:.2f} dB"
             self._message(msg)
         main_done = g - self.pretrain_steps
@@ -564,7 +564,8 @@ class Trainer:
             and main_done > 0
             and (main_done % tc.val_every == 0 or g == self.total_steps)
         ):
-            val = self.validate()
+            with self.cost.excluded():
+                val = self.validate()
             if val is not None:
                 self.last_val = val
                 improved = val["psnr"] > self.best_val_psnr
