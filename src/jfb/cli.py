@@ -97,6 +97,18 @@ def _byte_size(text: str) -> float:
     return value
 
 
+def _budgets(text: str) -> list[float]:
+    """``--budgets 5,10,30``: positive CPU-minutes."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"budgets are comma-separated minutes, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"budgets must be positive minutes, got {text!r}")
+    return values
+
+
 def _restore_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments of ``jfb.deblur.restore_file`` from ``_add_restore_options``."""
     return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "noise": args.noise,
@@ -285,6 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--out", required=True, help="output folder")
     _add_compute_options(p)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "curves",
+        help="validation PSNR of training runs against their training CPU time",
+        description="Read the validation records of training runs (their metrics.jsonl: CPU "
+        "seconds of training, validation not counted) and compare the runs at equal compute: "
+        "writes curves.json, curves.md (PSNR within each budget, final PSNR, saturated or "
+        "not) and curves.png (PSNR against CPU-minutes).",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training run folders")
+    p.add_argument("--labels", help="comma-separated names of the runs (default: folder names)")
+    p.add_argument("--budgets", type=_budgets, default="5,10,20,30",
+                   help="comma-separated CPU-minute budgets of the table (default 5,10,20,30)")
+    p.add_argument("--out", required=True, help="output folder")
     _add_common(p)
 
     p = sub.add_parser("tasks", help="list the built-in tasks")
@@ -550,6 +577,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curves(args: argparse.Namespace) -> int:
+    from jfb.curves import read_curve, write_curves
+
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else [None] * len(args.runs)
+    if len(labels) != len(args.runs):
+        raise ValueError(f"--labels names {len(labels)} runs, but {len(args.runs)} were given")
+    curves = [read_curve(run, label) for run, label in zip(args.runs, labels, strict=True)]
+    print(write_curves(args.out, curves, [60 * m for m in args.budgets],
+                       command=args.command_line), end="")
+    print(f"written: {args.out}")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from jfb.tasks import TASKS
 
@@ -566,6 +606,7 @@ COMMANDS = {
     "deblur": cmd_deblur,
     "degrade": cmd_degrade,
     "compare": cmd_compare,
+    "curves": cmd_curves,
     "tasks": cmd_tasks,
 }
 
