@@ -237,6 +237,17 @@ def test_fit_writes_logs_checkpoints_and_summary(tmp_path):
     assert csv_lines[0].startswith("step,") and len(csv_lines) == 1 + 9
 
 
+def test_the_model_as_pretraining_left_it_is_saved(tmp_path):
+    make(tmp_path / "run").fit()
+    pretrained, meta = load_weights(tmp_path / "run" / "pretrained.safetensors")
+    assert meta["step"] == 3  # pretrain_steps
+    stopped = make(tmp_path / "stopped")
+    stopped.fit(max_steps=3)
+    assert_same(pretrained, weights(stopped))
+    make(tmp_path / "plain", train={"pretrain_steps": 0}).fit()
+    assert not (tmp_path / "plain" / "pretrained.safetensors").exists()
+
+
 def test_validation_psnr_is_mean_of_clamped_per_image_psnr(tmp_path):
     t = make(tmp_path, model_cls=Plain, train={"pretrain_steps": 0})
     val = t.validate()

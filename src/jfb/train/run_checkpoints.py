@@ -2,8 +2,10 @@
 
 In ``out_dir``: ``config.json`` (the run's config), ``last.safetensors`` (model, optimiser,
 scheduler and global RNG states, step and the trainer's ``extra``: what an exact resume needs;
-rewritten at every validation point and when the run stops early) and ``best.safetensors`` (the
-weights of the best validation PSNR so far, with the same ``extra``). Only rank 0 writes; every
+rewritten at every validation point and when the run stops early), ``best.safetensors`` (the
+weights of the best validation PSNR so far, with the same ``extra``) and, for runs that
+pre-train, ``pretrained.safetensors`` (the model as pre-training left it: for DE-ADMM with a
+denoising pre-training, plug-and-play ADMM with that denoiser). Only rank 0 writes; every
 rank reads ``last`` back on resume. The file format is :mod:`jfb.train.checkpoint`'s.
 """
 
@@ -20,10 +22,11 @@ from jfb.config import Config
 from jfb.errors import CheckpointError
 from jfb.train.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["BEST", "LAST", "RunCheckpoints"]
+__all__ = ["BEST", "LAST", "PRETRAINED", "RunCheckpoints"]
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+PRETRAINED = "pretrained.safetensors"
 
 
 class RunCheckpoints:
@@ -55,8 +58,16 @@ class RunCheckpoints:
 
     def save_best(self, *, model: nn.Module, step: int, extra: dict[str, Any]) -> None:
         """Write ``best.safetensors``: the weights, step and ``extra``."""
+        self._save_weights(BEST, model=model, step=step, extra=extra)
+
+    def save_pretrained(self, *, model: nn.Module, step: int, extra: dict[str, Any]) -> None:
+        """Write ``pretrained.safetensors``: the weights as pre-training ends, step, ``extra``."""
+        self._save_weights(PRETRAINED, model=model, step=step, extra=extra)
+
+    def _save_weights(self, name: str, *, model: nn.Module, step: int,
+                      extra: dict[str, Any]) -> None:
         if self.is_main:
-            save_checkpoint(self.out_dir / BEST, model=model, step=step,
+            save_checkpoint(self.out_dir / name, model=model, step=step,
                             config=self.config.to_dict(), extra=extra, rng=False)
 
     def load_last(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -442,8 +442,7 @@ class Trainer:
         ``max_steps``, writing ``last.safetensors``); ``resume=True`` continues from
         ``out_dir/last.safetensors`` exactly. Returns a summary dict (see module docs)."""
         tc = self.config.train
-        t_start = time.perf_counter()
-        self._fit_start = t_start
+        t_start = self._fit_start = time.perf_counter()
         self.stop = StopSignals()
         if resume:
             self._resume()
@@ -551,6 +550,7 @@ class Trainer:
         if pretrain and g == self.pretrain_steps:
             with self.cost.excluded():
                 val = self.validate(pretrain=True)
+            self.checkpoints.save_pretrained(model=self.model, step=g, extra=self._extra())
             self.optimizer.state.clear()  # fresh Adam moments for the implicit model
             msg = f"pre-training done at step {g}"
             if val is not None:
