@@ -38,6 +38,9 @@ RUNS: dict[str, tuple[str, str | None, list[str]]] = {
         "model.kind=feedforward", "model.net.depth=20", "model.net.width=64",
         "train.pretrain_steps=0", "train.jacobian_penalty=0", "train.steps=2300",
         "train.val_every=200", "train.warmup_steps=50"]),
+    # deadmm-jfb's pre-training alone (same seed: the same denoiser): its pretrained.safetensors
+    # is PnP-ADMM with that denoiser, rho = 0.03; its cost is the pre-training's.
+    "pnp-admm": ("PnP-ADMM", None, ["train.steps=1"]),
     "deadmm-jfb2": ("DE-ADMM", "jfb(2)", ["model.backward.k=2", "train.steps=1300"]),
     "deadmm-ift": ("DE-ADMM", "ift", ["model.backward.name=ift", "train.steps=500",
                                       "train.val_every=50"]),
