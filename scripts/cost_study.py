@@ -8,6 +8,14 @@ budget: ``time`` measures the CPU seconds of a pre-training step and of a main s
     python scripts/cost_study.py time [NAME...]        # CPU seconds per step, 1 thread
     python scripts/cost_study.py command NAME          # the jfb train command of a run
     python scripts/cost_study.py run NAME [--resume]   # run it (in the background: nohup)
+    python scripts/cost_study.py collect               # evaluate and write docs/results/cost/
+
+``collect`` evaluates every finished run's final weights (``last.safetensors``, the end of its
+curve) with Tikhonov, TV and the blurred input on val[:200] (``jfb compare``, 1 thread), times
+each model's inference in CPU ms per image (1 thread, 16 faces of 128x128, process CPU time, so
+that a busy machine does not inflate it), and writes ``docs/results/cost/celeba-gauss5.json``
+(the schema of issue #15), ``training.png`` (PSNR against training CPU-minutes), ``pareto.png``
+(PSNR against inference CPU ms per image) and the budget table ``curves.md``.
 """
 
 from __future__ import annotations
@@ -18,14 +26,21 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 BASE = "configs/cost/deadmm-jfb.toml"
 OUT = "runs/cost"
-BUDGET_MINUTES = 30
+DOCS = "docs/results/cost"
+TASK = "celeba-gauss5"
+FINAL_IMAGES = 200
+BUDGET_MINUTES = 30  # configs/cost/deadmm-jfb.toml's train.max_cpu_minutes
+BUDGETS_MINUTES = (5, 10, 15, 20, 30)
 
 #: name -> (method, backward, overrides of BASE). Step counts: the budget over the CPU seconds
-#: per step that ``time`` measured (2026-12-06, 1 thread, load 3.5), a little less where the
+#: per step that ``time`` measured (2026-12-06, 1 thread, load 3.5) on the untrained models,
+#: corrected for the DE-ADMM runs by what deadmm-jfb's first 150 JFB steps cost (0.67 s per
+#: step, not 1.37: the trained model's solves take fewer iterations), a little less where the
 #: cost per step changes as the model trains. "feedforward matched" is a DnCNN 20x64: 1 thread,
 #: 128x128 faces, it costs about what the default DE-ADMM model's solve costs (DnCNN 17x64:
 #: 222 ms/image, the default model: 270 ms/image, the 7x32 twin: 34 ms/image).
@@ -41,9 +56,9 @@ RUNS: dict[str, tuple[str, str | None, list[str]]] = {
     # deadmm-jfb's pre-training alone (same seed: the same denoiser): its pretrained.safetensors
     # is PnP-ADMM with that denoiser, rho = 0.03; its cost is the pre-training's.
     "pnp-admm": ("PnP-ADMM", None, ["train.steps=1"]),
-    "deadmm-jfb2": ("DE-ADMM", "jfb(2)", ["model.backward.k=2", "train.steps=1300"]),
-    "deadmm-ift": ("DE-ADMM", "ift", ["model.backward.name=ift", "train.steps=500",
-                                      "train.val_every=50"]),
+    "deadmm-jfb2": ("DE-ADMM", "jfb(2)", ["model.backward.k=2", "train.steps=1800"]),
+    "deadmm-ift": ("DE-ADMM", "ift", ["model.backward.name=ift", "train.steps=900",
+                                      "train.val_every=75"]),
     "deadmm-unrolled6": ("DE-ADMM", "unrolled(6)", [
         "model.backward.name=unrolled", "model.solver.max_iter=6",
         "model.solver.eval_max_iter=6", "train.steps=1650"]),
@@ -94,6 +109,107 @@ def time_steps(name: str, steps: int = 12) -> dict[str, float]:
     return result
 
 
+def final_weights(name: str) -> Path:
+    """What a run's final row evaluates: the end of its curve (PnP-ADMM: its pre-training)."""
+    return Path(OUT) / name / ("pretrained.safetensors" if name == "pnp-admm"
+                               else "last.safetensors")
+
+
+def infer_cpu_ms(checkpoint: Path, images: int = 16) -> float:
+    """CPU ms per image of the model in ``checkpoint`` on the first ``images`` val faces, as
+    one batch, 1 thread (the best of two passes)."""
+    import torch
+
+    from jfb.pipeline import EVAL_SEED, load_run
+
+    torch.set_num_threads(1)
+    model, _, _, task = load_run(checkpoint, device="cpu")
+    model.eval()
+    pairs = task.val_pairs(seed=EVAL_SEED, limit=images)
+    y = torch.stack([pairs[i][1] for i in range(images)])
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(2):
+            t0 = time.process_time()
+            model(y)
+            best = min(best, time.process_time() - t0)
+    return 1000 * best / images
+
+
+def pretrain_cost(name: str) -> float:
+    """CPU seconds of a run's pre-training (its ``pretrain_val`` record)."""
+    with open(Path(OUT) / name / "metrics.jsonl") as fh:
+        return next(r["cpu_seconds"] for r in map(json.loads, fh) if r["kind"] == "pretrain_val")
+
+
+def collect(names: list[str]) -> None:
+    import datetime
+
+    from jfb.curves import plot_curves, read_curve, saturated, write_curves
+    from jfb.report import legend_outside, save_figure, write_json
+
+    names = [n for n in names if final_weights(n).is_file()]
+    compare_dir = Path(OUT) / f"compare-{FINAL_IMAGES}"
+    methods = ["input", "tikhonov", "tv", *(str(final_weights(n)) for n in names)]
+    subprocess.run([sys.executable, "-m", "jfb", "compare", "--task", TASK, "--methods",
+                    ",".join(methods), "--max-images", str(FINAL_IMAGES), "--threads", "1",
+                    "--device", "cpu", "--quiet", "--out", str(compare_dir)], check=True)
+    rows = json.loads((compare_dir / "results.json").read_text())["rows"]
+    assert len(rows) == len(methods), "jfb compare gave one row per method, in order"
+    by_name = dict(zip(["input", "tikhonov", "tv", *names], rows, strict=True))
+    curves = {n: read_curve(Path(OUT) / n, n) for n in names if n != "pnp-admm"}
+    runs = []
+    for name in names:
+        method, backward, _ = RUNS[name]
+        row = by_name[name]
+        curve = curves.get(name)
+        runs.append({
+            "name": name, "method": method, "backward": backward, "params": row["params"],
+            "budget_cpu_seconds": curve.budget_cpu_seconds if curve else pretrain_cost(name),
+            "curve": curve.points if curve else [],
+            "final": {"val_psnr": row["psnr"], "val_ssim": row["ssim"],
+                      "images": row["n_images"],
+                      "infer_ms_per_image": row["infer_ms_per_image"],
+                      "infer_cpu_ms_per_image": round(infer_cpu_ms(final_weights(name)), 1),
+                      "mean_solver_iters": row.get("mean_solver_iters"), "threads": 1},
+            "saturated": saturated(curve) if curve else None,
+            "command": command(name)})
+    lines = [{"method": m, "val_psnr": by_name[m]["psnr"], "val_ssim": by_name[m]["ssim"],
+              "images": by_name[m]["n_images"]} for m in ("input", "tikhonov", "tv")]
+    docs = Path(DOCS)
+    write_json(docs / f"{TASK}.json", {
+        "task": TASK, "machine": "2-core CPU (torch 2.13.0)", "threads": 1,
+        "date": datetime.date.today().isoformat(), "budget_cpu_minutes": BUDGET_MINUTES,
+        "validation": "val[:50] along the way (not counted in the cost), final on "
+                      f"val[:{FINAL_IMAGES}]", "lines": lines, "runs": runs,
+        "compare_command": " ".join(["jfb compare --task", TASK, "--methods", ",".join(methods),
+                                     f"--max-images {FINAL_IMAGES} --threads 1 --device cpu"])})
+    write_curves(docs, list(curves.values()), [60.0 * m for m in BUDGETS_MINUTES],
+                 command="python scripts/cost_study.py collect")
+    plot_curves(docs / "training.png", list(curves.values()),
+                title=f"{TASK}: validation PSNR (val[:50]) at equal training compute")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run in runs:
+        ax.scatter(run["final"]["infer_cpu_ms_per_image"], run["final"]["val_psnr"],
+                   label=run["name"])
+    for line in lines[1:]:
+        ax.axhline(line["val_psnr"], color="grey", lw=0.8, ls="--")
+        ax.annotate(line["method"], (0, line["val_psnr"]), xycoords=("axes fraction", "data"),
+                    fontsize=8, va="bottom")
+    ax.set_xscale("log")
+    ax.set_xlabel("inference CPU ms per 128x128 image (1 thread)")
+    ax.set_ylabel(f"PSNR on val[:{FINAL_IMAGES}] (dB)")
+    ax.grid(alpha=0.3)
+    legend_outside(ax)
+    save_figure(fig, docs / "pareto.png", title=f"{TASK}: quality against inference cost")
+    print((docs / "curves.md").read_text(), end="")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -104,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run")
     p.add_argument("name", choices=RUNS)
     p.add_argument("--resume", action="store_true")
+    p = sub.add_parser("collect")
+    p.add_argument("names", nargs="*")
     args = parser.parse_args(argv)
-    if args.cmd == "time":
+    if args.cmd == "collect":
+        collect(args.names or list(RUNS))
+    elif args.cmd == "time":
         for name in args.names or RUNS:
             print(json.dumps({"run": name, **time_steps(name)}), flush=True)
     elif args.cmd == "command":
