@@ -1,5 +1,6 @@
 """Conjugate gradients, batched: every sample solves its own symmetric positive (semi-)definite
-system M x_i = b_i with its own step sizes and its own stop."""
+system M x_i = b_i with its own step sizes and its own stop, optionally preconditioned by a
+symmetric positive definite P ~ M^{-1} (PCG)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,18 @@ def conjugate_gradient(
     *,
     max_iter: int = 200,
     tol: float = 1e-6,
+    precondition: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Solve M x = b for a symmetric positive (semi-)definite M, sample by sample, by CG.
+    """Solve M x = b for a symmetric positive (semi-)definite M, sample by sample, by CG, or by
+    preconditioned CG (PCG) with z = P r, P a symmetric positive definite approximation of M^{-1}.
 
     ``apply(x)`` computes M x on a batch (first dimension = batch; M must act on each sample
-    alone). Each sample has its own step sizes alpha_i = <r_i, r_i> / <p_i, M p_i> and
-    beta_i = <r_i+, r_i+> / <r_i, r_i>, and stops changing once ||r_i|| <= tol ||b_i|| (or on a
-    breakdown <p_i, M p_i> <= 0). Returns (x, n_iter) with n_iter the per-sample number of
-    iterations taken (LongTensor[N]). Runs without autograd.
+    alone), and so does ``precondition(r)`` for P r (None: P = I, plain CG, and the very same
+    arithmetic as without the argument). Each sample has its own step sizes
+    alpha_i = <r_i, z_i> / <p_i, M p_i> and beta_i = <r_i+, z_i+> / <r_i, z_i>, and stops changing
+    once its true residual ||r_i|| <= tol ||b_i|| (or on a breakdown <p_i, M p_i> <= 0). Returns
+    (x, n_iter) with n_iter the per-sample number of iterations taken (LongTensor[N]). Runs
+    without autograd.
     """
     if not isinstance(b, torch.Tensor) or b.dim() < 1:
         raise TypeError("b must be a tensor whose first dimension is the batch")
@@ -42,25 +47,42 @@ def conjugate_gradient(
         else:
             x = x0.to(device=b.device, dtype=b.dtype).clone()
             r = b - apply(x)
-        p = r.clone()
         rs = batch_dot(r, r)
+        z, rz = _preconditioned(precondition, r, rs)
+        p = z.clone()
         thresh = (tol * torch.sqrt(batch_dot(b, b))) ** 2
         done = rs <= thresh
         n_iter = torch.zeros(b.shape[0], dtype=torch.long, device=b.device)
-        for _ in range(max_iter):
+        for step in range(max_iter):
             if bool(done.all()):
                 break
+            if step > 0:  # the new direction, only when a step will use it (P may be costly)
+                z, rz_new = _preconditioned(precondition, r, rs_new)
+                safe_rz = torch.where(rz > 0, rz, torch.ones_like(rz))
+                beta = rz_new / safe_rz
+                p = torch.where(batch_view(active, p), z + batch_view(beta, p) * p, p)
+                rz = torch.where(active, rz_new, rz)
             mp = apply(p)
             pmp = batch_dot(p, mp)
             active = ~done & (pmp > 0)
-            alpha = torch.where(active, rs / torch.where(active, pmp, torch.ones_like(pmp)), 0.0)
+            alpha = torch.where(active, rz / torch.where(active, pmp, torch.ones_like(pmp)), 0.0)
             x = x + batch_view(alpha, x) * p
             r = r - batch_view(alpha, r) * mp
             rs_new = batch_dot(r, r)
-            safe_rs = torch.where(rs > 0, rs, torch.ones_like(rs))
-            beta = rs_new / safe_rs
-            p = torch.where(batch_view(active, p), r + batch_view(beta, p) * p, p)
             rs = torch.where(active, rs_new, rs)
             n_iter = n_iter + active.long()
             done = done | (~active) | (rs <= thresh)
     return x, n_iter
+
+
+def _preconditioned(
+    precondition: Callable[[torch.Tensor], torch.Tensor] | None,
+    r: torch.Tensor,
+    rs: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, <r, z>) with z = P r; without a preconditioner z is r itself and <r, z> is ``rs``
+    (= <r, r>, already computed), so plain CG does no extra work."""
+    if precondition is None:
+        return r, rs
+    z = precondition(r)
+    return z, batch_dot(r, z)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
@@ -52,6 +52,15 @@ class LinearOperator(torch.nn.Module, ABC):
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the normal operator A^T A x (symmetric positive semi-definite)."""
         return self.A_adjoint(self.A(x))
+
+    def ridge_preconditioner(
+        self, rho: float | torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """v -> P v with P a symmetric positive definite approximation of (A^T A + rho I)^{-1}
+        (rho > 0, a number or a 0-d tensor), cheap to apply to a batch of images of any size: the
+        preconditioner of CG on the ridge (ADMM) normal equations. None (the default) when the
+        operator has none."""
+        return None
 
     def _default_device_dtype(self) -> tuple[torch.device, torch.dtype]:
         """Device and floating dtype of the operator's first floating buffer/parameter, if any."""
@@ -145,3 +154,9 @@ class Identity(LinearOperator):
     def image_shape(self, out_shape: Sequence[int]) -> tuple[int, ...]:
         """The measurement's shape."""
         return check_shape(out_shape)
+
+    def ridge_preconditioner(
+        self, rho: float | torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The exact (A^T A + rho I)^{-1} = I / (1 + rho)."""
+        return lambda v: v / (1 + rho)

@@ -21,7 +21,7 @@ extension wraps / reflects repeatedly); "valid" needs H >= kh and W >= kw.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -125,11 +125,20 @@ def _fft_circular(x: torch.Tensor, k: torch.Tensor, adjoint: bool) -> torch.Tens
     return torch.fft.irfft2(torch.fft.rfft2(x) * kf, s=(h, w))
 
 
+def _power_spectrum(k: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """|K|^2 on the rfft2 grid of h x w images: the eigenvalues of circular-mode A^T A."""
+    kf = torch.fft.rfft2(_circulant_kernel(k, h, w))
+    return kf.real**2 + kf.imag**2
+
+
+def _fourier_multiply(x: torch.Tensor, multiplier: torch.Tensor) -> torch.Tensor:
+    """IFFT(multiplier . FFT(x)) on x's h x w grid, ``multiplier`` on the rfft2 grid."""
+    return torch.fft.irfft2(torch.fft.rfft2(x) * multiplier, s=x.shape[-2:])
+
+
 def _fft_circular_normal(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Circular-mode A^T A x = IFFT(|K|^2 FFT(x))."""
-    h, w = x.shape[-2:]
-    kf = torch.fft.rfft2(_circulant_kernel(k, h, w))
-    return torch.fft.irfft2(torch.fft.rfft2(x) * (kf.real**2 + kf.imag**2), s=(h, w))
+    return _fourier_multiply(x, _power_spectrum(k, *x.shape[-2:]))
 
 
 # ------------------------------------------------------------------------------------- extension
@@ -290,6 +299,29 @@ class Blur(LinearOperator):
             x, k, dtype = _fft_dtype(x, k, self.path)
             return _fft_circular_normal(x, k).to(dtype)
         return self.A_adjoint(self.A(x))
+
+    def ridge_preconditioner(
+        self, rho: float | torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The circulant approximation P = F^{-1} diag(1 / (|K|^2 + rho)) F of
+        (A^T A + rho I)^{-1} on the image grid (K the kernel's transfer function there), applied
+        by FFT (two transforms: on CPU about one to two A^T A of a 5x5 kernel). Exact for
+        "circular" padding; for the other modes A^T A differs from its circulant version within a
+        kernel's reach of the border, so it helps on images much larger than the kernel (5x5
+        Gaussian, zero padding, rho = 0.03, 128 x 128: 21 steps to 1e-6 instead of 40) and can
+        take more steps than plain CG on small images or with "reflect" padding of an asymmetric
+        kernel. Symmetric positive definite for rho > 0; |K|^2 is computed once per image size."""
+        inverses: dict[tuple[int, int, torch.dtype, torch.device], torch.Tensor] = {}
+
+        def apply(v: torch.Tensor) -> torch.Tensor:
+            self._check(v, "v")
+            v, k, dtype = _fft_dtype(v, self._kernel_like(v), "fft")
+            key = (*v.shape[-2:], v.dtype, v.device)
+            if key not in inverses:
+                inverses[key] = 1 / (_power_spectrum(k, *v.shape[-2:]) + rho)
+            return _fourier_multiply(v, inverses[key]).to(dtype)
+
+        return apply
 
 
 def _fft_dtype(

@@ -9,7 +9,7 @@ image of a given size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -43,6 +43,12 @@ class MaskOperator(LinearOperator):
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """A^T A x = m . x (m^2 = m)."""
         return self._masked(x)
+
+    def ridge_preconditioner(
+        self, rho: float | torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The exact (A^T A + rho I)^{-1} = diag(1 / (m + rho)) (rho > 0)."""
+        return lambda v: v / (self.mask_for(v) + rho)
 
     def out_shape(self, in_shape: Sequence[int]) -> tuple[int, ...]:
         """The input shape."""
