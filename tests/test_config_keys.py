@@ -128,6 +128,7 @@ CASES: list[Case] = [
     Case("model.eta_scale", "operator", lambda b: b.model.eta_scale, "operator", ADMM),
     Case("model.rho", "0.5", lambda b: round(float(b.model.rho), 6), 0.5, ADMM),
     Case("model.cg_iters", "7", lambda b: b.model.cg_iters, 7, ADMM),
+    Case("model.precondition", "false", lambda b: b.model.precondition, False, ADMM),
     # ------------------------------------------------------------------------- model.net
     Case("model.net.name", "unet", lambda b: _kind(b.model.net), "unet"),
     Case("model.net.depth", "3", _net("depth"), 3),

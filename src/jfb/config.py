@@ -151,7 +151,8 @@ class ModelConfig:
     x = (A^T A + rho I)^{-1}(A^T y + rho (z - u)), z <- R(x + u), u <- u + x - z; outputs z) or a
     feedforward net; ``init`` is x0 (A^T y, y or Tikhonov). DE-GRAD/DE-PROX: ``eta`` the initial
     step size, bounded by ``eta_max`` when it is learned. DE-ADMM: ``rho`` the initial (learned,
-    positive) ADMM penalty, ``cg_iters`` the CG steps per x-update; eta/eta_max do not apply. With
+    positive) ADMM penalty, ``cg_iters`` the CG steps per x-update, preconditioned by the
+    operator's ``ridge_preconditioner`` when ``precondition``; eta/eta_max do not apply. With
     ``eta_scale="operator"`` eta and eta_max are in units of 1/L and rho in units of L,
     L = ||A^T A|| estimated at the first forward and saved with the weights (the data-fit step is
     non-expansive for eta <= 2/L).
@@ -169,6 +170,9 @@ class ModelConfig:
     )
     rho: float = _f(1.0, gt=0, doc="initial ADMM penalty (deadmm)")
     cg_iters: int = _f(20, ge=1, doc="CG steps per ADMM x-update (deadmm)")
+    precondition: bool = _f(
+        True, doc="precondition the x-update's CG by the operator's, if any (deadmm)"
+    )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:

@@ -84,41 +84,47 @@ def admm_x_update(
     x0: torch.Tensor | None = None,
     cg_iters: int = 20,
     cg_tol: float = 1e-6,
+    precondition: bool = True,
 ) -> torch.Tensor:
     """ADMM's data step x = argmin ||A x - y||^2 / 2 + rho/2 ||x - (z - u)||^2, i.e.
     (A^T A + rho I) x = A^T y + rho (z - u), by at most ``cg_iters`` CG steps from ``x0``
-    (default zeros), stopping per sample at relative residual ``cg_tol``.
+    (default zeros), stopping per sample at relative residual ``cg_tol``; preconditioned by
+    ``op.ridge_preconditioner(rho)`` when ``precondition`` and the operator has one (plain CG
+    otherwise).
 
     ``aty`` is A^T y. Differentiable in ``aty``, ``z``, ``u`` and ``rho`` (a number or a 0-d
-    tensor): the backward solves the same system for the incoming gradient g (same CG budget, from
-    zeros), d/db = M^{-1} g and d/drho = -<M^{-1} g, x>, the derivative of the exact solve
-    whatever the start; it is itself differentiable (double backward).
+    tensor): the backward solves the same system for the incoming gradient g (same CG budget and
+    preconditioner, from zeros), d/db = M^{-1} g and d/drho = -<M^{-1} g, x>, the derivative of
+    the exact solve whatever the start; it is itself differentiable (double backward).
     """
     rho_t = torch.as_tensor(rho, dtype=aty.dtype, device=aty.device)
     if rho_t.dim() != 0:
         raise ValueError(f"rho must be a number or a 0-d tensor, got shape {tuple(rho_t.shape)}")
-    return _RidgeSolve.apply(aty + rho_t * (z - u), rho_t, x0, op, cg_iters, cg_tol)
+    return _RidgeSolve.apply(aty + rho_t * (z - u), rho_t, x0, op, cg_iters, cg_tol, precondition)
 
 
 class _RidgeSolve(torch.autograd.Function):
-    """x = M^{-1} b with M = A^T A + rho I, by CG from x0; see :func:`admm_x_update`. Under CUDA
-    autocast the solve runs in float32 (CG's recurrences lose their accuracy in bf16)."""
+    """x = M^{-1} b with M = A^T A + rho I, by (preconditioned) CG from x0; see
+    :func:`admm_x_update`. Under CUDA autocast the solve runs in float32 (CG's recurrences lose
+    their accuracy in bf16)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, b, rho, x0, op, cg_iters, cg_tol):  # type: ignore[override]
+    def forward(ctx, b, rho, x0, op, cg_iters, cg_tol, precondition):  # type: ignore[override]
         r = rho.detach()
         start = None if x0 is None else x0.detach()
         x, _ = conjugate_gradient(lambda v: op.normal(v) + r * v, b.detach(), start,
-                                  max_iter=cg_iters, tol=cg_tol)
+                                  max_iter=cg_iters, tol=cg_tol,
+                                  precondition=op.ridge_preconditioner(r) if precondition else None)
         ctx.save_for_backward(rho, x)
-        ctx.op, ctx.cg_iters, ctx.cg_tol = op, cg_iters, cg_tol
+        ctx.op, ctx.cg_iters, ctx.cg_tol, ctx.precondition = op, cg_iters, cg_tol, precondition
         return x
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, g):  # type: ignore[override]
         rho, x = ctx.saved_tensors
-        w = _RidgeSolve.apply(g, rho, None, ctx.op, ctx.cg_iters, ctx.cg_tol)  # M symmetric
+        w = _RidgeSolve.apply(g, rho, None, ctx.op, ctx.cg_iters, ctx.cg_tol,
+                              ctx.precondition)  # M symmetric
         grad_rho = -(w * x).sum() if ctx.needs_input_grad[1] else None
-        return w, grad_rho, None, None, None, None
+        return w, grad_rho, None, None, None, None, None

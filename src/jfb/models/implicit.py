@@ -332,7 +332,9 @@ class DEADMM(ImplicitModel):
 
     Args (besides :class:`ImplicitModel`'s):
         rho: initial ADMM penalty (> 0); cg_iters: CG steps at most per x-update (and per
-        backward solve); cg_tol: CG's relative residual tolerance.
+        backward solve); cg_tol: CG's relative residual tolerance; precondition: precondition CG
+        by the operator's ``ridge_preconditioner`` when it has one (for a blur the circulant
+        approximation of (A^T A + rho I)^{-1}, applied by FFT).
     """
 
     def __init__(
@@ -343,6 +345,7 @@ class DEADMM(ImplicitModel):
         rho: float = 1.0,
         cg_iters: int = 20,
         cg_tol: float = 1e-6,
+        precondition: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(op, net, **kwargs)
@@ -350,6 +353,7 @@ class DEADMM(ImplicitModel):
         check_int("cg_iters", cg_iters, minimum=1)
         check_number("cg_tol", cg_tol, low=0, type_error=TypeError)
         self.cg_iters, self.cg_tol = cg_iters, cg_tol
+        self.precondition = bool(precondition)
         self.rho_raw = nn.Parameter(torch.tensor(_raw_of(rho, None)))
         #: Test-time factor on the learned rho, set by :meth:`adapt_noise` (not saved).
         self.rho_factor = 1.0
@@ -375,8 +379,8 @@ class DEADMM(ImplicitModel):
         return self._x_update(z, u, self.op.A_adjoint(y))
 
     def _x_update(self, z: torch.Tensor, u: torch.Tensor, aty: torch.Tensor) -> torch.Tensor:
-        return admm_x_update(self.op, aty, z, u, self.rho, x0=z,
-                             cg_iters=self.cg_iters, cg_tol=self.cg_tol)
+        return admm_x_update(self.op, aty, z, u, self.rho, x0=z, cg_iters=self.cg_iters,
+                             cg_tol=self.cg_tol, precondition=self.precondition)
 
     def solve_constants(self, y: torch.Tensor) -> torch.Tensor:
         """A^T y, once per solve (with its graph into y when y requires grad)."""
