@@ -52,6 +52,7 @@ def conjugate_gradient(
         p = z.clone()
         thresh = (tol * torch.sqrt(batch_dot(b, b))) ** 2
         done = rs <= thresh
+        active, rs_new = ~done, rs  # what a step leaves for the next one's direction
         n_iter = torch.zeros(b.shape[0], dtype=torch.long, device=b.device)
         for step in range(max_iter):
             if bool(done.all()):
