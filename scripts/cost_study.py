@@ -15,7 +15,8 @@ curve) with Tikhonov, TV and the blurred input on val[:200] (``jfb compare``, 1 
 each model's inference in CPU ms per image (1 thread, 16 faces of 128x128, process CPU time, so
 that a busy machine does not inflate it), and writes ``docs/results/cost/celeba-gauss5.json``
 (the schema of issue #15), ``training.png`` (PSNR against training CPU-minutes), ``pareto.png``
-(PSNR against inference CPU ms per image) and the budget table ``curves.md``.
+(PSNR against inference CPU ms per image), ``iterations.png`` (PSNR against test-time
+iterations of the implicit models, val[:50]) and the budget table ``curves.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,9 @@ DOCS = "docs/results/cost"
 TASK = "celeba-gauss5"
 FINAL_IMAGES = 200
 BUDGET_MINUTES = 30  # configs/cost/deadmm-jfb.toml's train.max_cpu_minutes
+SHIPPED = "src/jfb/weights/default.safetensors"
+ITERATION_IMAGES = 50  # PSNR against test-time iterations of the implicit models
+ITERATIONS = "2,3,4,5,6,8,12"
 BUDGETS_MINUTES = (5, 10, 15, 20, 30)
 
 #: name -> (method, backward, overrides of BASE). Step counts: the budget over the CPU seconds
@@ -136,27 +141,38 @@ def infer_cpu_ms(checkpoint: Path, images: int = 16) -> float:
     return 1000 * best / images
 
 
+def run_compare(methods: list[str], images: int, out: Path, iterations: str = "") -> None:
+    """``jfb compare`` of ``methods`` on val[:images], 1 thread, into ``out``."""
+    cmd = [sys.executable, "-m", "jfb", "compare", "--task", TASK, "--methods", ",".join(methods),
+           "--max-images", str(images), "--threads", "1", "--device", "cpu", "--quiet",
+           "--out", str(out)]
+    subprocess.run(cmd + (["--iterations", iterations] if iterations else []), check=True)
+
+
 def pretrain_cost(name: str) -> float:
     """CPU seconds of a run's pre-training (its ``pretrain_val`` record)."""
     with open(Path(OUT) / name / "metrics.jsonl") as fh:
         return next(r["cpu_seconds"] for r in map(json.loads, fh) if r["kind"] == "pretrain_val")
 
 
-def collect(names: list[str]) -> None:
+def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: int =
+            ITERATION_IMAGES, docs: str = DOCS) -> None:
     import datetime
 
     from jfb.curves import plot_curves, read_curve, saturated, write_curves
     from jfb.report import legend_outside, save_figure, write_json
 
     names = [n for n in names if final_weights(n).is_file()]
-    compare_dir = Path(OUT) / f"compare-{FINAL_IMAGES}"
-    methods = ["input", "tikhonov", "tv", *(str(final_weights(n)) for n in names)]
-    subprocess.run([sys.executable, "-m", "jfb", "compare", "--task", TASK, "--methods",
-                    ",".join(methods), "--max-images", str(FINAL_IMAGES), "--threads", "1",
-                    "--device", "cpu", "--quiet", "--out", str(compare_dir)], check=True)
+    compare_dir = Path(OUT) / f"compare-{images}"
+    lined = ["input", "tikhonov", "tv", SHIPPED]
+    methods = [*lined, *(str(final_weights(n)) for n in names)]
+    run_compare(methods, images, compare_dir)
     rows = json.loads((compare_dir / "results.json").read_text())["rows"]
     assert len(rows) == len(methods), "jfb compare gave one row per method, in order"
-    by_name = dict(zip(["input", "tikhonov", "tv", *names], rows, strict=True))
+    by_name = dict(zip([*lined, *names], rows, strict=True))
+    implicit = [str(final_weights(n)) for n in names if RUNS[n][0].startswith(("DE-", "PnP"))]
+    run_compare([SHIPPED, *implicit], iteration_images, Path(OUT) / "compare-iterations",
+                iterations=ITERATIONS)
     curves = {n: read_curve(Path(OUT) / n, n) for n in names if n != "pnp-admm"}
     runs = []
     for name in names:
@@ -174,16 +190,23 @@ def collect(names: list[str]) -> None:
                       "mean_solver_iters": row.get("mean_solver_iters"), "threads": 1},
             "saturated": saturated(curve) if curve else None,
             "command": command(name)})
-    lines = [{"method": m, "val_psnr": by_name[m]["psnr"], "val_ssim": by_name[m]["ssim"],
-              "images": by_name[m]["n_images"]} for m in ("input", "tikhonov", "tv")]
-    docs = Path(DOCS)
+    lines = [{"method": "shipped default" if m == SHIPPED else m, "val_psnr": by_name[m]["psnr"],
+              "val_ssim": by_name[m]["ssim"], "images": by_name[m]["n_images"],
+              "infer_cpu_ms_per_image": (round(infer_cpu_ms(Path(m)), 1) if m == SHIPPED
+                                         else None)} for m in lined]
+    docs = Path(docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(OUT) / "compare-iterations" / "iterations.png", docs / "iterations.png")
+    iteration_curves = json.loads(
+        (Path(OUT) / "compare-iterations" / "results.json").read_text())["iterations_curves"]
     write_json(docs / f"{TASK}.json", {
         "task": TASK, "machine": "2-core CPU (torch 2.13.0)", "threads": 1,
         "date": datetime.date.today().isoformat(), "budget_cpu_minutes": BUDGET_MINUTES,
         "validation": "val[:50] along the way (not counted in the cost), final on "
-                      f"val[:{FINAL_IMAGES}]", "lines": lines, "runs": runs,
+                      f"val[:{images}]", "lines": lines, "runs": runs,
+        "iterations_curves": {"images": iteration_images, "curves": iteration_curves},
         "compare_command": " ".join(["jfb compare --task", TASK, "--methods", ",".join(methods),
-                                     f"--max-images {FINAL_IMAGES} --threads 1 --device cpu"])})
+                                     f"--max-images {images} --threads 1 --device cpu"])})
     write_curves(docs, list(curves.values()), [60.0 * m for m in BUDGETS_MINUTES],
                  command="python scripts/cost_study.py collect")
     plot_curves(docs / "training.png", list(curves.values()),
@@ -203,7 +226,7 @@ def collect(names: list[str]) -> None:
                     fontsize=8, va="bottom")
     ax.set_xscale("log")
     ax.set_xlabel("inference CPU ms per 128x128 image (1 thread)")
-    ax.set_ylabel(f"PSNR on val[:{FINAL_IMAGES}] (dB)")
+    ax.set_ylabel(f"PSNR on val[:{images}] (dB)")
     ax.grid(alpha=0.3)
     legend_outside(ax)
     save_figure(fig, docs / "pareto.png", title=f"{TASK}: quality against inference cost")
@@ -222,9 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p = sub.add_parser("collect")
     p.add_argument("names", nargs="*")
+    p.add_argument("--images", type=int, default=FINAL_IMAGES)
+    p.add_argument("--iteration-images", type=int, default=ITERATION_IMAGES)
+    p.add_argument("--docs", default=DOCS, help="where the results go")
     args = parser.parse_args(argv)
     if args.cmd == "collect":
-        collect(args.names or list(RUNS))
+        collect(args.names or list(RUNS), images=args.images,
+                iteration_images=args.iteration_images, docs=args.docs)
     elif args.cmd == "time":
         for name in args.names or RUNS:
             print(json.dumps({"run": name, **time_steps(name)}), flush=True)
