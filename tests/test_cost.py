@@ -36,18 +36,10 @@ def fake_cpu(monkeypatch, holder: dict) -> None:
     monkeypatch.setattr(cost_mod, "process_time", lambda: CPU_PER_STEP * holder["t"].step)
 
 
-def test_t_applications_counts_the_solve_and_the_backward():
-    assert t_applications(None) == 0
-    assert t_applications(SimpleNamespace(iterations=torch.ones(2))) == 0  # no n_evals
-    assert t_applications(SimpleNamespace(n_evals=5)) == 5
-    stats = SimpleNamespace(n_evals=5, backward={"iterations": torch.tensor([2, 7, 3])})
-    assert t_applications(stats) == 12
+def fake_wall(monkeypatch, clock: dict) -> None:
+    """The trainer's wall clock reads ``clock["now"]``, one second later at every reading."""
 
-
-def test_val_records_carry_cost_fields_that_continue_across_resume(tmp_path, monkeypatch):
-    clock = {"now": 0.0}
-
-    class FakeTime:  # one wall second per reading of the trainer's clock
+    class FakeTime:
         @staticmethod
         def perf_counter():
             clock["now"] += 1.0
@@ -57,6 +49,18 @@ def test_val_records_carry_cost_fields_that_continue_across_resume(tmp_path, mon
             return getattr(time, name)
 
     monkeypatch.setattr(trainer_mod, "time", FakeTime())
+
+
+def test_t_applications_counts_the_solve_and_the_backward():
+    assert t_applications(None) == 0
+    assert t_applications(SimpleNamespace(iterations=torch.ones(2))) == 0  # no n_evals
+    assert t_applications(SimpleNamespace(n_evals=5)) == 5
+    stats = SimpleNamespace(n_evals=5, backward={"iterations": torch.tensor([2, 7, 3])})
+    assert t_applications(stats) == 12
+
+
+def test_val_records_carry_cost_fields_that_continue_across_resume(tmp_path, monkeypatch):
+    fake_wall(monkeypatch, {"now": 0.0})
     holder: dict = {}
     fake_cpu(monkeypatch, holder)
     threads = torch.get_num_threads()
@@ -121,17 +125,7 @@ def test_validation_counts_in_neither_cpu_seconds_nor_wall_seconds(tmp_path, mon
     """Each validation burns 1000 fake CPU and wall seconds; the records must not show them."""
     holder: dict = {"validations": 0}
     wall = {"now": 0.0}
-
-    class FakeTime:  # the trainer's wall clock: one second per reading, 1000 per validation
-        @staticmethod
-        def perf_counter():
-            wall["now"] += 1.0
-            return wall["now"]
-
-        def __getattr__(self, name):
-            return getattr(time, name)
-
-    monkeypatch.setattr(trainer_mod, "time", FakeTime())
+    fake_wall(monkeypatch, wall)  # and 1000 more seconds per validation, below
     monkeypatch.setattr(cost_mod, "process_time",
                         lambda: CPU_PER_STEP * holder["t"].step + 1000.0 * holder["validations"])
     monkeypatch.setattr(cost_mod, "wall_time", lambda: wall["now"])
