@@ -126,6 +126,13 @@ def trained(tmp_path_factory):
     return out
 
 
+def test_train_refuses_a_folder_that_holds_a_run(trained, capsys):
+    before = (trained / "metrics.jsonl").read_text()
+    assert main(["train", *TINY, "--out", str(trained), "--quiet"]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert (trained / "metrics.jsonl").read_text() == before  # untouched
+
+
 def test_train_eval_deblur_end_to_end(trained, capsys, tmp_path):
     ckpt = trained / "best.safetensors"
     assert ckpt.is_file() and (trained / "last.safetensors").is_file()

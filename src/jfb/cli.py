@@ -405,6 +405,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_fresh_run(out: Path, *, resume: bool) -> None:
+    """A new run does not go into a folder that holds one: its logs would be appended to the
+    old run's and its checkpoints would replace them."""
+    from jfb.errors import ConfigError
+    from jfb.train.trainer import LAST
+
+    if not resume and (out / LAST).exists():
+        raise ConfigError(f"{out} already holds a training run ({LAST}): continue it with "
+                          "--resume, or give another --out (or delete the folder)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from jfb.config import load_config
     from jfb.data import collate_images
@@ -417,6 +428,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_toml(), end="")
         return 0
+    _check_fresh_run(Path(cfg.train.out_dir), resume=args.resume)
     dist = init_distributed(cfg.train.device)  # under torchrun: join its process group
     run = build_run(cfg)
     summary = Trainer(run.model, run.train_pairs, run.val_pairs, cfg, progress=not args.quiet,
