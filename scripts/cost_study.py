@@ -45,8 +45,9 @@ BUDGETS_MINUTES = (5, 10, 15, 20, 30)
 #: name -> (method, backward, overrides of BASE). Step counts: the budget over the CPU seconds
 #: per step that ``time`` measured (2026-12-06, 1 thread, load 3.5) on the untrained models,
 #: corrected for the DE-ADMM runs by what deadmm-jfb's first 150 JFB steps cost (0.67 s per
-#: step, not 1.37: the trained model's solves take fewer iterations), a little less where the
-#: cost per step changes as the model trains. "feedforward matched" is a DnCNN 20x64: 1 thread,
+#: step, not 1.37: the trained model's solves take fewer iterations) and for IFT by what its
+#: first 75 steps cost (3.05 s each), a little less where the cost per step changes as the
+#: model trains. "feedforward matched" is a DnCNN 20x64: 1 thread,
 #: 128x128 faces, it costs about what the default DE-ADMM model's solve costs (DnCNN 17x64:
 #: 222 ms/image, the default model: 270 ms/image, the 7x32 twin: 34 ms/image).
 RUNS: dict[str, tuple[str, str | None, list[str]]] = {
@@ -62,8 +63,8 @@ RUNS: dict[str, tuple[str, str | None, list[str]]] = {
     # is PnP-ADMM with that denoiser, rho = 0.03; its cost is the pre-training's.
     "pnp-admm": ("PnP-ADMM", None, ["train.steps=1"]),
     "deadmm-jfb2": ("DE-ADMM", "jfb(2)", ["model.backward.k=2", "train.steps=1800"]),
-    "deadmm-ift": ("DE-ADMM", "ift", ["model.backward.name=ift", "train.steps=900",
-                                      "train.val_every=75"]),
+    "deadmm-ift": ("DE-ADMM", "ift", ["model.backward.name=ift", "train.steps=520",
+                                      "train.val_every=50"]),
     "deadmm-unrolled6": ("DE-ADMM", "unrolled(6)", [
         "model.backward.name=unrolled", "model.solver.max_iter=6",
         "model.solver.eval_max_iter=6", "train.steps=1650"]),
