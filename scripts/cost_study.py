@@ -11,7 +11,8 @@ budget: ``time`` measures the CPU seconds of a pre-training step and of a main s
     python scripts/cost_study.py collect               # evaluate and write docs/results/cost/
 
 ``collect`` evaluates every finished run's final weights (``last.safetensors``, the end of its
-curve) with Tikhonov, TV and the blurred input on val[:200] (``jfb compare``, 1 thread), times
+curve), and Tikhonov, TV, the blurred input and the shipped default, on val[:200] (``jfb
+compare``, 1 thread; each evaluation once, kept in ``runs/cost/eval``), times
 each model's inference in CPU ms per image (1 thread, 16 faces of 128x128, process CPU time, so
 that a busy machine does not inflate it), and writes ``docs/results/cost/celeba-gauss5.json``
 (the schema of issue #15), ``training.png`` (PSNR against training CPU-minutes), ``pareto.png``
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -142,12 +142,25 @@ def infer_cpu_ms(checkpoint: Path, images: int = 16) -> float:
     return 1000 * best / images
 
 
-def run_compare(methods: list[str], images: int, out: Path, iterations: str = "") -> None:
-    """``jfb compare`` of ``methods`` on val[:images], 1 thread, into ``out``."""
-    cmd = [sys.executable, "-m", "jfb", "compare", "--task", TASK, "--methods", ",".join(methods),
-           "--max-images", str(images), "--threads", "1", "--device", "cpu", "--quiet",
-           "--out", str(out)]
-    subprocess.run(cmd + (["--iterations", iterations] if iterations else []), check=True)
+def compared(key: str, methods: list[str], images: int, iterations: str = "") -> dict:
+    """``jfb compare`` of ``methods`` on val[:images] (1 thread), once: its results.json, kept
+    in ``OUT/eval/KEY-IMAGES`` so that a later ``collect`` evaluates only what is new."""
+    out = Path(OUT) / "eval" / f"{key}-{images}"
+    if not (out / "results.json").is_file():
+        cmd = [sys.executable, "-m", "jfb", "compare", "--task", TASK, "--methods",
+               ",".join(methods), "--max-images", str(images), "--threads", "1", "--device",
+               "cpu", "--quiet", "--out", str(out)]
+        subprocess.run(cmd + (["--iterations", iterations] if iterations else []), check=True)
+    return json.loads((out / "results.json").read_text())
+
+
+def timed(key: str, checkpoint: Path) -> float:
+    """:func:`infer_cpu_ms` of ``checkpoint``, once (kept beside its evaluation)."""
+    path = Path(OUT) / "eval" / f"{key}-cpu-ms.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(round(infer_cpu_ms(checkpoint), 1)))
+    return json.loads(path.read_text())
 
 
 def pretrain_cost(name: str) -> float:
@@ -164,21 +177,20 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
     from jfb.report import legend_outside, save_figure, write_json
 
     names = [n for n in names if final_weights(n).is_file()]
-    compare_dir = Path(OUT) / f"compare-{images}"
     lined = ["input", "tikhonov", "tv", SHIPPED]
-    methods = [*lined, *(str(final_weights(n)) for n in names)]
-    run_compare(methods, images, compare_dir)
-    rows = json.loads((compare_dir / "results.json").read_text())["rows"]
-    assert len(rows) == len(methods), "jfb compare gave one row per method, in order"
-    by_name = dict(zip([*lined, *names], rows, strict=True))
-    implicit = [str(final_weights(n)) for n in names if RUNS[n][0].startswith(("DE-", "PnP"))]
-    run_compare([SHIPPED, *implicit], iteration_images, Path(OUT) / "compare-iterations",
-                iterations=ITERATIONS)
+    line_rows = dict(zip(lined, compared("lines", lined, images)["rows"], strict=True))
+    implicit = ["shipped", *(n for n in names if RUNS[n][0].startswith(("DE-", "PnP")))]
+    iteration_curves = {}
+    for name in implicit:
+        path = SHIPPED if name == "shipped" else str(final_weights(name))
+        curves_of = compared(f"{name}-iterations", [path], iteration_images,
+                             ITERATIONS)["iterations_curves"]
+        iteration_curves[name] = next(iter(curves_of.values()))
     curves = {n: read_curve(Path(OUT) / n, n) for n in names if n != "pnp-admm"}
     runs = []
     for name in names:
         method, backward, _ = RUNS[name]
-        row = by_name[name]
+        row = compared(name, [str(final_weights(name))], images)["rows"][0]
         curve = curves.get(name)
         runs.append({
             "name": name, "method": method, "backward": backward, "params": row["params"],
@@ -187,27 +199,27 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
             "final": {"val_psnr": row["psnr"], "val_ssim": row["ssim"],
                       "images": row["n_images"],
                       "infer_ms_per_image": row["infer_ms_per_image"],
-                      "infer_cpu_ms_per_image": round(infer_cpu_ms(final_weights(name)), 1),
+                      "infer_cpu_ms_per_image": timed(name, final_weights(name)),
                       "mean_solver_iters": row.get("mean_solver_iters"), "threads": 1},
             "saturated": saturated(curve) if curve else None,
             "command": command(name)})
-    lines = [{"method": "shipped default" if m == SHIPPED else m, "val_psnr": by_name[m]["psnr"],
-              "val_ssim": by_name[m]["ssim"], "images": by_name[m]["n_images"],
-              "infer_cpu_ms_per_image": (round(infer_cpu_ms(Path(m)), 1) if m == SHIPPED
-                                         else None)} for m in lined]
+    lines = [{"method": "shipped default" if m == SHIPPED else m,
+              "val_psnr": line_rows[m]["psnr"], "val_ssim": line_rows[m]["ssim"],
+              "images": line_rows[m]["n_images"],
+              "infer_cpu_ms_per_image": timed("shipped", Path(SHIPPED)) if m == SHIPPED else None}
+             for m in lined]
     docs = Path(docs)
     docs.mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(OUT) / "compare-iterations" / "iterations.png", docs / "iterations.png")
-    iteration_curves = json.loads(
-        (Path(OUT) / "compare-iterations" / "results.json").read_text())["iterations_curves"]
     write_json(docs / f"{TASK}.json", {
         "task": TASK, "machine": "2-core CPU (torch 2.13.0)", "threads": 1,
         "date": datetime.date.today().isoformat(), "budget_cpu_minutes": BUDGET_MINUTES,
         "validation": "val[:50] along the way (not counted in the cost), final on "
                       f"val[:{images}]", "lines": lines, "runs": runs,
         "iterations_curves": {"images": iteration_images, "curves": iteration_curves},
-        "compare_command": " ".join(["jfb compare --task", TASK, "--methods", ",".join(methods),
-                                     f"--max-images {images} --threads 1 --device cpu"])})
+        "evaluation_command": f"jfb compare --task {TASK} --methods CHECKPOINT --max-images "
+                              f"{images} --threads 1 --device cpu (input, tikhonov, tv and the "
+                              f"shipped default in one call; --iterations {ITERATIONS} on "
+                              f"val[:{iteration_images}] for the implicit models)"})
     write_curves(docs, list(curves.values()), [60.0 * m for m in BUDGETS_MINUTES],
                  command="python scripts/cost_study.py collect")
     plot_curves(docs / "training.png", list(curves.values()),
@@ -231,6 +243,15 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
     ax.grid(alpha=0.3)
     legend_outside(ax)
     save_figure(fig, docs / "pareto.png", title=f"{TASK}: quality against inference cost")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in iteration_curves.items():
+        ax.plot([p["iterations"] for p in points], [p["psnr"] for p in points], marker="o",
+                markersize=3, label=name)
+    ax.set_xlabel("test-time fixed-point iterations (a cap)")
+    ax.set_ylabel(f"PSNR on val[:{iteration_images}] (dB)")
+    ax.grid(alpha=0.3)
+    legend_outside(ax)
+    save_figure(fig, docs / "iterations.png", title=f"{TASK}: PSNR against test-time iterations")
     print((docs / "curves.md").read_text(), end="")
 
 
