@@ -13,8 +13,9 @@ budget: ``time`` measures the CPU seconds of a pre-training step and of a main s
 ``collect`` evaluates every finished run's final weights (``last.safetensors``, the end of its
 curve), and Tikhonov, TV, the blurred input and the shipped default, on val[:200] (``jfb
 compare``, 1 thread; each evaluation once, kept in ``runs/cost/eval``), times
-each model's inference in CPU ms per image (1 thread, 16 faces of 128x128, process CPU time, so
-that a busy machine does not inflate it), and writes ``docs/results/cost/celeba-gauss5.json``
+each model's inference in CPU ms per image (1 thread, 16 faces of 128x128, process CPU time,
+the models in turn over 5 rounds: a busy machine still moves CPU time by up to 1.7x, but alike
+for all), and writes ``docs/results/cost/celeba-gauss5.json``
 (the schema of issue #15), ``training.png`` (PSNR against training CPU-minutes), ``pareto.png``
 (PSNR against inference CPU ms per image), ``iterations.png`` (PSNR against test-time
 iterations of the implicit models, val[:50]) and the budget table ``curves.md``.
@@ -121,25 +122,32 @@ def final_weights(name: str) -> Path:
                                else "last.safetensors")
 
 
-def infer_cpu_ms(checkpoint: Path, images: int = 16) -> float:
-    """CPU ms per image of the model in ``checkpoint`` on the first ``images`` val faces, as
-    one batch, 1 thread (the best of two passes)."""
+def infer_cpu_ms(checkpoints: dict[str, Path], images: int = 16, rounds: int = 5) -> dict:
+    """CPU ms per image of each model on the first ``images`` val faces as one batch, 1 thread:
+    the median of ``rounds`` rounds, each timing every model once in turn, so that a load that
+    changes during the measurement reaches all models alike."""
+    import statistics
+
     import torch
 
     from jfb.pipeline import EVAL_SEED, load_run
 
     torch.set_num_threads(1)
-    model, _, _, task = load_run(checkpoint, device="cpu")
-    model.eval()
-    pairs = task.val_pairs(seed=EVAL_SEED, limit=images)
-    y = torch.stack([pairs[i][1] for i in range(images)])
-    best = float("inf")
+    models, y = {}, None
+    for key, path in checkpoints.items():
+        model, _, _, task = load_run(path, device="cpu")
+        models[key] = model.eval()
+        if y is None:
+            pairs = task.val_pairs(seed=EVAL_SEED, limit=images)
+            y = torch.stack([pairs[i][1] for i in range(images)])
+    times: dict[str, list[float]] = {key: [] for key in models}
     with torch.no_grad():
-        for _ in range(2):
-            t0 = time.process_time()
-            model(y)
-            best = min(best, time.process_time() - t0)
-    return 1000 * best / images
+        for _ in range(rounds):
+            for key, model in models.items():
+                t0 = time.process_time()
+                model(y)
+                times[key].append(1000 * (time.process_time() - t0) / images)
+    return {key: round(statistics.median(t), 1) for key, t in times.items()}
 
 
 def compared(key: str, methods: list[str], images: int, iterations: str = "") -> dict:
@@ -152,15 +160,6 @@ def compared(key: str, methods: list[str], images: int, iterations: str = "") ->
                "cpu", "--quiet", "--out", str(out)]
         subprocess.run(cmd + (["--iterations", iterations] if iterations else []), check=True)
     return json.loads((out / "results.json").read_text())
-
-
-def timed(key: str, checkpoint: Path) -> float:
-    """:func:`infer_cpu_ms` of ``checkpoint``, once (kept beside its evaluation)."""
-    path = Path(OUT) / "eval" / f"{key}-cpu-ms.json"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(round(infer_cpu_ms(checkpoint), 1)))
-    return json.loads(path.read_text())
 
 
 def pretrain_cost(name: str) -> float:
@@ -187,6 +186,7 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
                              ITERATIONS)["iterations_curves"]
         iteration_curves[name] = next(iter(curves_of.values()))
     curves = {n: read_curve(Path(OUT) / n, n) for n in names if n != "pnp-admm"}
+    cpu_ms = infer_cpu_ms({"shipped": Path(SHIPPED), **{n: final_weights(n) for n in names}})
     runs = []
     for name in names:
         method, backward, _ = RUNS[name]
@@ -199,14 +199,14 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
             "final": {"val_psnr": row["psnr"], "val_ssim": row["ssim"],
                       "images": row["n_images"],
                       "infer_ms_per_image": row["infer_ms_per_image"],
-                      "infer_cpu_ms_per_image": timed(name, final_weights(name)),
+                      "infer_cpu_ms_per_image": cpu_ms[name],
                       "mean_solver_iters": row.get("mean_solver_iters"), "threads": 1},
             "saturated": saturated(curve) if curve else None,
             "command": command(name)})
     lines = [{"method": "shipped default" if m == SHIPPED else m,
               "val_psnr": line_rows[m]["psnr"], "val_ssim": line_rows[m]["ssim"],
               "images": line_rows[m]["n_images"],
-              "infer_cpu_ms_per_image": timed("shipped", Path(SHIPPED)) if m == SHIPPED else None}
+              "infer_cpu_ms_per_image": cpu_ms["shipped"] if m == SHIPPED else None}
              for m in lined]
     docs = Path(docs)
     docs.mkdir(parents=True, exist_ok=True)
