@@ -257,14 +257,20 @@ def test_config_key_reaches_the_x_update():
     assert default.precondition is ModelConfig().precondition
 
 
-def test_a_config_without_the_key_takes_the_default():
-    """Checkpoints store their config; one written before the key existed (the shipped default
-    model's) loads with the default."""
-    from jfb.pipeline import load_model
+def test_a_config_without_the_key_takes_the_default(tmp_path):
+    """Checkpoints store their config; one written before the key existed loads with the
+    default."""
+    from jfb.pipeline import initial_model, load_model
+    from jfb.train.checkpoint import save_checkpoint
 
     old = Config().to_dict()["model"]
     del old["precondition"]
     assert ModelConfig.from_dict(old).precondition is ModelConfig().precondition
-    m, cfg, info = load_model("src/jfb/weights/default.safetensors")
+    config = Config.from_dict({"model": {"kind": "deadmm", "net": {"depth": 2, "width": 4}}})
+    written = config.to_dict()
+    del written["model"]["precondition"]
+    save_checkpoint(tmp_path / "old.safetensors", model=initial_model(config), step=0,
+                    config=written, rng=False)
+    m, cfg, info = load_model(tmp_path / "old.safetensors")
     assert "precondition" not in info["config"]["model"]
     assert m.precondition is cfg.model.precondition is ModelConfig().precondition
