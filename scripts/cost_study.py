@@ -9,6 +9,7 @@ budget: ``time`` measures the CPU seconds of a pre-training step and of a main s
     python scripts/cost_study.py command NAME          # the jfb train command of a run
     python scripts/cost_study.py run NAME [--resume]   # run it (in the background: nohup)
     python scripts/cost_study.py collect               # evaluate and write docs/results/cost/
+    python scripts/cost_study.py infer NAME=CKPT...    # inference CPU ms per image, in turn
 
 ``collect`` evaluates every finished run's final weights (``last.safetensors``, the end of its
 curve), and Tikhonov, TV, the blurred input and the shipped default, on val[:200] (``jfb
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -271,13 +273,20 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run")
     p.add_argument("name", choices=RUNS)
     p.add_argument("--resume", action="store_true")
+    p = sub.add_parser("infer")
+    p.add_argument("models", nargs="+", metavar="NAME=CHECKPOINT")
+    p.add_argument("--rounds", type=int, default=9)
     p = sub.add_parser("collect")
     p.add_argument("names", nargs="*")
     p.add_argument("--images", type=int, default=FINAL_IMAGES)
     p.add_argument("--iteration-images", type=int, default=ITERATION_IMAGES)
     p.add_argument("--docs", default=DOCS, help="where the results go")
     args = parser.parse_args(argv)
-    if args.cmd == "collect":
+    if args.cmd == "infer":
+        models = dict(m.split("=", 1) for m in args.models)
+        print(json.dumps({**infer_cpu_ms({k: Path(v) for k, v in models.items()},
+                                         rounds=args.rounds), "load": os.getloadavg()}))
+    elif args.cmd == "collect":
         collect(args.names or list(RUNS), images=args.images,
                 iteration_images=args.iteration_images, docs=args.docs)
     elif args.cmd == "time":
