@@ -17,7 +17,7 @@ compare``, 1 thread; each evaluation once, kept in ``runs/cost/eval``), times
 each model's inference in CPU ms per image (1 thread, 16 faces of 128x128, process CPU time,
 the models in turn over 5 rounds: a busy machine still moves CPU time by up to 1.7x, but alike
 for all), and writes ``docs/results/cost/celeba-gauss5.json``
-(the schema of issue #15), ``training.png`` (PSNR against training CPU-minutes), ``pareto.png``
+(the schema of issue #15), ``curves.png`` (PSNR against training CPU-minutes), ``pareto.png``
 (PSNR against inference CPU ms per image), ``iterations.png`` (PSNR against test-time
 iterations of the implicit models, val[:50]) and the budget table ``curves.md``.
 """
@@ -86,9 +86,20 @@ def overrides(name: str, extra: list[str] = ()) -> list[str]:
     return [*RUNS[name][2], f"train.out_dir={OUT}/{name}", *extra]
 
 
+def train_args(name: str) -> list[str]:
+    """The ``jfb`` arguments that train run ``name``."""
+    return ["train", "--config", BASE, *(a for o in overrides(name) for a in ("--set", o)),
+            "--threads", "1"]
+
+
 def command(name: str) -> str:
-    sets = " ".join(f"--set {shlex.quote(o)}" for o in overrides(name))
-    return f"jfb train --config {BASE} {sets} --threads 1"
+    return shlex.join(["jfb", *train_args(name)])
+
+
+def first_record(run_dir: Path, kind: str) -> dict:
+    """The first record of ``kind`` in a training run's ``metrics.jsonl``."""
+    with open(run_dir / "metrics.jsonl") as fh:
+        return next(r for r in map(json.loads, fh) if r["kind"] == kind)
 
 
 def time_steps(name: str, steps: int = 12) -> dict[str, float]:
@@ -114,9 +125,7 @@ def time_steps(name: str, steps: int = 12) -> dict[str, float]:
             run = build_run(cfg)
             Trainer(run.model, run.train_pairs, run.val_pairs, cfg, progress=False,
                     collate_fn=collate_images).fit()
-            kind = "pretrain_val" if phase == "pretrain" else "val"
-            with open(Path(tmp) / "metrics.jsonl") as fh:
-                record = next(r for r in map(json.loads, fh) if r["kind"] == kind)
+            record = first_record(Path(tmp), "pretrain_val" if phase == "pretrain" else "val")
             result[phase] = record["cpu_seconds"] / steps  # validation is not counted
     return result
 
@@ -169,15 +178,14 @@ def compared(key: str, methods: list[str], images: int, iterations: str = "") ->
 
 def pretrain_cost(name: str) -> float:
     """CPU seconds of a run's pre-training (its ``pretrain_val`` record)."""
-    with open(Path(OUT) / name / "metrics.jsonl") as fh:
-        return next(r["cpu_seconds"] for r in map(json.loads, fh) if r["kind"] == "pretrain_val")
+    return first_record(Path(OUT) / name, "pretrain_val")["cpu_seconds"]
 
 
 def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: int =
             ITERATION_IMAGES, docs: str = DOCS) -> None:
     import datetime
 
-    from jfb.curves import plot_curves, read_curve, saturated, write_curves
+    from jfb.curves import read_curve, saturated, write_curves
     from jfb.report import legend_outside, save_figure, write_json
 
     names = [n for n in names if final_weights(n).is_file()]
@@ -229,9 +237,8 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
                               f"shipped default in one call; --iterations {ITERATIONS} on "
                               f"val[:{iteration_images}] for the implicit models)"})
     write_curves(docs, list(curves.values()), [60.0 * m for m in BUDGETS_MINUTES],
-                 command="python scripts/cost_study.py collect")
-    plot_curves(docs / "training.png", list(curves.values()),
-                title=f"{TASK}: validation PSNR (val[:50]) at equal training compute")
+                 command="python scripts/cost_study.py collect",
+                 title=f"{TASK}: validation PSNR (val[:50]) at equal training compute")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -295,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "command":
         print(command(args.name))
     else:
-        cmd = [sys.executable, "-m", "jfb", "train", "--config", BASE, "--threads", "1", "--quiet"]
-        for o in overrides(args.name):
-            cmd += ["--set", o]
+        cmd = [sys.executable, "-m", "jfb", *train_args(args.name), "--quiet"]
         if args.resume:
             cmd.append("--resume")
         Path(OUT).mkdir(parents=True, exist_ok=True)

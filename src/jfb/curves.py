@@ -162,9 +162,11 @@ def plot_curves(path: str | os.PathLike[str], curves: Sequence[CostCurve], *,
 
 
 def write_curves(out: str | os.PathLike[str], curves: Sequence[CostCurve],
-                 budgets: Sequence[float], *, command: str | None = None) -> str:
+                 budgets: Sequence[float], *, command: str | None = None,
+                 title: str = "validation PSNR at equal training compute") -> str:
     """Write ``curves.json`` (every curve and the budget table), ``curves.md`` (the table) and
-    ``curves.png`` (:func:`plot_curves`) into the folder ``out``; returns the table."""
+    ``curves.png`` (:func:`plot_curves`, with ``title``) into the folder ``out``; returns the
+    table."""
     from jfb.atomic import write_text
     from jfb.report import markdown_table, write_json
 
@@ -176,5 +178,5 @@ def write_curves(out: str | os.PathLike[str], curves: Sequence[CostCurve],
     write_json(folder / "curves.json", {"command": command, "budgets_cpu_seconds": list(budgets),
                                         "table": rows, "runs": [c.as_dict() for c in curves]})
     write_text(folder / "curves.md", table)
-    plot_curves(folder / "curves.png", curves, title="validation PSNR at equal training compute")
+    plot_curves(folder / "curves.png", curves, title=title)
     return table
