@@ -10,6 +10,7 @@ fits 2 x 2 tiles (a core of half the longer side plus the default margin of 48 p
 side).
 
     python scripts/real_photos.py --out runs/real-photos --threads 2 [--sizes 256,512,...]
+        [--checkpoint CKPT]   # another model than the shipped default
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/real-photos")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", default=",".join(PHOTOS))
+    parser.add_argument("--checkpoint", default=str(default_checkpoint()),
+                        help="the model to restore with (default: the shipped default)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -115,7 +118,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     op = Blur(kernels.gaussian(5, 5.0))
-    per_pixel = memory_per_pixel(load_model(default_checkpoint()).model)
+    per_pixel = memory_per_pixel(load_model(args.checkpoint).model)
     rows = []
     for size in args.sizes.split(","):
         x = clean_photo(size)
@@ -132,7 +135,7 @@ def main() -> None:
                  ("tiled", ["--max-memory", str(budget)]))
         for mode, extra in modes:
             dst = out / f"{size}-{mode}.png"
-            r = run_deblur(src, dst, args.threads, extra)
+            r = run_deblur(src, dst, args.threads, ["--checkpoint", args.checkpoint, *extra])
             r["psnr"] = float(psnr(load_image(dst)[None], x[None]))
             results[mode] = load_image(dst)
             row[mode] = r
