@@ -15,7 +15,7 @@ budget: ``time`` measures the CPU seconds of a pre-training step and of a main s
 curve), and Tikhonov, TV, the blurred input and the shipped default, on val[:200] (``jfb
 compare``, 1 thread; each evaluation once, kept in ``runs/cost/eval``), times
 each model's inference in CPU ms per image (1 thread, 16 faces of 128x128, process CPU time,
-the models in turn over 5 rounds: a busy machine still moves CPU time by up to 1.7x, but alike
+the models in turn over 5 rounds: CPU time moves with the machine's load, but then alike
 for all), and writes ``docs/results/cost/celeba-gauss5.json``
 (the schema of issue #15), ``curves.png`` (PSNR against training CPU-minutes), ``pareto.png``
 (PSNR against inference CPU ms per image), ``iterations.png`` (PSNR against test-time
