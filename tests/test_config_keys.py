@@ -129,6 +129,8 @@ CASES: list[Case] = [
     Case("model.rho", "0.5", lambda b: round(float(b.model.rho), 6), 0.5, ADMM),
     Case("model.cg_iters", "7", lambda b: b.model.cg_iters, 7, ADMM),
     Case("model.precondition", "false", lambda b: b.model.precondition, False, ADMM),
+    Case("model.relax", "1.7", lambda b: b.model.relax, 1.7, ADMM),
+    Case("model.relax", "2.0", None, "model: .*relax", ADMM),
     # ------------------------------------------------------------------------- model.net
     Case("model.net.name", "unet", lambda b: _kind(b.model.net), "unet"),
     Case("model.net.depth", "3", _net("depth"), 3),

@@ -131,6 +131,31 @@ def test_fixed_point_with_a_shrinkage_denoiser_is_the_tikhonov_solution():
                                    rtol=0, atol=1e-9)
 
 
+def test_over_relaxation_keeps_the_fixed_point_and_changes_the_path():
+    """relax = alpha: x_a = alpha x + (1 - alpha) z feeds the denoiser and the dual. The map
+    differs away from the fixed point, the fixed point (the Tikhonov solution, as above) does
+    not, and alpha outside (0, 2) is refused."""
+    lam, rho = 0.3, 0.7
+    y, z, u = images(), images(seed=1), images(seed=2)
+    s = torch.cat([z, u], 1)
+    plain, relaxed = model(Shrink(lam / rho), rho=rho), model(Shrink(lam / rho), rho=rho,
+                                                                relax=1.7)
+    x = relaxed.x_update(z, u, y)
+    x_a = 1.7 * x + (1 - 1.7) * z
+    z_new = relaxed.net(x_a + u)
+    torch.testing.assert_close(relaxed.T(s, y), torch.cat([z_new, u + x_a - z_new], 1))
+    assert (relaxed.T(s, y) - plain.T(s, y)).abs().max() > 1e-2
+    relaxed.eval()
+    with torch.no_grad():
+        z_star = relaxed(y)
+    assert relaxed.last_stats.all_converged
+    torch.testing.assert_close(z_star, dense_solve(relaxed.op, relaxed.op.A_adjoint(y), lam),
+                               rtol=0, atol=1e-9)
+    for bad in (0.0, 2.0, -1.0):
+        with pytest.raises(ValueError, match="relax"):
+            model(relax=bad)
+
+
 def test_rho_is_learned_positive_and_scaled_by_the_operator_norm():
     m = model(rho=2.5, eta_scale="operator", solver=Picard(max_iter=2))
     assert torch.isnan(m.rho)

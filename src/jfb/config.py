@@ -152,9 +152,10 @@ class ModelConfig:
     feedforward net; ``init`` is x0 (A^T y, y or Tikhonov). DE-GRAD/DE-PROX: ``eta`` the initial
     step size, bounded by ``eta_max`` when it is learned. DE-ADMM: ``rho`` the initial (learned,
     positive) ADMM penalty, ``cg_iters`` the CG steps per x-update, preconditioned by the
-    operator's ``ridge_preconditioner`` when ``precondition``; eta/eta_max do not apply. With
-    ``eta_scale="operator"`` eta and eta_max are in units of 1/L and rho in units of L,
-    L = ||A^T A|| estimated at the first forward and saved with the weights (the data-fit step is
+    operator's ``ridge_preconditioner`` when ``precondition``, ``relax`` the over-relaxation
+    (x <- relax x + (1 - relax) z before the denoiser; same fixed points); eta/eta_max do not
+    apply. With ``eta_scale="operator"`` eta and eta_max are in units of 1/L and rho in units of
+    L, L = ||A^T A|| estimated at the first forward and saved with the weights (the data-fit step is
     non-expansive for eta <= 2/L).
     """
 
@@ -173,6 +174,8 @@ class ModelConfig:
     precondition: bool = _f(
         True, doc="precondition the x-update's CG by the operator's, if any (deadmm)"
     )
+    relax: float = _f(1.0, gt=0, doc="ADMM over-relaxation alpha in (0, 2): same fixed points "
+                      "(deadmm)")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:

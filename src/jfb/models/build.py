@@ -108,7 +108,7 @@ def build_model(cfg: ModelConfig | Mapping[str, Any], op: LinearOperator,
     }
     if cfg.kind == "deadmm":
         return _construct("model", DEADMM, op, net, rho=cfg.rho, cg_iters=cfg.cg_iters,
-                          precondition=cfg.precondition, **common)
+                          precondition=cfg.precondition, relax=cfg.relax, **common)
     return _construct("model", _STEP_MODELS[cfg.kind], op, net, eta=cfg.eta,
                       eta_max=cfg.eta_max, **common)
 

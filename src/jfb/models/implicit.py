@@ -4,7 +4,8 @@ map T(.; y).
     DE-GRAD   T(x) = x - eta * (A^T(A x - y) + R(x))      (gradient step on data fit + learned R)
     DE-Prox   T(x) = R(x - eta * A^T(A x - y))            (learned proximal / denoising step)
     DE-ADMM   s = (z, u):  x = (A^T A + rho I)^{-1} (A^T y + rho (z - u)),  z+ = R(x + u),
-              u+ = u + x - z+                             (one ADMM iteration, R a learned denoiser)
+              u+ = u + x - z+                             (one ADMM iteration, R a learned denoiser;
+                                                           x over-relaxed by ``relax``)
 
 For DE-GRAD and DE-Prox the state s is the image; DE-ADMM (Gilton, Ongie and Willett, 2021)
 stacks z and the scaled dual u along the channels and outputs z*. eta is learned, kept in
@@ -330,11 +331,21 @@ class DEADMM(ImplicitModel):
     strength sigma_D. :meth:`adapt_noise` applies that rule at test time, for measurements
     noisier or cleaner than those the model was trained on.
 
+    Over-relaxation (Eckstein and Bertsekas, 1992): with ``relax`` = alpha != 1 the denoiser and
+    the dual see x_a = alpha x + (1 - alpha) z instead of x,
+
+        z+ = R(x_a + u),   u+ = u + x_a - z+,
+
+    which leaves the fixed points unchanged (u+ = u forces x_a = z, hence x = z) and, with alpha
+    in (1, 2), usually reaches them in fewer iterations. A test-time setting as much as a
+    training one: a model trained at alpha = 1 has the same fixed points at any alpha.
+
     Args (besides :class:`ImplicitModel`'s):
         rho: initial ADMM penalty (> 0); cg_iters: CG steps at most per x-update (and per
         backward solve); cg_tol: CG's relative residual tolerance; precondition: precondition CG
         by the operator's ``ridge_preconditioner`` when it has one (for a blur the circulant
-        approximation of (A^T A + rho I)^{-1}, applied by FFT).
+        approximation of (A^T A + rho I)^{-1}, applied by FFT); relax: the over-relaxation
+        alpha, in (0, 2).
     """
 
     def __init__(
@@ -346,10 +357,13 @@ class DEADMM(ImplicitModel):
         cg_iters: int = 20,
         cg_tol: float = 1e-6,
         precondition: bool = True,
+        relax: float = 1.0,
         **kwargs,
     ) -> None:
         super().__init__(op, net, **kwargs)
         check_positive("rho", rho, type_error=TypeError)
+        self.relax = check_number("relax", relax, low=0, high=2, low_open=True, high_open=True,
+                                  type_error=TypeError)
         check_int("cg_iters", cg_iters, minimum=1)
         check_number("cg_tol", cg_tol, low=0, type_error=TypeError)
         self.cg_iters, self.cg_tol = cg_iters, cg_tol
@@ -390,9 +404,11 @@ class DEADMM(ImplicitModel):
         return self.T_with(s, self.solve_constants(y))
 
     def T_with(self, s: torch.Tensor, aty: torch.Tensor) -> torch.Tensor:
-        """One ADMM iteration on s = (z, u) given ``aty`` = A^T y."""
+        """One (over-relaxed) ADMM iteration on s = (z, u) given ``aty`` = A^T y."""
         z, u = s.chunk(2, dim=1)
         x = self._x_update(z, u, aty)
+        if self.relax != 1.0:
+            x = self.relax * x + (1 - self.relax) * z
         z_new = self.net(x + u)
         return torch.cat([z_new, u + x - z_new], dim=1)
 
