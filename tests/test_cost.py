@@ -111,6 +111,8 @@ def test_cpu_budget_stops_resumably_and_the_resumed_run_equals_an_uninterrupted_
     assert s1["stopped"] == "cpu_limit" and s1["global_step"] == 4
     assert load_checkpoint(out / "last.safetensors")["step"] == 4
     assert "max_cpu_minutes=0.5" in records(out, "event")[-1]["message"]
+    # The budget's end is validated: the curve ends at the weights the run stopped with.
+    assert records(out, "val")[-1]["step"] == 4
     # A larger budget goes on to 60 s of the total, not 60 s more: step 7.
     holder["t"] = second = make(out, model_seed=123, train={"max_cpu_minutes": 1.0})
     s2 = second.fit(resume=True)

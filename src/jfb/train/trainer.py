@@ -558,12 +558,9 @@ class Trainer:
                                 **self.cost.record(wall_seconds=self._train_seconds()))
                 msg += f": feedforward val PSNR {val['psnr']:.2f} dB"
             self._message(msg)
-        main_done = g - self.pretrain_steps
-        if (
-            not pretrain
-            and main_done > 0
-            and (main_done % tc.val_every == 0 or g == self.total_steps)
-        ):
+        main_done = g - self.pretrain_steps  # a budget's end is validated: the curve's last point
+        at_end = g == self.total_steps or stopped in ("time_limit", "cpu_limit")
+        if not pretrain and main_done > 0 and (main_done % tc.val_every == 0 or at_end):
             with self.cost.excluded():
                 val = self.validate()
             if val is not None:
