@@ -81,6 +81,7 @@ def test_load_pretrained_options_reach_the_model(tiny):
     assert plain.model.solver.eval_max_iter == 6
     assert jfb.load_pretrained(tiny, kernel="gaussian:3:1.0").model.op.kernel.shape[-1] == 3
     assert jfb.load_pretrained(tiny, max_iter=2).model.solver.eval_max_iter == 2
+    assert jfb.load_pretrained(tiny, tol=0.25).model.solver.eval_tol == 0.25
     assert plain.model.rho_factor == 1.0
     assert jfb.load_pretrained(tiny, noise=0.02).model.rho_factor == pytest.approx(4.0)
 
@@ -90,6 +91,8 @@ def test_load_pretrained_refuses_what_it_cannot_do(tmp_path, tiny):
         jfb.load_pretrained(tiny, noise="auto")
     with pytest.raises(ConfigError, match="max_iter"):
         jfb.load_pretrained(tiny, max_iter=0)
+    with pytest.raises(ConfigError, match="tol"):
+        jfb.load_pretrained(tiny, tol=-1.0)
     with pytest.raises(ConfigError, match="not a device"):
         jfb.load_pretrained(tiny, device="toaster")
     with pytest.raises(ConfigError, match="kernel"):

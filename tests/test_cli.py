@@ -150,6 +150,12 @@ def test_train_eval_deblur_end_to_end(trained, capsys, tmp_path):
     assert res["n_images"] == 2 and res["task"] == "demo" and res["psnr"] > 10
     assert (tmp_path / "ev" / "per_image.csv").read_text().count("\n") == 3
     assert (tmp_path / "ev" / "figure.png").is_file()
+    for option, value in (("--eval-tol", "0.9"), ("--eval-max-iter", "1")):  # one iteration
+        code, _, err = run(["eval", str(ckpt), "--max-images", "2", option, value, "--out",
+                            str(tmp_path / option), "--device", "cpu"], capsys)
+        assert code == 0, err
+        cut = json.loads((tmp_path / option / "results.json").read_text())
+        assert cut["mean_solver_iters"] == 1 < res["mean_solver_iters"]
 
     img = tmp_path / "blurred.png"
     save_image(torch.rand(3, 40, 52), img)

@@ -426,30 +426,35 @@ def test_jacobian_frobenius_is_unbiased_and_differentiable(assert_penalty_grad_m
 
 # ---------------------------------------------------------------------- test-time budgets
 def test_test_time_budgets_go_through_the_solvers_constructor():
-    """set_eval_max_iter and compare's budget curve give the model a validated copy of its
+    """set_eval_budget and compare's budget curve give the model a validated copy of its
     solver (dataclasses.replace) and never write the attributes of the one it has."""
     from torch.utils.data import TensorDataset
 
     from jfb.compare import _budget_curve
-    from jfb.pipeline import set_eval_max_iter
+    from jfb.pipeline import set_eval_budget
 
     solver = Picard(tol=1e-3, max_iter=3, eval_max_iter=5)
     m = DEGrad(make_op(), tiny_net(), solver=solver).to(DT).eval()
-    set_eval_max_iter(m, 9)
+    set_eval_budget(m, max_iter=9)
     assert m.solver.eval_max_iter == 9 and m.solver == Picard(tol=1e-3, max_iter=3,
                                                               eval_max_iter=9)
     assert solver.eval_max_iter == 5  # the old solver object is left as it was
     for bad in (0, -2, True, 2.5):
         with pytest.raises(ValueError, match="eval_max_iter"):
-            set_eval_max_iter(m, bad)
+            set_eval_budget(m, max_iter=bad)
     assert m.solver.eval_max_iter == 9
+    set_eval_budget(m, tol=2e-3)  # the budget given stays
+    assert m.solver == Picard(tol=1e-3, max_iter=3, eval_max_iter=9, eval_tol=2e-3)
+    for bad in (0, -1e-3, float("nan")):
+        with pytest.raises((ValueError, TypeError), match="eval_tol"):
+            set_eval_budget(m, tol=bad)
     with pytest.raises(ValueError, match="implicit"):
-        set_eval_max_iter(Feedforward(make_op(), tiny_net()), 3)
+        set_eval_budget(Feedforward(make_op(), tiny_net()), max_iter=3)
     pairs = TensorDataset(batch(n=2, h=12, w=12).float(), batch(n=2, h=12, w=12, seed=3).float())
     before = m.solver
     curve = _budget_curve(m.float(), pairs, [1, 2], 2, "cpu")
     assert [p["iterations"] for p in curve] == [1, 2] and m.solver is before
-    assert before == Picard(tol=1e-3, max_iter=3, eval_max_iter=9)
+    assert before == Picard(tol=1e-3, max_iter=3, eval_max_iter=9, eval_tol=2e-3)
 
 
 def test_a_unet_honours_batch_norm_and_sn_target_from_the_config():

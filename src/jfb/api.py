@@ -36,6 +36,7 @@ def load_pretrained(
     noise: float | None = None,
     kernel: str | None = None,
     max_iter: int | None = None,
+    tol: float | None = None,
 ) -> LoadedModel:
     """The shipped default model (its model card: ``src/jfb/weights/default.md``), or the jfb
     checkpoint ``checkpoint``, in eval mode on ``device`` (``"auto"``: CUDA when there is one),
@@ -43,8 +44,8 @@ def load_pretrained(
 
     ``kernel``, a blur spec such as ``"gaussian:5:5.0"`` (the specs of ``jfb deblur --kernel``),
     replaces a blur model's kernel; ``noise``, the std of the measurements' noise, re-balances a
-    DE-ADMM model (:func:`jfb.pipeline.adapt_noise`); ``max_iter`` is the test-time iteration
-    budget of an implicit model.
+    DE-ADMM model (:func:`jfb.pipeline.adapt_noise`); ``max_iter`` and ``tol`` are the test-time
+    iteration budget and relative-residual tolerance of an implicit model.
     """
     from jfb.deblur import default_checkpoint
     from jfb.device import resolve_device
@@ -56,10 +57,11 @@ def load_pretrained(
     path = default_checkpoint() if checkpoint is None else checkpoint
     try:
         return load_model(path, op=None if kernel is None else replace_blur(kernel),
-                          device=resolve_device(device), eval_max_iter=max_iter, noise=noise)
+                          device=resolve_device(device), eval_max_iter=max_iter, eval_tol=tol,
+                          noise=noise)
     except JFBError:
         raise
-    except ValueError as exc:  # a bad max_iter or noise value
+    except ValueError as exc:  # a bad max_iter, tol or noise value
         raise ConfigError(str(exc)) from None
 
 

@@ -47,6 +47,8 @@ def _positive_int(text: str) -> int:
 def _add_restore_options(p: argparse.ArgumentParser) -> None:
     """The options `restore` and `deblur` share (see ``_restore_kwargs``)."""
     p.add_argument("--max-iter", type=int, help="fixed-point iteration budget")
+    p.add_argument("--tol", type=float, help="fixed-point tolerance: the solve stops at this "
+                   "relative residual ||T(s) - s|| / ||T(s)|| (default: the model's own)")
     p.add_argument(
         "--noise", type=_noise_value, metavar="SIGMA|auto",
         help="noise std of the input, in its value units (0.01 = 1%% of the [0, 1] range), or "
@@ -111,7 +113,8 @@ def _budgets(text: str) -> list[float]:
 
 def _restore_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments of ``jfb.deblur.restore_file`` from ``_add_restore_options``."""
-    return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "noise": args.noise,
+    return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "tol": args.tol,
+            "noise": args.noise,
             "max_memory": args.max_memory, "tile": args.tile, "margin": args.margin,
             "device": args.device, "force": args.force, "report": print, "progress": True,
             "warn": lambda line: print(f"jfb {args.command}: warning: {line}", file=sys.stderr)}
@@ -189,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--eval-max-iter", type=int, help="test-time fixed-point iteration budget (implicit models)"
     )
+    p.add_argument("--eval-tol", type=float,
+                   help="test-time fixed-point tolerance, a relative residual (implicit models)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--out", help="output folder (default: beside the checkpoint, eval-<task>)")
@@ -443,14 +448,14 @@ def _untrained_model(args: argparse.Namespace, device, other) -> tuple[Any, Any,
     """The model ``--config`` builds, before any training step, in eval mode on ``device``, and
     its task, parsed once (None when ``other`` replaces it)."""
     from jfb.config import load_config
-    from jfb.pipeline import initial_model, set_eval_max_iter
+    from jfb.pipeline import initial_model, set_eval_budget
     from jfb.tasks import get_task
 
     cfg = load_config(args.config, args.overrides)
     trained = None if other is not None else get_task(cfg.task)
     model = initial_model(cfg, (other or trained).operator())
-    if args.eval_max_iter is not None:
-        set_eval_max_iter(model, args.eval_max_iter)
+    if args.eval_max_iter is not None or args.eval_tol is not None:
+        set_eval_budget(model, max_iter=args.eval_max_iter, tol=args.eval_tol)
     info = {"step": 0, "config": cfg.to_dict(), "extra": {}}
     return model.to(device).eval(), cfg, info, trained
 
@@ -475,11 +480,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         source = Path(args.config)
     elif other is None:
         model, cfg, info, trained = load_run(args.checkpoint, device=device,
-                                             eval_max_iter=args.eval_max_iter)
+                                             eval_max_iter=args.eval_max_iter,
+                                             eval_tol=args.eval_tol)
         source = Path(args.checkpoint)
     else:
-        model, cfg, info = load_model(args.checkpoint, device=device,
-                                      eval_max_iter=args.eval_max_iter, op=other.operator())
+        model, cfg, info = load_model(args.checkpoint, device=device, op=other.operator(),
+                                      eval_max_iter=args.eval_max_iter, eval_tol=args.eval_tol)
         trained, source = None, Path(args.checkpoint)
     task = other or trained  # the task parsed once: --task, else the model's own
     rho_factor = (adapt_noise(model, cfg, task.noise_sigma, task=trained)

@@ -318,6 +318,7 @@ def restore_file(
     op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
     mask: str | os.PathLike[str] | None = None,
     max_iter: int | None = None,
+    tol: float | None = None,
     noise: float | str | None = None,
     max_memory: float | None = None,
     tile: int | None = None,
@@ -360,7 +361,8 @@ def restore_file(
     if mask is not None:
         observed = (load_measurement(mask).abs().sum(dim=0, keepdim=True) > 0).float()
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
-    model, cfg, _ = load_model(ckpt, device=resolve_device(device), eval_max_iter=max_iter, op=op)
+    model, cfg, _ = load_model(ckpt, device=resolve_device(device), eval_max_iter=max_iter,
+                               eval_tol=tol, op=op)
     if (noise is None and photo is not None and photo.source_mode.startswith("P")
             and noise_estimable(model.op) and _can_adapt(model)):
         noise = "auto"

@@ -358,9 +358,7 @@ def write_curve(path: Path, cfg: Config, implicit: TrainedRun, twin: TrainedRun,
                 label=f"{kind} + {strategy}")
     ax_val.plot([t_handover], [rows["handover"]["psnr"]], marker="s", ms=8, color="tab:blue",
                 ls="none", label=f"hand-over (before {strategy})")
-    twin_pts = _val_points(twin)
-    if twin.summary["stopped"] != "completed":  # stopped before its last validation
-        twin_pts.append((twin.seconds, rows["feedforward"]["psnr"]))
+    twin_pts = _val_points(twin)  # a twin stopped by its time budget was validated there too
     ax_val.plot(*zip(*twin_pts, strict=True), marker=".", color="tab:orange",
                 label="feedforward twin")
     for key, colour, label in (("tikhonov", "tab:gray", "Tikhonov"), ("tv", "tab:green", "TV"),

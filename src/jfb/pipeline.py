@@ -139,13 +139,15 @@ def load_model(
     op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
     device: str | torch.device = "cpu",
     eval_max_iter: int | None = None,
+    eval_tol: float | None = None,
     noise: float | None = None,
 ) -> LoadedModel:
     """Rebuild the model a checkpoint was trained as, load its weights, put it in eval mode.
 
     ``op`` replaces the task's operator (a physics-aware model can be applied to another blur,
     mask or image size); it may be a function of the checkpoint's task that returns it;
-    ``eval_max_iter`` changes the test-time iteration budget of an implicit model; ``noise``
+    ``eval_max_iter`` and ``eval_tol`` change the test-time iteration budget and tolerance of
+    an implicit model (:func:`set_eval_budget`); ``noise``
     (the measurements' noise std) applies :func:`adapt_noise`. The checkpoint's task is parsed
     (once) only when one of them needs it; :func:`load_run` also returns it.
     Returns a :class:`LoadedModel` ``(model, config, info)``.
@@ -162,8 +164,8 @@ def load_model(
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("op.")}
     check_weights(path, own, expected, what="the model of its own config")
     model.load_state_dict(own, strict=False)
-    if eval_max_iter is not None:
-        set_eval_max_iter(model, eval_max_iter)
+    if eval_max_iter is not None or eval_tol is not None:
+        set_eval_budget(model, max_iter=eval_max_iter, tol=eval_tol)
     if noise is not None:
         adapt_noise(model, cfg, noise, task=task)
     return LoadedModel(model.to(device).eval(), cfg, info)
@@ -176,7 +178,7 @@ def load_run(
     **options: Any,
 ) -> LoadedRun:
     """:func:`load_model` (the same arguments: ``op``, ``device``, ``eval_max_iter``,
-    ``noise``) with the checkpoint's task, parsed once there, for the later stages of a run that
+    ``eval_tol``, ``noise``) with the checkpoint's task, parsed once there, for the later stages of a run that
     evaluate or adapt the model under it."""
     parsed: list[Task] = []
 
@@ -223,10 +225,14 @@ def adapt_noise(model: nn.Module, cfg: Config, sigma: float, *,
     return model.adapt_noise(sigma, trained)
 
 
-def set_eval_max_iter(model: nn.Module, eval_max_iter: int) -> None:
-    """Give an implicit model a copy of its solver with another test-time iteration budget,
-    made by the solver's constructor (``dataclasses.replace``), which validates it."""
+def set_eval_budget(model: nn.Module, *, max_iter: int | None = None,
+                    tol: float | None = None) -> None:
+    """Give an implicit model a copy of its solver with another test-time iteration budget
+    and/or relative-residual tolerance (those given), made by the solver's constructor
+    (``dataclasses.replace``), which validates them."""
     solver = getattr(model, "solver", None)
     if solver is None:
-        raise ValueError("eval_max_iter applies to implicit models only")
-    model.solver = dataclasses.replace(solver, eval_max_iter=eval_max_iter)
+        raise ValueError("eval_max_iter and eval_tol apply to implicit models only")
+    budget = {"eval_max_iter": max_iter, "eval_tol": tol}
+    model.solver = dataclasses.replace(solver, **{k: v for k, v in budget.items()
+                                                  if v is not None})
