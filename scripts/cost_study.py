@@ -74,6 +74,15 @@ RUNS: dict[str, tuple[str, str | None, list[str]]] = {
     "deadmm-unrolled6": ("DE-ADMM", "unrolled(6)", [
         "model.backward.name=unrolled", "model.solver.max_iter=6",
         "model.solver.eval_max_iter=6", "train.steps=1650"]),
+    # Not an equal-cost run: 15 more CPU-minutes on deadmm-jfb's final weights (R from them,
+    # rho from their learned 0.0303), over-relaxed (model.relax 1.8), with truncated training
+    # solves (each cut at 3, 4 or 5 iterations, or run to the tolerance, at random): the JFB
+    # gradient at a truncated iterate teaches T to get there in few iterations.
+    "deadmm-jfb-truncated": ("DE-ADMM", "jfb, truncated", [
+        f"train.init_net={OUT}/deadmm-jfb/last.safetensors", "model.rho=0.0303063",
+        "model.relax=1.8", "model.cg_iters=3", "model.solver.train_caps=[3, 4, 5]",
+        "train.pretrain_steps=0", "train.lr=2e-4", "train.steps=1500", "train.val_every=150",
+        "train.max_cpu_minutes=15"]),
     "degrad-jfb": ("DE-GRAD", "jfb", [
         "model.kind=degrad", "model.eta=1.0", "model.eta_max=2.0",
         "model.net.spectral_norm=true", "model.net.residual=false",

@@ -164,6 +164,11 @@ def test_wrong_types(data, pattern):
         ({"train": {"jacobian_penalty": -1}}, r"train\.jacobian_penalty: must be >= 0"),
         ({"model": {"eta_scale": "adaptive"}}, r"model\.eta_scale: expected one of"),
         ({"train": {"log_contraction": 1}}, r"train\.log_contraction: expected bool"),
+        ({"model": {"solver": {"train_caps": [3, 0]}}},
+         r"model\.solver\.train_caps\[1\]: must be >= 1"),
+        ({"model": {"solver": {"train_caps": 4}}}, r"model\.solver\.train_caps: expected a list"),
+        ({"model": {"solver": {"train_caps": [2.5]}}},
+         r"model\.solver\.train_caps\[0\]: expected int"),
     ],
 )
 def test_out_of_range(data, pattern):
@@ -234,7 +239,8 @@ def test_parse_override_value():
 
 def test_dict_json_toml_round_trips(tmp_path):
     cfg = load_config(None, ["train.lr=2e-4", "model.net.name=unet", "data.patch_size=32",
-                             "model.solver.eval_tol=1e-5", "train.grad_clip=none"])
+                             "model.solver.eval_tol=1e-5", "train.grad_clip=none",
+                             "model.solver.train_caps=[3, 4]"])
     d = cfg.to_dict()
     assert json.loads(json.dumps(d)) == d
     assert Config.from_dict(d) == cfg
@@ -252,12 +258,12 @@ def test_model_section_schema():
     on_failure/record_trace/eps and IFT's memory m reach the engine from configs too)."""
     m = Config().to_dict()["model"]
     assert set(m) == {"kind", "net", "solver", "backward", "init", "eta", "eta_max", "eta_scale",
-                      "rho", "cg_iters", "precondition"}
+                      "rho", "cg_iters", "precondition", "relax"}
     assert {"name", "depth", "width", "spectral_norm", "sn_target", "batch_norm", "residual",
             "base", "levels"} == set(m["net"])
     assert {"name", "tol", "max_iter", "eval_max_iter", "eval_tol", "m", "lam", "beta",
             "damping", "check_every", "compact", "on_failure", "record_trace",
-            "eps"} == set(m["solver"])
+            "eps", "train_caps"} == set(m["solver"])
     assert {"name", "k", "tol", "max_iter", "solver", "m"} == set(m["backward"])
     for key in MODEL_DEFINING_KEYS:
         Config().get(key)  # every model-defining key exists

@@ -155,6 +155,7 @@ CASES: list[Case] = [
     Case("model.solver.max_iter", "7", _solver("max_iter"), 7),
     Case("model.solver.eval_max_iter", "9", _solver("eval_max_iter"), 9),
     Case("model.solver.eval_tol", "1e-5", _solver("eval_tol"), 1e-5),
+    Case("model.solver.train_caps", "[3, 5]", _solver("train_caps"), (3, 5)),
     Case("model.solver.m", "3", _solver("m"), 3),
     Case("model.solver.lam", "0.01", _solver("lam"), 0.01),
     Case("model.solver.beta", "0.5", _solver("beta"), 0.5),

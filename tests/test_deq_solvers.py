@@ -165,6 +165,24 @@ def test_eval_budget_is_used_when_not_training(cls):
     assert default.tol == 1e-9
 
 
+@pytest.mark.parametrize("cls", [Picard, Anderson, Broyden])
+def test_train_caps_truncate_training_solves_at_random_and_leave_evaluation_alone(cls):
+    """Each training solve stops at a cap drawn from train_caps and max_iter (all of them
+    seen over the draws, in proportion); an evaluation solve ignores them."""
+    f, x_true, _, _ = affine_problem()
+    x0 = torch.zeros_like(x_true)
+    solver = cls(tol=1e-12, max_iter=9, train_caps=(2, 4), eval_tol=1e-12, eval_max_iter=11)
+    torch.manual_seed(0)
+    seen = [int(fixed_point(f, x0, solver=solver, training=True)[1].iterations.max())
+            for _ in range(60)]
+    assert set(seen) == {2, 4, 9} and all(seen.count(k) > 10 for k in (2, 4, 9))
+    for _ in range(5):
+        assert int(fixed_point(f, x0, solver=solver, training=False)[1].iterations.max()) == 11
+    for bad in ((0,), (2, 1.5), (True,)):
+        with pytest.raises((ValueError, TypeError), match="train_caps"):
+            cls(train_caps=bad)
+
+
 def test_check_every_only_delays_the_exit_test():
     f, x_true, _, _ = affine_problem()
     x0 = torch.zeros_like(x_true)

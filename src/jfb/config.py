@@ -122,6 +122,10 @@ class SolverConfig:
     )
     record_trace: bool = _f(False, doc="keep every iteration's residuals (stats.trace)")
     eps: float = _f(1e-8, gt=0, doc="epsilon of the relative residual's denominator")
+    train_caps: tuple[int, ...] = _f(
+        (), ge=1, doc="truncated training solves: each stops at a cap drawn from these and "
+        "max_iter"
+    )
 
 
 @dataclass
@@ -272,8 +276,10 @@ class Config:
 
     # ------------------------------------------------------------------ conversions
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict of JSON types (None for switched-off optional keys)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict of JSON types (None for switched-off optional keys, lists for
+        tuples)."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {
+            k: list(v) if isinstance(v, tuple) else v for k, v in items})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
@@ -542,10 +548,18 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{dotted}: expected str, got {_describe(value)}")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(args[0], v, f"{dotted}[{i}]") for i, v in enumerate(value))
+        raise ConfigError(f"{dotted}: expected a list, got {_describe(value)}")
     raise TypeError(f"{dotted}: unsupported annotation {tp!r}")  # a bug in this module
 
 
 def _check_range(fld: dataclasses.Field, value: Any, dotted: str) -> None:
+    if isinstance(value, tuple):
+        for i, v in enumerate(value):
+            _check_range(fld, v, f"{dotted}[{i}]")
+        return
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     gt, ge, le = fld.metadata.get("gt"), fld.metadata.get("ge"), fld.metadata.get("le")
@@ -581,6 +595,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

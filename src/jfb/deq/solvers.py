@@ -84,6 +84,11 @@ class Solver:
         on_failure: what a sample that did not converge or went NaN/Inf does:
             "ignore" (reported in the stats), "warn", or "raise" (SolverError).
         eps: the epsilon of the relative residual.
+        train_caps: truncated training solves: each training solve stops after a number of
+            iterations drawn uniformly from ``train_caps`` and ``max_iter`` (torch's global
+            RNG, one draw per solve). With JFB, the gradient taken at a truncated iterate
+            teaches T to reach the answer in few iterations; the full solves keep the fixed
+            point in view (docs/RESULTS.md, "Equal cost").
     """
 
     tol: float = 1e-4
@@ -95,8 +100,12 @@ class Solver:
     record_trace: bool = False
     on_failure: str = "ignore"
     eps: float = 1e-8
+    train_caps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        self.train_caps = tuple(self.train_caps)
+        for cap in self.train_caps:
+            check_int("train_caps", cap, minimum=1)
         for name in ("tol", "eval_tol"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name), type_error=TypeError)
@@ -109,7 +118,8 @@ class Solver:
     def budget(self, training: bool) -> tuple[float, int]:
         """(tol, max_iter) for a training or an evaluation solve."""
         if training:
-            return self.tol, self.max_iter
+            pick = int(torch.randint(len(self.train_caps) + 1, ())) if self.train_caps else 0
+            return self.tol, (self.train_caps + (self.max_iter,))[pick]
         tol = self.tol if self.eval_tol is None else self.eval_tol
         max_iter = self.max_iter if self.eval_max_iter is None else self.eval_max_iter
         return tol, max_iter
