@@ -90,6 +90,10 @@ RUNS: dict[str, tuple[str, str | None, list[str]]] = {
         "train.steps=6000", "train.val_every=500", "train.warmup_steps=50"]),
 }
 
+#: Runs that go on from another run's final weights (run -> that run): their budget is theirs
+#: alone, so the equal-cost curves and budget table leave them out.
+CONTINUES = {"deadmm-jfb-truncated": "deadmm-jfb"}
+
 
 def overrides(name: str, extra: list[str] = ()) -> list[str]:
     return [*RUNS[name][2], f"train.out_dir={OUT}/{name}", *extra]
@@ -227,7 +231,7 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
                       "infer_cpu_ms_per_image": cpu_ms[name],
                       "mean_solver_iters": row.get("mean_solver_iters"), "threads": 1},
             "saturated": saturated(curve) if curve else None,
-            "command": command(name)})
+            "continues": CONTINUES.get(name), "command": command(name)})
     lines = [{"method": "previous default" if m == SHIPPED else m,
               "val_psnr": line_rows[m]["psnr"], "val_ssim": line_rows[m]["ssim"],
               "images": line_rows[m]["n_images"],
@@ -245,7 +249,8 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
                               f"{images} --threads 1 --device cpu (input, tikhonov, tv and the "
                               f"shipped default in one call; --iterations {ITERATIONS} on "
                               f"val[:{iteration_images}] for the implicit models)"})
-    write_curves(docs, list(curves.values()), [60.0 * m for m in BUDGETS_MINUTES],
+    write_curves(docs, [c for n, c in curves.items() if n not in CONTINUES],
+                 [60.0 * m for m in BUDGETS_MINUTES],
                  command="python scripts/cost_study.py collect",
                  title=f"{TASK}: validation PSNR (val[:50]) at equal training compute")
     import matplotlib
