@@ -198,19 +198,3 @@ def test_composed_operator_is_adjoint():
     assert abs(float(lhs - rhs)) < 1e-9 * float(lhs.abs() + 1)
     assert op.shared_across_batch()
     assert not Composed(Mask(w.expand(2, 1, 20, 24)), Identity()).shared_across_batch()
-
-
-def test_large_images_go_in_tiles_even_when_they_fit(default_model, blurred_photo, monkeypatch):
-    import jfb.deblur
-
-    model, cfg = default_model
-    _, y = blurred_photo  # 64 x 128
-    monkeypatch.setattr(jfb.deblur, "WHOLE_UP_TO", 100)
-    monkeypatch.setattr(jfb.deblur, "DEFAULT_TILE", 64)
-    said = []
-    restore_tensor(model, cfg, y, max_memory=1e12, margin=8, report=said.append)
-    assert any("2 tiles of up to 64x64" in s for s in said), said
-    monkeypatch.setattr(jfb.deblur, "WHOLE_UP_TO", 128)
-    said.clear()
-    restore_tensor(model, cfg, y, max_memory=1e12, margin=8, report=said.append)
-    assert not any("tiles" in s for s in said), said

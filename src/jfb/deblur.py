@@ -94,14 +94,6 @@ NOISE_FLOOR = 1e-3
 #: the distance over which a tile border still changes the solve (docs/RESULTS.md, "real photos").
 DEFAULT_MARGIN = 48
 
-#: Measurements whose longer side is at most this are solved whole when they fit the memory
-#: budget; larger ones go in tiles of at most ``DEFAULT_TILE`` pixels: each tile stops iterating
-#: once it has converged, not when the slowest region of the image has, which cost 0.5-0.6x the
-#: CPU time of the whole-image solve at the same PSNR on 1 to 4 Mpixel photos (docs/RESULTS.md,
-#: "Real photos").
-WHOLE_UP_TO = 768
-DEFAULT_TILE = 512
-
 
 def memory_per_pixel(model: torch.nn.Module) -> float:
     """Bytes of working memory per output pixel of an inference solve, an upper estimate: float32
@@ -166,10 +158,9 @@ def restore_tensor(
     ``mask`` (1, H, W), nonzero = observed, gives an inpainting model the pixels actually
     missing. Blur, denoising, super-resolution and given masks are solved on the whole image
     when its working memory (:func:`memory_per_pixel`) fits ``max_memory`` bytes (default: half
-    the free memory) and its longer side is at most ``WHOLE_UP_TO``, else in tiles
-    (:func:`jfb.restore.restore_tiled`) of ``tile`` pixels (default: the largest that fits, at
-    most ``DEFAULT_TILE``) with ``margin`` pixels of context, whose borders assume nothing about
-    the outside. Masks with a fixed pattern and tomography take the whole
+    the free memory), else in tiles (:func:`jfb.restore.restore_tiled`) of ``tile`` pixels
+    (default: the largest that fits) with ``margin`` pixels of context, whose borders assume
+    nothing about the outside. Masks with a fixed pattern and tomography take the whole
     measurement. One-channel measurements are replicated to RGB for the model and the result is
     averaged back. ``report`` receives one-line notes; ``warn`` one-line warnings that the result
     may not be trusted (:func:`jfb.diagnose.trust_warnings`; default: Python warnings of
@@ -283,8 +274,6 @@ def _solve_in_pieces(
                                    budget=budget, margin=margin, scale=scale)
         except ValueError as exc:
             raise DataError(str(exc)) from None
-        if max(y.shape[-2:]) > WHOLE_UP_TO:
-            tile = DEFAULT_TILE if tile is None else min(tile, DEFAULT_TILE)
     if tile is None or tile >= max(y.shape[-2:]):  # the whole image at once
         with progress_bar(1, "restoring the whole image", unit="image", enabled=progress) as bar:
             if observed is None:
