@@ -178,8 +178,8 @@ def load_run(
     **options: Any,
 ) -> LoadedRun:
     """:func:`load_model` (the same arguments: ``op``, ``device``, ``eval_max_iter``,
-    ``eval_tol``, ``noise``) with the checkpoint's task, parsed once there, for the later stages of a run that
-    evaluate or adapt the model under it."""
+    ``eval_tol``, ``noise``) with the checkpoint's task, parsed once there, for the later stages
+    of a run that evaluate or adapt the model under it."""
     parsed: list[Task] = []
 
     def operator_of(task: Task) -> LinearOperator:  # load_model's hook: the task it parsed
