@@ -63,9 +63,8 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tile", type=int, metavar="PIXELS",
                    help="restore in tiles of this many pixels a side, whatever the memory "
-                   "(default: the whole image up to 768 pixels a side when it fits --max-memory; "
-                   "else tiles of up to 512, or smaller ones that fit: they cost about half the "
-                   "CPU of one solve of a large image, at the same PSNR)")
+                   "(default: the whole image when it fits --max-memory, else the largest tiles "
+                   "that fit)")
     p.add_argument("--margin", type=int, default=48, metavar="PIXELS",
                    help="context pixels each tile gets beyond its borders (default 48: wider "
                    "than the 24-44 pixels over which a border changed the models measured)")
@@ -215,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         "deblur",
         help="deblur an image file",
         description="Deblur one image with a trained model (the shipped default "
-        "model when --checkpoint is not given). Large images are processed in "
-        "overlapping tiles.",
+        "model when --checkpoint is not given). An image whose solve does not "
+        "fit --max-memory is processed in overlapping tiles.",
     )
     p.add_argument("input", help="blurred image (png, jpg, bmp, tif)")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .tif, .jpg, .bmp)")
@@ -238,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="reconstruct an image from a measurement file",
         description="Reconstruct one image from its measurement (an image file, or a .npy "
         "array such as a sinogram) with a trained model, under the checkpoint's task or "
-        "--task. Blur, denoising, super-resolution and given masks are processed in "
-        "overlapping tiles.",
+        "--task. Blur, denoising, super-resolution and given masks go in "
+        "overlapping tiles when the whole image does not fit --max-memory.",
     )
     p.add_argument("input", help="measurement: image (png, jpg, bmp, tif) or .npy array")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .tif, .jpg, .bmp)")
