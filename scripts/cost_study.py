@@ -12,7 +12,8 @@ budget: ``time`` measures the CPU seconds of a pre-training step and of a main s
     python scripts/cost_study.py infer NAME=CKPT...    # inference CPU ms per image, in turn
 
 ``collect`` evaluates every finished run's final weights (``last.safetensors``, the end of its
-curve), and Tikhonov, TV, the blurred input and the shipped default, on val[:200] (``jfb
+curve), and Tikhonov, TV, the blurred input, the default before the study (commit 5bf9818) and
+the default shipped now (at its own test-time settings), on val[:200] (``jfb
 compare``, 1 thread; each evaluation once, kept in ``runs/cost/eval``), times
 each model's inference in CPU ms per image (1 thread, 16 faces of 128x128, process CPU time,
 the models in turn over 5 rounds: CPU time moves with the machine's load, but then alike
@@ -25,6 +26,7 @@ iterations of the implicit models, val[:50]) and the budget table ``curves.md``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -44,6 +46,8 @@ BUDGET_MINUTES = 30  # configs/cost/deadmm-jfb.toml's train.max_cpu_minutes
 #: study's DE-ADMM + JFB run replaced it), taken out of git into the study's folder.
 SHIPPED = f"{OUT}/previous-default.safetensors"
 SHIPPED_FROM = "5bf9818:src/jfb/weights/default.safetensors"
+#: The default shipped now, at its own test-time settings: a point of the Pareto plot.
+DEFAULT = Path("src/jfb/weights/default.safetensors")
 ITERATION_IMAGES = 50  # PSNR against test-time iterations of the implicit models
 ITERATIONS = "2,3,4,5,6,8,12"
 BUDGETS_MINUTES = (5, 10, 15, 20, 30)
@@ -215,7 +219,13 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
                              ITERATIONS)["iterations_curves"]
         iteration_curves[name] = next(iter(curves_of.values()))
     curves = {n: read_curve(Path(OUT) / n, n) for n in names if n != "pnp-admm"}
-    cpu_ms = infer_cpu_ms({"shipped": Path(SHIPPED), **{n: final_weights(n) for n in names}})
+    cpu_ms = infer_cpu_ms({"shipped": Path(SHIPPED), **{n: final_weights(n) for n in names},
+                           "default": DEFAULT})
+    digest = hashlib.sha256(DEFAULT.read_bytes()).hexdigest()[:10]  # a new default: a new row
+    default_row = compared(f"default-{digest}", [str(DEFAULT)], images)["rows"][0]
+    default = {"val_psnr": default_row["psnr"], "val_ssim": default_row["ssim"],
+               "images": default_row["n_images"], "infer_cpu_ms_per_image": cpu_ms["default"],
+               "mean_solver_iters": default_row.get("mean_solver_iters"), "sha256": digest}
     runs = []
     for name in names:
         method, backward, _ = RUNS[name]
@@ -243,7 +253,7 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
         "task": TASK, "machine": "2-core CPU (torch 2.13.0)", "threads": 1,
         "date": datetime.date.today().isoformat(), "budget_cpu_minutes": BUDGET_MINUTES,
         "validation": "val[:50] along the way (not counted in the cost), final on "
-                      f"val[:{images}]", "lines": lines, "runs": runs,
+                      f"val[:{images}]", "lines": lines, "runs": runs, "default": default,
         "iterations_curves": {"images": iteration_images, "curves": iteration_curves},
         "evaluation_command": f"jfb compare --task {TASK} --methods CHECKPOINT --max-images "
                               f"{images} --threads 1 --device cpu (input, tikhonov, tv and the "
@@ -257,16 +267,22 @@ def collect(names: list[str], *, images: int = FINAL_IMAGES, iteration_images: i
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in runs:
         ax.scatter(run["final"]["infer_cpu_ms_per_image"], run["final"]["val_psnr"],
                    label=run["name"])
+    ax.scatter(default["infer_cpu_ms_per_image"], default["val_psnr"], marker="*", s=120,
+               color="black", label="shipped default")
     for line in lines[1:]:
         ax.axhline(line["val_psnr"], color="grey", lw=0.8, ls="--")
         ax.annotate(line["method"], (0, line["val_psnr"]), xycoords=("axes fraction", "data"),
                     fontsize=8, va="bottom")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([20, 50, 100, 200, 500])
     ax.set_xlabel("inference CPU ms per 128x128 image (1 thread)")
     ax.set_ylabel(f"PSNR on val[:{images}] (dB)")
     ax.grid(alpha=0.3)
