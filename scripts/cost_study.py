@@ -16,8 +16,8 @@ curve), and Tikhonov, TV, the blurred input, the default before the study (commi
 the default shipped now (at its own test-time settings), on val[:200] (``jfb
 compare``, 1 thread; each evaluation once, kept in ``runs/cost/eval``), times
 each model's inference in CPU ms per image (1 thread, 16 faces of 128x128, process CPU time,
-the models in turn over 5 rounds: CPU time moves with the machine's load, but then alike
-for all), and writes ``docs/results/cost/celeba-gauss5.json``
+the allocator tuned as the ``jfb`` commands tune it, the models in turn over 5 rounds: CPU time
+moves with the machine's load, but then alike for all), and writes ``docs/results/cost/celeba-gauss5.json``
 (the schema of issue #15), ``curves.png`` (PSNR against training CPU-minutes), ``pareto.png``
 (PSNR against inference CPU ms per image), ``iterations.png`` (PSNR against test-time
 iterations of the implicit models, val[:50]) and the budget table ``curves.md``.
@@ -161,9 +161,11 @@ def infer_cpu_ms(checkpoints: dict[str, Path], images: int = 16, rounds: int = 5
 
     import torch
 
+    from jfb.cpu_malloc import tune_cpu_malloc
     from jfb.pipeline import EVAL_SEED, load_run
 
     torch.set_num_threads(1)
+    tune_cpu_malloc()  # as the jfb commands run: freed memory is reused, not page-faulted again
     models, y = {}, None
     for key, path in checkpoints.items():
         model, _, _, task = load_run(path, device="cpu")
