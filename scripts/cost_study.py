@@ -17,10 +17,11 @@ the default shipped now (at its own test-time settings), on val[:200] (``jfb
 compare``, 1 thread; each evaluation once, kept in ``runs/cost/eval``), times
 each model's inference in CPU ms per image (1 thread, 16 faces of 128x128, process CPU time,
 the allocator tuned as the ``jfb`` commands tune it, the models in turn over 5 rounds: CPU time
-moves with the machine's load, but then alike for all), and writes ``docs/results/cost/celeba-gauss5.json``
-(the schema of issue #15), ``curves.png`` (PSNR against training CPU-minutes), ``pareto.png``
-(PSNR against inference CPU ms per image), ``iterations.png`` (PSNR against test-time
-iterations of the implicit models, val[:50]) and the budget table ``curves.md``.
+moves with the machine's load, but then alike for all), and writes
+``docs/results/cost/celeba-gauss5.json`` (the schema of issue #15), ``curves.png`` (PSNR
+against training CPU-minutes), ``pareto.png`` (PSNR against inference CPU ms per image),
+``iterations.png`` (PSNR against test-time iterations of the implicit models, val[:50]) and
+the budget table ``curves.md``.
 """
 
 from __future__ import annotations

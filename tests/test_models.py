@@ -450,6 +450,10 @@ def test_test_time_budgets_go_through_the_solvers_constructor():
             set_eval_budget(m, tol=bad)
     with pytest.raises(ValueError, match="implicit"):
         set_eval_budget(Feedforward(make_op(), tiny_net()), max_iter=3)
+    set_eval_budget(Feedforward(make_op(), tiny_net()))  # nothing given: nothing to refuse
+    kept = m.solver
+    set_eval_budget(m)
+    assert m.solver is kept
     pairs = TensorDataset(batch(n=2, h=12, w=12).float(), batch(n=2, h=12, w=12, seed=3).float())
     before = m.solver
     curve = _budget_curve(m.float(), pairs, [1, 2], 2, "cpu")

@@ -113,9 +113,9 @@ def _budgets(text: str) -> list[float]:
 def _restore_kwargs(args: argparse.Namespace) -> dict:
     """Keyword arguments of ``jfb.deblur.restore_file`` from ``_add_restore_options``."""
     return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "tol": args.tol,
-            "noise": args.noise,
-            "max_memory": args.max_memory, "tile": args.tile, "margin": args.margin,
-            "device": args.device, "force": args.force, "report": print, "progress": True,
+            "noise": args.noise, "max_memory": args.max_memory, "tile": args.tile,
+            "margin": args.margin, "device": args.device, "force": args.force, "report": print,
+            "progress": True,
             "warn": lambda line: print(f"jfb {args.command}: warning: {line}", file=sys.stderr)}
 
 
@@ -453,8 +453,7 @@ def _untrained_model(args: argparse.Namespace, device, other) -> tuple[Any, Any,
     cfg = load_config(args.config, args.overrides)
     trained = None if other is not None else get_task(cfg.task)
     model = initial_model(cfg, (other or trained).operator())
-    if args.eval_max_iter is not None or args.eval_tol is not None:
-        set_eval_budget(model, max_iter=args.eval_max_iter, tol=args.eval_tol)
+    set_eval_budget(model, max_iter=args.eval_max_iter, tol=args.eval_tol)
     info = {"step": 0, "config": cfg.to_dict(), "extra": {}}
     return model.to(device).eval(), cfg, info, trained
 

@@ -164,8 +164,7 @@ def load_model(
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("op.")}
     check_weights(path, own, expected, what="the model of its own config")
     model.load_state_dict(own, strict=False)
-    if eval_max_iter is not None or eval_tol is not None:
-        set_eval_budget(model, max_iter=eval_max_iter, tol=eval_tol)
+    set_eval_budget(model, max_iter=eval_max_iter, tol=eval_tol)
     if noise is not None:
         adapt_noise(model, cfg, noise, task=task)
     return LoadedModel(model.to(device).eval(), cfg, info)
@@ -228,11 +227,12 @@ def adapt_noise(model: nn.Module, cfg: Config, sigma: float, *,
 def set_eval_budget(model: nn.Module, *, max_iter: int | None = None,
                     tol: float | None = None) -> None:
     """Give an implicit model a copy of its solver with another test-time iteration budget
-    and/or relative-residual tolerance (those given), made by the solver's constructor
-    (``dataclasses.replace``), which validates them."""
+    and/or relative-residual tolerance (those given; neither: the model is left as it is), made
+    by the solver's constructor (``dataclasses.replace``), which validates them."""
+    given = {k: v for k, v in (("eval_max_iter", max_iter), ("eval_tol", tol)) if v is not None}
+    if not given:
+        return
     solver = getattr(model, "solver", None)
     if solver is None:
         raise ValueError("eval_max_iter and eval_tol apply to implicit models only")
-    budget = {"eval_max_iter": max_iter, "eval_tol": tol}
-    model.solver = dataclasses.replace(solver, **{k: v for k, v in budget.items()
-                                                  if v is not None})
+    model.solver = dataclasses.replace(solver, **given)

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["EARLY_STOPS", "CostMeter", "t_applications"]
+__all__ = ["BUDGET_STOPS", "EARLY_STOPS", "CostMeter", "t_applications"]
 
-EARLY_STOPS = ("signal", "time_limit", "cpu_limit")  # stops on a signal or a budget
+BUDGET_STOPS = ("time_limit", "cpu_limit")  # the ``stopped`` values of :meth:`CostMeter.limits`
+EARLY_STOPS = ("signal", *BUDGET_STOPS)  # stops on a signal or a budget
 
 process_time = time.process_time  # the CPU clock (a module attribute: tests replace it)
 wall_time = time.perf_counter  # the wall clock of excluded spans (likewise)

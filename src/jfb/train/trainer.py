@@ -56,7 +56,7 @@ from jfb.device import amp_dtype, device_name, resolve_device, synchronize, use_
 from jfb.errors import DataError
 from jfb.metrics import psnr
 from jfb.train.checkpoint import unwrap_model
-from jfb.train.cost import EARLY_STOPS, CostMeter
+from jfb.train.cost import BUDGET_STOPS, EARLY_STOPS, CostMeter
 from jfb.train.diagnostics import contraction_factor, jacobian_penalty
 from jfb.train.distributed import all_reduce_sum, barrier, get_dist_info, wrap_ddp
 from jfb.train.guard import (
@@ -559,7 +559,7 @@ class Trainer:
                 msg += f": feedforward val PSNR {val['psnr']:.2f} dB"
             self._message(msg)
         main_done = g - self.pretrain_steps  # a budget's end is validated: the curve's last point
-        at_end = g == self.total_steps or stopped in ("time_limit", "cpu_limit")
+        at_end = g == self.total_steps or stopped in BUDGET_STOPS
         if not pretrain and main_done > 0 and (main_done % tc.val_every == 0 or at_end):
             with self.cost.excluded():
                 val = self.validate()
