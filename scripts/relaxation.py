@@ -3,6 +3,11 @@ fewer iterations. On a task's first val images, in one process on one thread.
 
     PYTHONPATH=src python scripts/relaxation.py [CHECKPOINT] [--images 50]
         [--alphas 1,1.5,1.8] [--iterations 3,4,5,6,8,12] [--tols 1e-3,2e-3] [--threads 1]
+        [--photo astronaut] [--max-iter 300]
+
+``--photo NAME`` takes, instead of the val faces, the 64x128 crop (rows 160-223, columns
+160-287) of a built-in photo, blurred by the checkpoint's operator with its task's noise
+(seed 0); ``--max-iter`` caps the solves stopped by a tolerance (default: the checkpoint's).
 
 For each alpha (the checkpoint's own first), prints the PSNR (clamped, as ``jfb eval``) after
 exactly k applications of T for each k of ``--iterations``, then, for each evaluation tolerance,
@@ -20,6 +25,7 @@ import time
 import torch
 
 from jfb.cpu_malloc import tune_cpu_malloc
+from jfb.data.builtin import natural_images
 from jfb.evaluate import evaluate
 from jfb.models import DEADMM
 from jfb.pipeline import EVAL_SEED, load_model
@@ -50,16 +56,26 @@ def main() -> None:
                    default=[3, 4, 5, 6, 8, 12])
     p.add_argument("--tols", type=floats, default=[1e-3, 2e-3])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--photo", help="a built-in photo's 64x128 crop instead of the val faces")
+    p.add_argument("--max-iter", type=int, help="iteration cap of the tolerance stops")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     tune_cpu_malloc()
     model, cfg, _ = load_model(args.checkpoint)
     if not isinstance(model, DEADMM):
         raise SystemExit(f"{args.checkpoint} is a {type(model).__name__}, not DE-ADMM")
-    pairs = get_task(cfg.task).val_pairs(seed=EVAL_SEED, limit=args.images)
+    task = get_task(cfg.task)
+    if args.photo is None:
+        pairs, what = task.val_pairs(seed=EVAL_SEED, limit=args.images), f"val[:{args.images}]"
+    else:
+        x = natural_images([args.photo])[0][1][:, 160:224, 160:288]
+        y = task.noise()(model.op.A(x[None]), generator=torch.Generator().manual_seed(0))[0]
+        pairs, what = [(x, y)], f"{args.photo}[160:224, 160:288]"
     base = model.solver
+    if args.max_iter is not None:
+        base = dataclasses.replace(base, eval_max_iter=args.max_iter)
     alphas = [model.relax, *(a for a in args.alphas if a != model.relax)]
-    print(f"# {args.checkpoint}: {type(base).__name__}, val[:{args.images}], "
+    print(f"# {args.checkpoint}: {type(base).__name__}, {what}, "
           f"{args.threads} thread(s), load {os.getloadavg()[0]:.2f}")
     print("| alpha | " + " | ".join(f"k={k}" for k in args.iterations) + " | "
           + " | ".join(f"tol {t:g}: dB / iters / CPU ms" for t in args.tols) + " |")
