@@ -219,7 +219,7 @@ def test_stability_diagnostics_take_the_output(assert_penalty_grad_matches_fd):
         z = m.eval()(y)
     assert m.contraction(z, y, n_iter=20).shape == (1,)
     s = m.state_at(z, y).detach()
-    m.state_at = lambda x_hat, y: s  # hold the state fixed while rho moves
+    m.state_at = lambda x_hat, y, physics=None: s  # hold the state fixed while rho moves
     assert_penalty_grad_matches_fd(m, m.rho_raw, z, y)
 
 

@@ -1,4 +1,4 @@
-"""DE-ADMM computes A^T y once per solve (``solve_constants``): one adjoint per forward whatever
+"""DE-ADMM computes A^T y once per solve (its ``context``): one adjoint per forward whatever
 the iteration count, the same gradients w.r.t. y and the parameters as a map that recomputes it
 at every application, and the restricted map of compaction takes the matching rows."""
 
@@ -76,7 +76,7 @@ def test_the_restricted_map_takes_the_matching_rows_of_the_adjoint():
     s = torch.cat([images(n=3, h=5, w=6, seed=2), images(n=3, h=5, w=6, seed=4)], dim=1)
     idx = torch.tensor([2, 0])
     with torch.no_grad():
-        f = m.fixed_point_map(y)
+        f = m.fixed_point_map(m.context(y, m.physics_of(None)))
         full, part = m.T(s, y), f.restrict(idx)(s.index_select(0, idx))
     torch.testing.assert_close(f(s), full, rtol=0, atol=1e-12)
     torch.testing.assert_close(part, full.index_select(0, idx), rtol=0, atol=1e-12)

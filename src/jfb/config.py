@@ -167,7 +167,8 @@ class ModelConfig:
     net: NetConfig = _f(factory=NetConfig)
     solver: SolverConfig = _f(factory=SolverConfig)
     backward: BackwardConfig = _f(factory=BackwardConfig)
-    init: Literal["adjoint", "y", "tikhonov"] = _f("adjoint", doc="initial iterate x0")
+    init: Literal["adjoint", "y", "tikhonov", "wiener"] = _f(
+        "adjoint", doc="initial iterate x0 ('wiener': told the noise std)")
     eta: float = _f(1.0, gt=0, doc="initial step size")
     eta_max: float | None = _f(2.0, gt=0, doc="upper bound of the learned step size")
     eta_scale: Literal["none", "operator"] = _f(
@@ -180,6 +181,9 @@ class ModelConfig:
     )
     relax: float = _f(1.0, gt=0, doc="ADMM over-relaxation alpha in (0, 2): same fixed points "
                       "(deadmm)")
+    noise_ref: float | None = _f(None, gt=0, doc="noise std the learned rho is for: rho_i scales "
+                                 "with sigma_i^2 + floor^2 per call (deadmm)")
+    noise_floor: float = _f(0.0, ge=0, doc="initial learned noise floor of the rho rule (deadmm)")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
@@ -204,6 +208,7 @@ class DataConfig:
     num_workers: int = _f(0, ge=0, doc="DataLoader worker processes")
     max_train_images: int | None = _f(None, ge=1, doc="use only the first N training images")
     max_val_images: int | None = _f(None, ge=1, doc="validate on the first N val images")
+    val_batch_size: int | None = _f(None, ge=1, doc="validation batch (None: batch_size)")
 
 
 @dataclass

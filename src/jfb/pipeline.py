@@ -58,14 +58,17 @@ def build_run(cfg: Config, *, with_train: bool = True) -> Run:
         else None
     )
     val = task.val_pairs(seed=EVAL_SEED, limit=cfg.data.max_val_images, root=root)
-    return Run(cfg, task, initial_model(cfg, task.operator()), train, val)  # type: ignore[arg-type]
+    op = None if task.is_family else task.operator()
+    return Run(cfg, task, initial_model(cfg, op), train, val)  # type: ignore[arg-type]
 
 
 def initial_model(cfg: Config, op: LinearOperator | None = None) -> nn.Module:
     """The model ``cfg`` describes as training starts: built with the task's operator (or
     ``op``), R from ``train.init_net`` when set. Its random initial weights are a function of
     ``train.seed`` alone (drawn from a forked CPU RNG, so the global RNGs are left as they were)."""
-    op = op if op is not None else get_task(cfg.task).operator()
+    if op is None:  # a task that draws a blur per image has no operator of its own
+        task = get_task(cfg.task)
+        op = None if task.is_family else task.operator()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(mix_seed(cfg.train.seed, _SALT_INIT))
         model = build_model(cfg.model, op, channels=CHANNELS)

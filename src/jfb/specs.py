@@ -11,10 +11,13 @@ Kernel specs: ``gaussian:SIZE:SIGMA``, ``motion:SIZE[:SEED[:INTENSITY]]`` (SIZE 
 :data:`jfb.physics.kernels.MAX_SIZE` = 255), ``disk:RADIUS`` (RADIUS at most
 :data:`jfb.physics.kernels.MAX_DISK_RADIUS` = 127.5, a 255 x 255 kernel), ``file:PATH``
 (``.npy`` or a grey image; an ``.npy`` array is (kh, kw), or (C, kh, kw) with C = 1 or 3, the
-pipeline's RGB channels).
+pipeline's RGB channels), ``random:MAXSIZE`` (a family: every image draws its own kernel by
+:func:`jfb.physics.kernels.sample`, sides up to MAXSIZE, odd).
 
 Data specs: ``celeba128:train``, ``celeba128:val``, ``natural:patches:SIZE``,
-``natural:crops:SIZE``, ``folder:PATH``.
+``natural:crops:SIZE``, ``folder:PATH``, ``shared:NAME`` (the folder ``data/NAME`` of the
+project's shared data, found as CelebA-128 is: ``../shared`` beside the current folder or the
+repository).
 
 Every parser raises :class:`jfb.errors.ConfigError` naming the spec and the bad field.
 """
@@ -49,7 +52,7 @@ __all__ = [
 #: Operator kinds of ``op=`` specs.
 OPERATORS = ("blur", "denoise", "sr", "inpaint", "radon")
 #: Kinds of data specs.
-DATA_KINDS = ("celeba128", "natural", "folder")
+DATA_KINDS = ("celeba128", "natural", "folder", "shared")
 
 
 def spec_int(text: str, what: str) -> int:
@@ -141,6 +144,9 @@ class KernelSpec(Spec):
             return kernels.motion(size, seed=seed, intensity=intensity)
         if self.kind == "disk":
             return kernels.disk(*self.args)
+        if self.kind == "random":
+            raise ConfigError(f"kernel={self.text!r} is a family (a kernel drawn per image), not "
+                              "one kernel")
         loaded = self.read().loaded
         assert loaded is not None  # read() loads every file kernel or raises
         return loaded.clone()
@@ -176,6 +182,14 @@ def parse_kernel(text: str) -> KernelSpec:
         if not 0.0 <= intensity <= 1.0:
             raise ConfigError(f"{where}: intensity must be in [0, 1], got {intensity}")
         return KernelSpec(text, kind, (size, seed, intensity))
+    if kind == "random":
+        if len(parts) != 1:
+            raise ConfigError(f"{where}: expected random:MAXSIZE")
+        size = spec_int(parts[0], f"{where}: maximum size")
+        _check_odd_size(where, size)
+        if not 3 <= size <= kernels.MAX_SIZE:
+            raise ConfigError(f"{where}: maximum size must be in [3, {kernels.MAX_SIZE}]")
+        return KernelSpec(text, kind, (size,))
     if kind == "disk":
         if len(parts) != 1:
             raise ConfigError(f"{where}: expected disk:RADIUS")
@@ -187,8 +201,8 @@ def parse_kernel(text: str) -> KernelSpec:
                               f"{kernels.MAX_SIZE} x {kernels.MAX_SIZE} kernel, the maximum "
                               f"kernel size), got {radius}")
         return KernelSpec(text, kind, (radius,))
-    raise ConfigError(f"{where}: unknown kernel type {kind!r}; expected gaussian, motion, disk "
-                      "or file")
+    raise ConfigError(f"{where}: unknown kernel type {kind!r}; expected gaussian, motion, disk, "
+                      "file or random")
 
 
 # -------------------------------------------------------------------------------- operators
@@ -255,6 +269,10 @@ def parse_data(text: str) -> DataSpec:
     where = f"data spec {text!r}"
     if kind == "folder":
         return DataSpec(text, kind, _path_arg(where, kind, rest))
+    if kind == "shared":
+        if not rest or "/" in rest or rest.startswith("."):
+            raise ConfigError(f"{where}: expected shared:NAME (a folder of ../shared/data)")
+        return DataSpec(text, kind, (rest,))
     if kind == "celeba128":
         if rest not in ("train", "val"):
             raise ConfigError(f"{where}: expected celeba128:train or celeba128:val")

@@ -19,7 +19,7 @@ import torch
 from jfb.errors import check_choice
 from jfb.linalg import batch_weight
 from jfb.physics.base import Identity, LinearOperator
-from jfb.physics.blur import Blur
+from jfb.physics.blur import BatchBlur, Blur
 
 __all__ = ["gradient_symbol", "transfer_function", "wiener"]
 
@@ -41,10 +41,12 @@ def _check_circular(op: LinearOperator) -> None:
 
 def transfer_function(op: LinearOperator, shape: tuple[int, ...], *, dtype: torch.dtype,
                       device: torch.device) -> torch.Tensor:
-    """rfft2 of the impulse response A(delta) of a circular operator on (1, C, H, W) images:
-    K such that A x = irfft2(K rfft2(x)) -> complex (1, C, H, W // 2 + 1)."""
+    """rfft2 of the impulse response A(delta) of a circular operator on (1, C, H, W) images
+    ((N, C, H, W) for a :class:`~jfb.physics.BatchBlur` of N kernels): K such that
+    A x = irfft2(K rfft2(x)) -> complex (1 or N, C, H, W // 2 + 1)."""
     _check_circular(op)
-    delta = torch.zeros((1, *shape[1:]), dtype=dtype, device=device)
+    n = op.batch_size if isinstance(op, BatchBlur) else 1  # one response per kernel
+    delta = torch.zeros((n, *shape[1:]), dtype=dtype, device=device)
     delta[..., 0, 0] = 1.0
     return torch.fft.rfft2(op.A(delta))
 

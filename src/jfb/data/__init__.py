@@ -29,6 +29,7 @@ from jfb.data.datasets import (
     collate_images,
     resize_shorter,
 )
+from jfb.data.degradations import RandomDegradations
 from jfb.data.images import IMAGE_EXTENSIONS, load_image, save_image, to_mode
 from jfb.data.open import open_dataset
 from jfb.data.outputs import IMAGE_SUFFIXES, resolve_output
@@ -42,6 +43,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "TRAIN_IMAGES",
     "DegradedDataset",
+    "RandomDegradations",
     "ImageFiles",
     "ImageFolder",
     "ImageList",

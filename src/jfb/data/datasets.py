@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from jfb.data.images import IMAGE_EXTENSIONS, load_image, to_mode
 from jfb.errors import DataError
+from jfb.physics import Physics, stack_physics
 
 __all__ = [
     "CELEBA_ENV",
@@ -274,7 +275,8 @@ class ImageFolder(ImageFiles):
 def collate_images(batch: list[Any]) -> Any:
     """``collate_fn`` for DataLoaders: stack tensors (or tuples of tensors) into batches.
 
-    Unlike the default collate, images of different sizes raise a :class:`DataError` that says
+    The physics of the samples (:class:`jfb.physics.Physics`, one blur each) are stacked into
+    one. Unlike the default collate, images of different sizes raise a :class:`DataError` that says
     which sizes met and how to fix it (``crop=`` / ``resize=``).
     """
     if not batch:
@@ -288,6 +290,8 @@ def collate_images(batch: list[Any]) -> Any:
                 f"{' ...' if len(shapes) > 4 else ''}; give the dataset crop=SIZE (and resize=SIZE"
                 " for images smaller than the crop), or use batch size 1")
         return torch.stack(batch)
+    if isinstance(first, Physics):  # one kernel and noise level per sample
+        return stack_physics(batch)
     if isinstance(first, (tuple, list)):
         return type(first)(collate_images(list(parts)) for parts in zip(*batch, strict=True))
     return torch.utils.data.default_collate(batch)
@@ -331,6 +335,18 @@ def celeba128_root(root: str | os.PathLike[str] | None = None) -> Path:
             return c.resolve()
     tried = ", ".join(str(c.resolve()) for c in candidates)
     raise DataError(f"CelebA-128 not found (looked in {tried}); {hint}")
+
+
+def shared_data(name: str) -> Path:
+    """The folder ``data/NAME`` of the project's shared data: ``../shared`` beside the current
+    folder, else beside the repository this package lives in."""
+    candidates = [Path.cwd() / ".." / "shared" / "data" / name,
+                  _repo_root() / ".." / "shared" / "data" / name]
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    tried = ", ".join(str(c.resolve()) for c in candidates)
+    raise DataError(f"shared data {name!r} not found (looked in {tried})")
 
 
 def celeba128(split: str = "train", root: str | os.PathLike[str] | None = None,

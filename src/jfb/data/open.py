@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from jfb.data.builtin import NaturalPatches, natural_crops
-from jfb.data.datasets import ImageFolder, celeba128
+from jfb.data.datasets import ImageFolder, celeba128, shared_data
 from jfb.errors import ConfigError
 from jfb.specs import DataSpec, parse_data
 
@@ -33,8 +33,9 @@ def open_dataset(spec: DataSpec | str, *, train: bool, crop: int | None = None,
     if spec.kind == "celeba128":
         return celeba128(spec.args[0], root=root, crop=crop, random_crop=random_crop,
                          seed=seed if random_crop else None, mode=mode)
-    if spec.kind == "folder":
-        return ImageFolder(spec.args[0], crop=crop, random_crop=random_crop,
+    if spec.kind in ("folder", "shared"):
+        folder = spec.args[0] if spec.kind == "folder" else shared_data(spec.args[0])
+        return ImageFolder(folder, crop=crop, random_crop=random_crop,
                            seed=seed if random_crop else None, mode=mode)
     which, size = spec.args
     if which == "patches":

@@ -92,14 +92,18 @@ def admm_x_update(
     ``op.ridge_preconditioner(rho)`` when ``precondition`` and the operator has one (plain CG
     otherwise).
 
-    ``aty`` is A^T y. Differentiable in ``aty``, ``z``, ``u`` and ``rho`` (a number or a 0-d
-    tensor): the backward solves the same system for the incoming gradient g (same CG budget and
-    preconditioner, from zeros), d/db = M^{-1} g and d/drho = -<M^{-1} g, x>, the derivative of
-    the exact solve whatever the start; it is itself differentiable (double backward).
+    ``aty`` is A^T y. Differentiable in ``aty``, ``z``, ``u`` and ``rho`` (a number, a 0-d
+    tensor, or one value per sample): the backward solves the same system for the incoming
+    gradient g (same CG budget and preconditioner, from zeros), d/db = M^{-1} g and
+    d/drho = -<M^{-1} g, x>, the derivative of the exact solve whatever the start; it is itself
+    differentiable (double backward).
     """
     rho_t = torch.as_tensor(rho, dtype=aty.dtype, device=aty.device)
     if rho_t.dim() != 0:
-        raise ValueError(f"rho must be a number or a 0-d tensor, got shape {tuple(rho_t.shape)}")
+        if rho_t.numel() != aty.shape[0]:
+            raise ValueError(f"rho must be a number, a 0-d tensor or one value per sample, got "
+                             f"shape {tuple(rho_t.shape)} for {aty.shape[0]} samples")
+        rho_t = rho_t.reshape(-1, *([1] * (aty.dim() - 1)))
     return _RidgeSolve.apply(aty + rho_t * (z - u), rho_t, x0, op, cg_iters, cg_tol, precondition)
 
 
@@ -126,5 +130,9 @@ class _RidgeSolve(torch.autograd.Function):
         rho, x = ctx.saved_tensors
         w = _RidgeSolve.apply(g, rho, None, ctx.op, ctx.cg_iters, ctx.cg_tol,
                               ctx.precondition)  # M symmetric
-        grad_rho = -(w * x).sum() if ctx.needs_input_grad[1] else None
+        grad_rho = None
+        if ctx.needs_input_grad[1]:  # per sample when rho is
+            wx = w * x
+            grad_rho = -(wx.sum() if rho.dim() == 0 else wx.sum(dim=tuple(range(1, wx.dim())),
+                                                               keepdim=True))
         return w, grad_rho, None, None, None, None, None

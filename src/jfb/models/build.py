@@ -87,7 +87,7 @@ def build_net_of(cfg: ModelConfig, channels: int = CHANNELS) -> nn.Module:
                      **_keywords_of(NETS[cfg.net.name], cfg.net))
 
 
-def build_model(cfg: ModelConfig | Mapping[str, Any], op: LinearOperator,
+def build_model(cfg: ModelConfig | Mapping[str, Any], op: LinearOperator | None,
                 channels: int = CHANNELS) -> nn.Module:
     """The reconstructor ``cfg`` (a config's ``model`` section) describes, for operator ``op``.
 
@@ -108,7 +108,8 @@ def build_model(cfg: ModelConfig | Mapping[str, Any], op: LinearOperator,
     }
     if cfg.kind == "deadmm":
         return _construct("model", DEADMM, op, net, rho=cfg.rho, cg_iters=cfg.cg_iters,
-                          precondition=cfg.precondition, relax=cfg.relax, **common)
+                          precondition=cfg.precondition, relax=cfg.relax,
+                          noise_ref=cfg.noise_ref, noise_floor=cfg.noise_floor, **common)
     return _construct("model", _STEP_MODELS[cfg.kind], op, net, eta=cfg.eta,
                       eta_max=cfg.eta_max, **common)
 

@@ -4,21 +4,39 @@ from __future__ import annotations
 
 import torch
 
+from jfb.baselines.wiener import wiener
 from jfb.errors import check_choice
 from jfb.linalg import tikhonov
-from jfb.physics import LinearOperator
+from jfb.physics import Blur, LinearOperator
 
-INITS = ("adjoint", "y", "tikhonov")
+INITS = ("adjoint", "y", "tikhonov", "wiener")
 
 #: Tikhonov initialisation: weight of the gradient penalty and number of CG steps.
 TIKHONOV_LAM = 1e-2
 TIKHONOV_ITERS = 10
+#: Wiener initialisation: the gradient penalty's weight is sigma^2 / WIENER_GRADIENT_VAR, the
+#: variance of natural photos' finite differences (0.0059 mean, 0.0045 median over 54 random
+#: 128-px crops of the BSDS training photos), sigma at least WIENER_MIN_SIGMA.
+WIENER_GRADIENT_VAR = 0.005
+WIENER_MIN_SIGMA = 0.004
 
 
-def initial_estimate(op: LinearOperator, y: torch.Tensor, init: str) -> torch.Tensor:
-    """x0 = A^T y ("adjoint"), y itself ("y"), or 10 CG steps of
-    argmin ||A x - y||^2 + 1e-2 ||grad x||^2 ("tikhonov")."""
+def initial_estimate(op: LinearOperator, y: torch.Tensor, init: str,
+                     noise_std: torch.Tensor | None = None) -> torch.Tensor:
+    """x0 = A^T y ("adjoint"), y itself ("y"), 10 CG steps of
+    argmin ||A x - y||^2 + 1e-2 ||grad x||^2 ("tikhonov"), or the Wiener filter ("wiener"):
+    argmin ||A x - y||^2 + lam_i ||grad x||^2 with lam_i = max(sigma_i, 0.004)^2 / 0.005 for
+    the noise std sigma_i of each sample (``noise_std``, (N,); 1e-2 when unknown), exact by FFT
+    for circular blurs, 10 CG steps otherwise."""
     check_choice("init", init, INITS)
+    if init == "wiener":
+        lam: float | torch.Tensor = TIKHONOV_LAM
+        if noise_std is not None:
+            lam = noise_std.clamp(min=WIENER_MIN_SIGMA) ** 2 / WIENER_GRADIENT_VAR
+        with torch.no_grad():
+            if isinstance(op, Blur) and op.padding == "circular":
+                return wiener(op, y, lam, penalty="gradient")
+            return tikhonov(op, y, lam, penalty="gradient", max_iter=TIKHONOV_ITERS)
     if init == "adjoint":
         return op.A_adjoint(y)
     if init == "y":

@@ -45,6 +45,17 @@ class LinearOperator(torch.nn.Module, ABC):
         per sample must not."""
         return self.SHARED_ACROSS_BATCH
 
+    def select(self, idx: torch.Tensor) -> LinearOperator | None:
+        """The operator of the samples ``idx`` (a 1-D index tensor), so that
+        A(x[idx]) = select(idx)(x[idx]) = A(x)[idx]: the operator itself when it is the same for
+        every sample; None when it cannot say (per-sample data without a ``select`` of its
+        own)."""
+        return self if self.shared_across_batch() else None
+
+    def selectable(self) -> bool:
+        """Whether :meth:`select` can restrict this operator to some samples."""
+        return self.shared_across_batch() or type(self).select is not LinearOperator.select
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`A`."""
         return self.A(x)

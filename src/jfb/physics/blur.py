@@ -31,7 +31,7 @@ from jfb.errors import check_choice, check_shape
 from jfb.physics import kernels as _kernels
 from jfb.physics.base import LinearOperator
 
-__all__ = ["FFT_MIN_KERNEL_SIZE", "Blur"]
+__all__ = ["FFT_MIN_KERNEL_SIZE", "BatchBlur", "Blur"]
 
 PADDINGS = ("zeros", "circular", "reflect", "valid")
 METHODS = ("auto", "direct", "fft")
@@ -333,3 +333,76 @@ def _fft_dtype(
     if path == "fft" and dtype in (torch.float16, torch.bfloat16):
         return x.float(), k.float(), dtype
     return x, k, dtype
+
+
+class BatchBlur(Blur):
+    """A blur with one kernel per sample: y_i = k_i * x_i per channel, on batches of exactly
+    N samples (N kernels), with the boundary handling and paths of :class:`Blur`.
+
+    Args:
+        kernels: (N, kh, kw) tensor, or a sequence of (kh_i, kw_i) kernels of odd sides, which
+            are zero-padded about their centres to the largest side (the same blurs).
+        padding, method: as :class:`Blur` (``method="auto"`` decides on the common side).
+
+    A(x[idx]) with the kernels ``select(idx)`` equals A(x)[idx]: a solver may apply a model's
+    T to the unfinished samples only.
+    """
+
+    SHARED_ACROSS_BATCH = False
+
+    def __init__(self, kernels: Any, padding: str = "zeros", method: str = "auto") -> None:
+        if not isinstance(kernels, torch.Tensor):
+            kernels = list(kernels)
+            if not kernels:
+                raise ValueError("BatchBlur needs at least one kernel")
+            ks = [_kernels.validate(k) for k in kernels]
+            for k in ks:
+                if k.dim() != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
+                    raise ValueError("BatchBlur: kernels given as a list must be 2-D with odd "
+                                     f"sides, got shape {tuple(k.shape)}")
+            side = max(max(k.shape) for k in ks)
+            kernels = torch.stack([_kernels.centre_pad(k.to(ks[0].dtype), side) for k in ks])
+        if kernels.dim() != 3:
+            raise ValueError(f"BatchBlur: kernels must be (N, kh, kw), got shape "
+                             f"{tuple(kernels.shape)}")
+        for i, k in enumerate(kernels):  # one check per kernel (a zero sum is per sample)
+            try:
+                _kernels.validate(k)
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"BatchBlur: kernel {i}: {exc}") from None
+        super().__init__(kernels[0], padding=padding, method=method)
+        self.kernel = kernels.detach().clone()
+
+    @property
+    def batch_size(self) -> int:
+        """N, the number of kernels (and of samples the operator takes)."""
+        return int(self.kernel.shape[0])
+
+    def select(self, idx: torch.Tensor) -> BatchBlur:
+        """The blur of samples ``idx`` (a 1-D index tensor): kernels ``kernel[idx]``."""
+        return BatchBlur(self.kernel.index_select(0, idx.to(self.kernel.device)),
+                         padding=self.padding, method=self.method)
+
+    def extra_repr(self) -> str:
+        kh, kw = self.kernel_size
+        return (f"batch={self.batch_size}, kernel_size=({kh}, {kw}), padding={self.padding!r}, "
+                f"method={self.method!r} (path={self.path!r})")
+
+    def _check(self, t: torch.Tensor, name: str) -> None:
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            super()._check(t, name)
+        if t.shape[0] != self.batch_size:
+            raise ValueError(f"BatchBlur: {name} has {t.shape[0]} samples but the operator has "
+                             f"{self.batch_size} kernels")
+        if not t.is_floating_point():
+            raise TypeError(f"Blur: {name} must be a floating tensor, got dtype {t.dtype}")
+
+    def _kernel_like(self, t: torch.Tensor) -> torch.Tensor:
+        """(N, 1, kh, kw): broadcast over the channels."""
+        return self.kernel.to(device=t.device, dtype=t.dtype)[:, None]
+
+    def norm_estimate(self, in_shape: Sequence[int], **kwargs: Any) -> float:
+        """||A||_2 over the batch (the largest of the samples'): ``in_shape``'s batch dimension
+        is replaced by N."""
+        shape = check_shape(in_shape)
+        return super().norm_estimate((self.batch_size, *shape[1:]), **kwargs)

@@ -27,11 +27,15 @@ from jfb.errors import DataError, check_bool, check_int, check_number, check_pos
 __all__ = [
     "MAX_DISK_RADIUS",
     "MAX_SIZE",
+    "SAMPLE_KINDS",
+    "anisotropic_gaussian",
+    "centre_pad",
     "disk",
     "from_array",
     "from_file",
     "gaussian",
     "motion",
+    "sample",
     "validate",
 ]
 
@@ -283,3 +287,67 @@ def from_file(path: str | os.PathLike[str]) -> torch.Tensor:
         return from_array(arr, normalize=True)
     except DataError as exc:
         raise DataError(f"invalid kernel in {path}: {exc}") from exc
+
+
+def anisotropic_gaussian(size: int, sigma_x: float, sigma_y: float, angle: float) -> torch.Tensor:
+    """Gaussian kernel with covariance R diag(sigma_x^2, sigma_y^2) R^T, R the rotation by
+    ``angle`` radians: k[i, j] ∝ exp(-p^T C^{-1} p / 2), p the offset from the centre; odd
+    ``size``, normalised to sum 1 (``sigma_x = sigma_y`` is :func:`gaussian`)."""
+    size = check_int("size", size, minimum=1, type_error=TypeError)
+    if size % 2 == 0:
+        raise ValueError(f"gaussian kernel size must be odd, got {size}")
+    _check_size("gaussian", size)
+    sx = check_positive("sigma_x", sigma_x, type_error=TypeError)
+    sy = check_positive("sigma_y", sigma_y, type_error=TypeError)
+    angle = check_number("angle", angle, type_error=TypeError)
+    t = torch.arange(size, dtype=torch.float64) - size // 2
+    r, c = torch.meshgrid(t, t, indexing="ij")
+    cos, sin = math.cos(angle), math.sin(angle)
+    u, v = cos * c + sin * r, -sin * c + cos * r  # coordinates along the two axes
+    k = torch.exp(-(u**2) / (2 * sx**2) - (v**2) / (2 * sy**2))
+    return _normalised(k, f"anisotropic_gaussian({size}, {sx!r}, {sy!r}, {angle!r})")
+
+
+#: Kernel kinds drawn by :func:`sample` and their probabilities.
+SAMPLE_KINDS = {"gaussian": 0.25, "anisotropic": 0.25, "motion": 0.35, "disk": 0.15}
+
+
+def sample(rng: np.random.Generator, max_size: int = 31) -> torch.Tensor:
+    """A random blur kernel of odd side at most ``max_size`` (>= 3), for training across blurs:
+    an isotropic Gaussian (sigma in [0.3, max_size / 6]), an anisotropic one (each sigma in
+    [0.3, max_size / 6], any angle), a camera-shake trajectory (:func:`motion`, side uniform in
+    [3, max_size], intensity in [0, 1]) or a defocus disk (radius in [0.6, max_size / 2]), with
+    the probabilities of :data:`SAMPLE_KINDS`. Gaussians take the side 2 ceil(3 sigma_max) + 1
+    (at most ``max_size``). Reproducible from ``rng`` alone."""
+    max_size = check_int("max_size", max_size, minimum=3, type_error=TypeError)
+    if max_size % 2 == 0:
+        raise ValueError(f"max_size must be odd, got {max_size}")
+    _check_size("sampled", max_size)
+    kind = rng.choice(list(SAMPLE_KINDS), p=list(SAMPLE_KINDS.values()))
+    top = max_size / 6
+
+    def side(sigma: float) -> int:
+        return min(2 * math.ceil(3 * sigma) + 1, max_size)
+
+    if kind == "gaussian":
+        s = float(rng.uniform(0.3, top))
+        return gaussian(side(s), s)
+    if kind == "anisotropic":
+        sx, sy = (float(v) for v in rng.uniform(0.3, top, size=2))
+        return anisotropic_gaussian(side(max(sx, sy)), sx, sy, float(rng.uniform(0, math.pi)))
+    if kind == "motion":
+        size = int(rng.integers(1, max_size // 2 + 1)) * 2 + 1
+        return motion(size, seed=int(rng.integers(2**31)), intensity=float(rng.uniform()))
+    return disk(float(rng.uniform(0.6, max_size / 2)))
+
+
+def centre_pad(kernel: torch.Tensor, size: int) -> torch.Tensor:
+    """``kernel`` (kh, kw) zero-padded to (size, size) so that its centre (kh // 2, kw // 2)
+    lands on (size // 2, size // 2): the same blur, as a larger kernel (size >= kh, kw)."""
+    kh, kw = kernel.shape[-2:]
+    if size < kh or size < kw:
+        raise ValueError(f"cannot pad a {kh}x{kw} kernel to {size}x{size}")
+    top, left = size // 2 - kh // 2, size // 2 - kw // 2
+    out = kernel.new_zeros(*kernel.shape[:-2], size, size)
+    out[..., top:top + kh, left:left + kw] = kernel
+    return out

@@ -22,6 +22,9 @@ TASKS: dict[str, Task] = {
              "scikit-image photos (256x256 centre crops), blur and noise of celeba-gauss5"),
         Task("demo", "gaussian:5:5.0", 0.005, "zeros", "natural:patches:48", "natural:crops:128",
              "small built-in demo: 48x48 natural patches, celeba-gauss5 blur and noise"),
+        Task("natural-anyblur", "random:31", 0.05, "circular", "shared:cbsd432", "shared:cbsd68",
+             "BSDS photos, a blur per image (Gaussian, anisotropic, camera shake, disk; up to "
+             "31x31, circular) and noise std uniform in [0, 0.05], the model told both"),
         Task("celeba-denoise", None, 0.1, "zeros", "celeba128:train", "celeba128:val",
              "CelebA-128, denoising (A = I), noise 0.1", op="denoise"),
         Task("celeba-sr2", None, 0.005, "reflect", "celeba128:train", "celeba128:val",

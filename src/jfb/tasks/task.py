@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from jfb.data import DegradedDataset
+from jfb.data import DegradedDataset, RandomDegradations
 from jfb.data.open import open_dataset
 from jfb.errors import ConfigError
 from jfb.physics import (
@@ -103,8 +103,17 @@ class Task:
             raise ConfigError(f"task {self.name!r} (op={self.op}) has no blur kernel")
         return self.kernel_spec.tensor()
 
+    @property
+    def is_family(self) -> bool:
+        """Whether every image draws its own blur and noise level (``kernel=random:MAXSIZE``:
+        the noise std of each image is uniform in [0, ``noise_sigma``])."""
+        return self.kernel_spec is not None and self.kernel_spec.kind == "random"
+
     def operator(self) -> LinearOperator:
         """The forward operator A named by ``op`` (blur: this task's kernel and boundary)."""
+        if self.is_family:
+            raise ConfigError(f"task {self.name!r} draws a blur per image (kernel={self.kernel}): "
+                              "its operator is in each sample's physics")
         kind, args = self.op_spec.kind, self.op_spec.args
         if kind == "blur":
             return Blur(self.kernel_tensor(), padding=self.padding)
@@ -143,13 +152,21 @@ class Task:
             ds = Subset(ds, range(min(limit, len(ds))))  # type: ignore[arg-type]
         return ds
 
-    def train_pairs(self, **kwargs: Any) -> DegradedDataset:
-        """``(x, y)`` training pairs with fresh noise on every read (``train_set(**kwargs)``)."""
-        return DegradedDataset(self.train_set(**kwargs), self.operator(), self.noise(), seed=None)
+    def _pairs(self, clean: Dataset, seed: int | None) -> Dataset:
+        if self.is_family:
+            return RandomDegradations(clean, max_kernel=self.kernel_spec.args[0],  # type: ignore
+                                      max_noise=self.noise_sigma, padding=self.padding, seed=seed)
+        return DegradedDataset(clean, self.operator(), self.noise(), seed=seed)
 
-    def val_pairs(self, *, seed: int = 0, **kwargs: Any) -> DegradedDataset:
-        """``(x, y)`` evaluation pairs; image ``i``'s noise is seeded by ``seed + i``."""
-        return DegradedDataset(self.val_set(**kwargs), self.operator(), self.noise(), seed=seed)
+    def train_pairs(self, **kwargs: Any) -> Dataset:
+        """``(x, y)`` training pairs with fresh noise on every read (``train_set(**kwargs)``);
+        ``(x, y, physics)`` triples with a fresh blur too for a family (:attr:`is_family`)."""
+        return self._pairs(self.train_set(**kwargs), None)
+
+    def val_pairs(self, *, seed: int = 0, **kwargs: Any) -> Dataset:
+        """``(x, y)`` evaluation pairs (triples for a family); image ``i``'s noise (and blur)
+        is seeded by ``seed + i``."""
+        return self._pairs(self.val_set(**kwargs), seed)
 
     def to_spec(self) -> str:
         """A string that :func:`jfb.tasks.parse_task` turns back into this task (description

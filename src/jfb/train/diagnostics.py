@@ -12,6 +12,8 @@ measuring changes nothing else in training.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -25,23 +27,26 @@ CONTRACTION_SAMPLES, CONTRACTION_ITERS = 2, 5
 _SALT_CONTRACTION, _SALT_JACOBIAN = 0xC0417, 0x7AC0B
 
 
-def contraction_factor(model: nn.Module, x_hat: torch.Tensor, y: torch.Tensor, *, seed: int,
-                       step: int) -> torch.Tensor:
+def contraction_factor(model: nn.Module, x_hat: torch.Tensor, y: torch.Tensor,
+                       cond: tuple[Any, ...] = (), *, seed: int, step: int) -> torch.Tensor:
     """||J_T(x*)||_2 of the first ``CONTRACTION_SAMPLES`` samples at the fixed point ``x_hat``
-    (detached; no gradient), one value per sample."""
-    k = CONTRACTION_SAMPLES
+    (detached; no gradient), one value per sample; ``cond``: the batch's physics, if any."""
+    k = min(CONTRACTION_SAMPLES, x_hat.shape[0])
+    if cond:  # the physics of those samples
+        cond = (cond[0].select(torch.arange(k, device=x_hat.device)), *cond[1:])
     return model.contraction(
         x_hat.detach()[:k].to(y.dtype),
         y[:k],
+        *cond,
         n_iter=CONTRACTION_ITERS,
         generator=step_generator(seed, step, _SALT_CONTRACTION),
     )
 
 
-def jacobian_penalty(model: nn.Module, x_hat: torch.Tensor, y: torch.Tensor, *, seed: int,
-                     step: int) -> torch.Tensor:
+def jacobian_penalty(model: nn.Module, x_hat: torch.Tensor, y: torch.Tensor,
+                     cond: tuple[Any, ...] = (), *, seed: int, step: int) -> torch.Tensor:
     """mean_i ||J_T(x*_i)||_F^2 / d at the detached fixed point ``x_hat`` (one Hutchinson
     probe): a 0-d tensor with a graph into the model's parameters."""
     return model.jacobian_frobenius(
-        x_hat.detach(), y, generator=step_generator(seed, step, _SALT_JACOBIAN)
+        x_hat.detach(), y, *cond, generator=step_generator(seed, step, _SALT_JACOBIAN)
     ).mean()

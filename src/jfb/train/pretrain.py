@@ -10,6 +10,8 @@ validation. Models are duck-typed: no model class is imported here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -30,14 +32,16 @@ def can_pretrain(model: nn.Module, mode: str) -> bool:
 
 
 def pretrain_output(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mode: str, noise: float, seed: int,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cond: tuple[Any, ...] = (), *,
+    mode: str, noise: float, seed: int,
     step: int, rank: int = 0, world_size: int = 1, val_batch: int | None = None,
 ) -> torch.Tensor:
     """What pre-training fits to x at global ``step``: ``pretrain_forward(y)`` (``"deblur"``),
     or ``feedforward(x + sigma n)`` (``"denoise"``) with sigma ~ U[0, ``noise``] per sample in
-    training and ``noise / 2`` in validation (batch ``val_batch`` of this rank's shard)."""
+    training and ``noise / 2`` in validation (batch ``val_batch`` of this rank's shard).
+    ``cond``: what the batch carries besides (x, y), such as its physics."""
     if mode == "deblur":
-        return model.pretrain_forward(y)
+        return model.pretrain_forward(y, *cond)
     if val_batch is not None:
         g = torch.Generator().manual_seed(mix_seed(seed, _SALT_PRETRAIN_VAL, rank, val_batch))
         draw = torch.randn(x.shape, generator=g, dtype=torch.float32)

@@ -14,7 +14,10 @@ The trainer never builds a model or a dataset: it takes a model (any ``nn.Module
 measurement batch ``y`` to ``x_hat``, optionally exposing ``last_stats`` with per-sample
 ``iterations``/``converged``/``residual``, ``pretrain_forward(y)``, ``feedforward(v)``,
 ``contraction(x*, y)`` and ``jacobian_frobenius(x*, y)``), a training set and a validation set
-of ``(x, y)`` pairs (the validation set with fixed noise), and how to batch their items.
+of ``(x, y)`` pairs (the validation set with fixed noise), and how to batch their items. Items
+may carry more: ``(x, y, *conditions)``, e.g. the physics of each batch
+(:class:`jfb.physics.Physics`: one kernel and one noise level per sample), which the trainer
+moves to the device and passes on, ``model(y, *conditions)``.
 
 Steps. Global step ``g`` counts batches consumed, pre-training steps first: steps ``[0, P)``
 pre-train (P = ``pretrain_steps``, when the model can); steps ``[P, P + steps)`` train
@@ -123,6 +126,7 @@ class Trainer:
         self.train_set = first_items(train_set, dc.max_train_images)
         self.val_set = None if val_set is None else first_items(val_set, dc.max_val_images)
         self.batch_size = dc.batch_size
+        self.val_batch_size = dc.val_batch_size or dc.batch_size  # 1: photos of any size
         self.loader_options = LoaderOptions(
             dc.num_workers, collate_fn or default_collate, self.device.type == "cuda"
         )
@@ -218,7 +222,9 @@ class Trainer:
         after a rollback (the states of the other ranks are not in the checkpoint)."""
         seed_global_rngs(mix_seed(self.config.train.seed, self.step, self.dist.rank))
 
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+    def _to_device(self, t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):  # a condition such as a Physics: its own .to
+            return t.to(self.device)
         t = t.to(self.device, non_blocking=True)
         if self.channels_last and t.dim() == 4:
             t = t.contiguous(memory_format=torch.channels_last)
@@ -232,22 +238,24 @@ class Trainer:
     def _is_log_step(self, g: int) -> bool:
         return g % self.config.train.log_every == 0 or g == self.total_steps
 
-    def _pretrain_output(self, x: torch.Tensor, y: torch.Tensor, *,
+    def _pretrain_output(self, x: torch.Tensor, y: torch.Tensor, cond: tuple[Any, ...] = (), *,
                          val_batch: int | None = None) -> torch.Tensor:
         """What pre-training fits to x at this step (:func:`jfb.train.pretrain.pretrain_output`)."""
         tc = self.config.train
         return pretrain_output(
-            self.model, x, y, mode=tc.pretrain, noise=tc.pretrain_noise, seed=tc.seed,
+            self.model, x, y, cond, mode=tc.pretrain, noise=tc.pretrain_noise, seed=tc.seed,
             step=self.step, rank=self.dist.rank, world_size=self.dist.world_size,
             val_batch=val_batch,
         )
 
     # ------------------------------------------------------------------ one step
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, pretrain: bool) -> dict[str, Any]:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, pretrain: bool,
+                    cond: tuple[Any, ...] = ()) -> dict[str, Any]:
         tc = self.config.train
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            x_hat = self._pretrain_output(x, y) if pretrain else self.forward_module(y)
+            x_hat = (self._pretrain_output(x, y, cond) if pretrain
+                     else self.forward_module(y, *cond))
         stats = None if pretrain else getattr(self.model, "last_stats", None)
         divergence = solver_divergence(
             stats, max_residual=tc.diverge_residual, max_unconverged=tc.diverge_unconverged
@@ -256,7 +264,7 @@ class Trainer:
         total = loss
         jac = None
         if self.jacobian_on and not pretrain:
-            jac = jacobian_penalty(self.model, x_hat, y, seed=tc.seed, step=self.step)
+            jac = jacobian_penalty(self.model, x_hat, y, cond, seed=tc.seed, step=self.step)
             total = loss + tc.jacobian_penalty * jac
         total.backward()
         self.cost.count(stats)  # the backward has filled in its iterations
@@ -264,7 +272,8 @@ class Trainer:
         if not pretrain and tc.log_contraction and self.implicit and self._is_log_step(
             self.step + 1
         ):  # at the map whose fixed point x_hat is: before the update
-            contraction = contraction_factor(self.model, x_hat, y, seed=tc.seed, step=self.step)
+            contraction = contraction_factor(self.model, x_hat, y, cond, seed=tc.seed,
+                                             step=self.step)
         if pretrain and self.dist.distributed:  # pre-training bypasses DDP's gradient hooks
             for p in self.params:
                 if p.grad is not None:
@@ -321,14 +330,17 @@ class Trainer:
             return None
         val_set = self.val_set
 
-        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-            shard = validation_batches(val_set, batch_size=self.batch_size, rank=self.dist.rank,
-                                       world_size=self.dist.world_size, options=self.loader_options)
-            return ((self._to_device(x), self._to_device(y)) for x, y in shard)
+        def batches() -> Iterator[tuple[Any, ...]]:
+            shard = validation_batches(val_set, batch_size=self.val_batch_size,
+                                       rank=self.dist.rank, world_size=self.dist.world_size,
+                                       options=self.loader_options)
+            return (tuple(self._to_device(t) for t in batch) for batch in shard)
 
-        def output(x: torch.Tensor, y: torch.Tensor, i: int) -> torch.Tensor:
+        def output(x: torch.Tensor, y: torch.Tensor, i: int, *cond: Any) -> torch.Tensor:
             with self._autocast():
-                return self._pretrain_output(x, y, val_batch=i) if pretrain else self.model(y)
+                if pretrain:
+                    return self._pretrain_output(x, y, cond, val_batch=i)
+                return self.model(y, *cond)
 
         return validate(self.model, batches, output, device=self.device, solver_stats=not pretrain)
 
@@ -477,10 +489,9 @@ class Trainer:
                         break
                     pretrain = self.step < self.pretrain_steps
                     t0 = time.perf_counter()
-                    x, y = next(batches)
-                    x, y = self._to_device(x), self._to_device(y)
+                    x, y, *cond = (self._to_device(t) for t in next(batches))
                     t1 = time.perf_counter()
-                    out = self._train_step(x, y, pretrain)
+                    out = self._train_step(x, y, pretrain, tuple(cond))
                     synchronize(self.device)
                     t2 = time.perf_counter()
                     self.step += 1

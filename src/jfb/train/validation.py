@@ -41,8 +41,8 @@ def validate(
     cuda_devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=cuda_devices):
-            for i, (x, y) in enumerate(batches()):
-                x_hat = output(x, y, i)
+            for i, (x, y, *cond) in enumerate(batches()):
+                x_hat = output(x, y, i, *cond)
                 p = psnr(x_hat.float().clamp(0, 1), x.float())
                 acc[0] += p.sum().double()
                 acc[1] += p.numel()
