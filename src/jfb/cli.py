@@ -44,12 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's one place that turns errors into lines
         if debug:
             raise
-        from jfb.errors import JFBError
+        from jfb.errors import INPUT_ERRORS, one_line
 
-        # TypeError is a bug (a wrong call), not the user's input: it is an internal error
-        user_error = isinstance(exc, (JFBError, ValueError, OSError))
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if user_error:
+        msg = one_line(exc)
+        if isinstance(exc, INPUT_ERRORS):
             print(f"jfb {args.command}: error: {msg}", file=sys.stderr)
             return 2
         print(
