@@ -215,28 +215,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_deblur(args: argparse.Namespace) -> int:
-    from jfb.deblur import deblur_file
-
-    dst = deblur_file(
-        args.input, args.output, kernel=args.kernel, padding=args.padding, **restore_kwargs(args)
-    )
-    print(f"written: {dst}")
-    return 0
+    return _restore_files(args, kernel=args.kernel, padding=args.padding)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from jfb.deblur import restore_file
     from jfb.tasks import get_task
 
-    dst = restore_file(
-        args.input,
-        args.output,
-        op=get_task(args.task).operator() if args.task else None,
-        mask=args.mask,
-        **restore_kwargs(args),
+    return _restore_files(args, op=get_task(args.task).operator() if args.task else None,
+                          mask=args.mask)
+
+
+def _restore_files(args: argparse.Namespace, **job) -> int:
+    """One input to ``-o FILE`` (:func:`jfb.deblur.restore_file`), else a batch
+    (:func:`jfb.batch.restore_images`) that ends with its summary and exit status 2 when a file
+    failed."""
+    from jfb.batch import is_batch, restore_images
+    from jfb.deblur import restore_file
+
+    if not is_batch(args.inputs, args.output):
+        dst = restore_file(args.inputs[0], args.output, **job, **restore_kwargs(args))
+        print(f"written: {dst}")
+        return 0
+    result = restore_images(
+        args.inputs, args.output, **job, **restore_kwargs(args),
+        error=lambda line: print(f"jfb {args.command}: error: {line}", file=sys.stderr),
     )
-    print(f"written: {dst}")
-    return 0
+    print(result.summary())
+    return 2 if result.failed else 0
 
 
 def cmd_degrade(args: argparse.Namespace) -> int:

@@ -65,9 +65,26 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
                    help="context pixels each tile gets beyond its borders (default 48: wider "
                    "than the 24-44 pixels over which a border changed the models measured)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing output file (several inputs: redo the outputs "
+                   "that exist instead of skipping them)")
     _add_compute_options(p)
     _add_common(p)
+
+
+#: What `restore` and `deblur` say of several inputs (jfb.batch).
+BATCH = ("Several inputs, or a folder of them, go into the folder -o OUT/ (created if missing), "
+         "the model loaded once, each result named after its input; outputs that exist are "
+         "skipped unless --force, so running an interrupted command again finishes it; a file "
+         "that fails is reported in one line and the others are still done (exit status 2).")
+
+
+def _add_inputs(p: argparse.ArgumentParser, what: str) -> None:
+    """The input files of `restore` and `deblur` and their ``-o``."""
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=what)
+    p.add_argument("-o", "--output", required=True,
+                   help="output image (.png, .tif, .jpg, .bmp), or with several inputs a "
+                   "folder (OUT/ for one input)")
 
 
 def _noise_value(text: str) -> float | str:
@@ -107,7 +124,8 @@ def _budgets(text: str) -> list[float]:
 
 
 def restore_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments of ``jfb.deblur.restore_file`` from ``_add_restore_options``."""
+    """Keyword arguments of ``jfb.deblur.restore_file`` and ``jfb.batch.restore_images`` from
+    ``_add_restore_options``."""
     return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "tol": args.tol,
             "noise": args.noise, "max_memory": args.max_memory, "tile": args.tile,
             "margin": args.margin, "device": args.device, "force": args.force, "report": print,
@@ -214,13 +232,12 @@ def _deblur_parser(sub: argparse._SubParsersAction) -> None:
     """``jfb deblur``: deblur image files."""
     p = sub.add_parser(
         "deblur",
-        help="deblur an image file",
-        description="Deblur one image with a trained model (the shipped default "
+        help="deblur image files",
+        description="Deblur images with a trained model (the shipped default "
         "model when --checkpoint is not given). An image whose solve does not "
-        "fit --max-memory is processed in overlapping tiles.",
+        "fit --max-memory is processed in overlapping tiles. " + BATCH,
     )
-    p.add_argument("input", help="blurred image (png, jpg, bmp, tif)")
-    p.add_argument("-o", "--output", required=True, help="output image (.png, .tif, .jpg, .bmp)")
+    _add_inputs(p, "blurred images (png, jpg, bmp, tif), or folders of them")
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model)")
     p.add_argument(
         "--kernel",
@@ -239,14 +256,14 @@ def _restore_parser(sub: argparse._SubParsersAction) -> None:
     """``jfb restore``: reconstruct images from measurement files."""
     p = sub.add_parser(
         "restore",
-        help="reconstruct an image from a measurement file",
-        description="Reconstruct one image from its measurement (an image file, or a .npy "
-        "array such as a sinogram) with a trained model, under the checkpoint's task or "
+        help="reconstruct images from measurement files",
+        description="Reconstruct images from their measurements (image files, or .npy "
+        "arrays such as sinograms) with a trained model, under the checkpoint's task or "
         "--task. Blur, denoising, super-resolution and given masks go in "
-        "overlapping tiles when the whole image does not fit --max-memory.",
+        "overlapping tiles when the whole image does not fit --max-memory. " + BATCH,
     )
-    p.add_argument("input", help="measurement: image (png, jpg, bmp, tif) or .npy array")
-    p.add_argument("-o", "--output", required=True, help="output image (.png, .tif, .jpg, .bmp)")
+    _add_inputs(p, "measurements: images (png, jpg, bmp, tif) or .npy arrays, or folders of "
+                "them")
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped deblurring model)")
     p.add_argument(
         "--task",
