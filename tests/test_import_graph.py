@@ -152,3 +152,11 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
                           timeout=600, env={"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1",
                                             "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_only_the_entry_points_import_the_command_line() -> None:
+    """``jfb.cli`` is imported by ``python -m jfb`` alone, its parsers by ``jfb.cli`` alone."""
+    users = {m: {d for d in deps if d in ("jfb.cli", "jfb.cli_parsers")}
+             for m, deps in GRAPH.items()}
+    assert {m: d for m, d in users.items() if d} == {"jfb.__main__": {"jfb.cli"},
+                                                     "jfb.cli": {"jfb.cli_parsers"}}

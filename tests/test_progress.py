@@ -157,6 +157,20 @@ def test_message_stays_above_the_live_line():
     assert text.endswith("image  3/10 [######..............]  30% | ETA ?")  # redrawn
 
 
+def test_paused_clears_the_live_line_for_other_output_and_draws_it_again():
+    clock = Clock()
+    bar, out = tty_bar(10, clock)
+    bar.update(3)
+    with bar.paused():
+        out.write("a line of stdout\n")  # the same terminal
+    text = out.getvalue()
+    assert "ETA ?\r\x1b[2Ka line of stdout\n" in text
+    assert text.endswith("image  3/10 [######..............]  30% | ETA ?")  # redrawn
+    quiet = NullProgress(10)
+    with quiet.paused():  # nothing to clear
+        pass
+
+
 def test_progress_bar_shows_nothing_off_a_terminal_when_disabled_or_silenced(monkeypatch):
     plain = io.StringIO()
     bar = progress_bar(10, "job", stream=plain)

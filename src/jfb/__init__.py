@@ -2,8 +2,8 @@
 
 The core (``physics``, ``deq``, ``nets``, ``models``) is imported with ``jfb``; the rest
 (``baselines``, ``data``, ``tasks``, ``metrics``, ``train``, ``config``, ``evaluate``, ...) is
-imported on first use, so ``import jfb`` stays cheap. ``jfb.load_pretrained`` and
-``jfb.restore_image`` (:mod:`jfb.api`) are the main job from Python.
+imported on first use, so ``import jfb`` stays cheap. ``jfb.load_pretrained``,
+``jfb.restore_image`` and ``jfb.restore_images`` (:mod:`jfb.api`) are the main job from Python.
 """
 
 import importlib
@@ -17,7 +17,7 @@ _LAZY = ("api", "baselines", "bench", "compare", "config", "data", "deblur", "ev
          "pipeline", "report", "restore", "tasks", "train")
 
 #: Functions of :mod:`jfb.api` exported at the top level (imported on first use too).
-_API = ("load_pretrained", "restore_image")
+_API = ("load_pretrained", "restore_image", "restore_images")
 
 __all__ = [
     "CheckpointError",

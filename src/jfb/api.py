@@ -3,6 +3,7 @@
     import jfb
     loaded = jfb.load_pretrained()                   # the shipped model, eval mode, on the CPU
     sharp = jfb.restore_image(blurred, model=loaded)  # same shape and dtype as ``blurred``
+    done = jfb.restore_images(["a.png", "photos/"], "sharp/")  # files: jfb.batch
 
 Images are numpy arrays (H, W) or (H, W, C), or torch tensors (H, W) or (C, H, W), C = 1 or 3,
 of uint8 or uint16 (full range) or floats (nominally in [0, 1]). The conversion to and from
@@ -20,10 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from jfb.batch import restore_images
 from jfb.errors import ConfigError, DataError, JFBError
 from jfb.pipeline import LoadedModel
 
-__all__ = ["Layout", "LoadedModel", "as_measurement", "load_pretrained", "restore_image"]
+__all__ = ["Layout", "LoadedModel", "as_measurement", "load_pretrained", "restore_image",
+           "restore_images"]
 
 #: Full-scale value of each integer type an image may have; floats are taken as they are.
 _FULL_SCALE = {"uint8": 255, "uint16": 65535}

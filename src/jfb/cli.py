@@ -1,7 +1,8 @@
 """The `jfb` command line: demo, train, eval, restore, deblur, degrade, compare, tasks, bench.
 
 Errors in what the user handed in are one line on stderr and exit status 2 (no traceback unless
-``--debug``); an unexpected failure is exit status 1 with a pointer to ``--debug``.
+``--debug``); an unexpected failure is exit status 1 with a pointer to ``--debug``. The options
+are defined in :mod:`jfb.cli_parsers`; each command here only calls one job.
 """
 
 from __future__ import annotations
@@ -13,320 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-DESCRIPTION = """Implicit networks (deep equilibrium models) trained with Jacobian-free
-backpropagation for imaging inverse problems: deblurring, denoising, super-resolution,
-inpainting, tomography. Start with `jfb demo`."""
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-
-
-def _add_compute_options(p: argparse.ArgumentParser) -> None:
-    """``--threads`` and ``--quiet``, which every command that computes takes (``main`` applies
-    them: :func:`_set_threads`, :func:`jfb.progress.silenced`)."""
-    p.add_argument(
-        "--threads", type=_positive_int, metavar="N",
-        help="CPU threads of torch's operations (default: torch's own, about one per core)",
-    )
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress display (progress goes to stderr, on a terminal only)")
-
-
-def _positive_int(text: str) -> int:
-    """An integer >= 1 (``--threads``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _add_restore_options(p: argparse.ArgumentParser) -> None:
-    """The options `restore` and `deblur` share (see ``_restore_kwargs``)."""
-    p.add_argument("--max-iter", type=int, help="fixed-point iteration budget")
-    p.add_argument("--tol", type=float, help="fixed-point tolerance: the solve stops at this "
-                   "relative residual ||T(s) - s|| / ||T(s)|| (default: the model's own)")
-    p.add_argument(
-        "--noise", type=_noise_value, metavar="SIGMA|auto",
-        help="noise std of the input, in its value units (0.01 = 1%% of the [0, 1] range), or "
-        "'auto' to estimate it from the input (blur and denoising models); a DE-ADMM model "
-        "scales its learned rho by (SIGMA / its training noise)^2, plug-and-play's rule "
-        "(default: the noise it was trained at)",
-    )
-    p.add_argument(
-        "--max-memory", type=_byte_size, metavar="SIZE",
-        help="memory the solve may use, e.g. 2G or 500M: an image that needs more is restored "
-        "in tiles (default: half the memory available now)",
-    )
-    p.add_argument("--tile", type=int, metavar="PIXELS",
-                   help="restore in tiles of this many pixels a side, whatever the memory "
-                   "(default: the whole image when it fits --max-memory, else the largest tiles "
-                   "that fit)")
-    p.add_argument("--margin", type=int, default=48, metavar="PIXELS",
-                   help="context pixels each tile gets beyond its borders (default 48: wider "
-                   "than the 24-44 pixels over which a border changed the models measured)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    _add_compute_options(p)
-    _add_common(p)
-
-
-def _noise_value(text: str) -> float | str:
-    """``--noise``: a number, or "auto"."""
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-
-
-def _byte_size(text: str) -> float:
-    """``--max-memory``: bytes, or a number with K, M, G or T (powers of 1024)."""
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    try:
-        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size such as 2G or 500M, got {text!r}") \
-            from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the size must be positive, got {text!r}")
-    return value
-
-
-def _budgets(text: str) -> list[float]:
-    """``--budgets 5,10,30``: positive CPU-minutes."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"budgets are comma-separated minutes, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"budgets must be positive minutes, got {text!r}")
-    return values
-
-
-def _restore_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments of ``jfb.deblur.restore_file`` from ``_add_restore_options``."""
-    return {"checkpoint": args.checkpoint, "max_iter": args.max_iter, "tol": args.tol,
-            "noise": args.noise, "max_memory": args.max_memory, "tile": args.tile,
-            "margin": args.margin, "device": args.device, "force": args.force, "report": print,
-            "progress": True,
-            "warn": lambda line: print(f"jfb {args.command}: warning: {line}", file=sys.stderr)}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jfb", description=DESCRIPTION)
-    _add_common(parser)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser(
-        "demo",
-        help="train the best recipe on built-in photos, compare it, write a report",
-        description="On photos that ship with scikit-image (CPU, a few minutes): "
-        "train DE-ADMM whose denoiser is first pre-trained as one, then by JFB through "
-        "the fixed point, and a feedforward net with the same DnCNN for the same "
-        "seconds; compare them with the blurred input, tuned Tikhonov and TV, and the "
-        "shipped default model (trained on CelebA faces); write report.md, "
-        "results.json, figure.png and curve.png.",
-    )
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.steps=50 (repeatable)",
-    )
-    _add_compute_options(p)
-    _add_common(p)
-
-    p = sub.add_parser(
-        "train",
-        help="train a model from a config file",
-        description="Train the model a config describes; writes logs and "
-        "checkpoints (last.safetensors, best.safetensors) to the output folder.",
-    )
-    p.add_argument("--config", help="TOML or YAML config file (default: built-in defaults)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set model.backward.name=ift",
-    )
-    p.add_argument("--out", help="output folder (default: train.out_dir of the config)")
-    p.add_argument(
-        "--resume", action="store_true", help="continue exactly from OUT/last.safetensors"
-    )
-    p.add_argument(
-        "--print-config", action="store_true", help="print the resolved config as TOML and exit"
-    )
-    _add_compute_options(p)
-    _add_common(p)
-
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a checkpoint on a task's evaluation images",
-        description="PSNR/SSIM (PROTOCOL.md) of a checkpoint on a task's "
-        "evaluation split with seeded noise; writes results.json, results.md, "
-        "per_image.csv and a figure grid.",
-    )
-    p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint written by `jfb train`")
-    p.add_argument(
-        "--config",
-        help="instead of a checkpoint: evaluate the untrained model this config builds (R from "
-        "train.init_net if set), i.e. what training would start from; --set overrides apply",
-    )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of --config (repeatable)")
-    p.add_argument("--task", help="task name or spec (default: the checkpoint's own task)")
-    p.add_argument("--max-images", type=int, help="evaluate on the first N images only")
-    p.add_argument(
-        "--eval-max-iter", type=int, help="test-time fixed-point iteration budget (implicit models)"
-    )
-    p.add_argument("--eval-tol", type=float,
-                   help="test-time fixed-point tolerance, a relative residual (implicit models)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--out", help="output folder (default: beside the checkpoint, eval-<task>)")
-    p.add_argument(
-        "--contraction",
-        action="store_true",
-        help="also measure the local contraction factor ||J_T(x*)||_2 of every reconstruction "
-        "(implicit models; 10 power iterations) and report its mean and max",
-    )
-    p.add_argument(
-        "--adapt-noise", action="store_true",
-        help="DE-ADMM models: scale the learned rho by (task noise / training noise)^2, "
-        "plug-and-play's rule, for a --task noisier or cleaner than the training one",
-    )
-    _add_compute_options(p)
-    _add_common(p)
-
-    p = sub.add_parser(
-        "deblur",
-        help="deblur an image file",
-        description="Deblur one image with a trained model (the shipped default "
-        "model when --checkpoint is not given). An image whose solve does not "
-        "fit --max-memory is processed in overlapping tiles.",
-    )
-    p.add_argument("input", help="blurred image (png, jpg, bmp, tif)")
-    p.add_argument("-o", "--output", required=True, help="output image (.png, .tif, .jpg, .bmp)")
-    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model)")
-    p.add_argument(
-        "--kernel",
-        help="blur kernel: gaussian:SIZE:SIGMA, motion:SIZE[:SEED], "
-        "disk:RADIUS or file:PATH (.npy or image); default: the model's task kernel",
-    )
-    p.add_argument(
-        "--padding",
-        default=None,
-        help="boundary of the blur model: zeros, circular, reflect (default: model's)",
-    )
-    _add_restore_options(p)
-
-    p = sub.add_parser(
-        "restore",
-        help="reconstruct an image from a measurement file",
-        description="Reconstruct one image from its measurement (an image file, or a .npy "
-        "array such as a sinogram) with a trained model, under the checkpoint's task or "
-        "--task. Blur, denoising, super-resolution and given masks go in "
-        "overlapping tiles when the whole image does not fit --max-memory.",
-    )
-    p.add_argument("input", help="measurement: image (png, jpg, bmp, tif) or .npy array")
-    p.add_argument("-o", "--output", required=True, help="output image (.png, .tif, .jpg, .bmp)")
-    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped deblurring model)")
-    p.add_argument(
-        "--task",
-        help="task name or spec whose operator replaces the model's (e.g. op=sr:4, or "
-        "kernel=gaussian:7:2.0); default: the checkpoint's task",
-    )
-    p.add_argument("--mask", help="inpainting: image or .npy of the input's size, nonzero = seen")
-    _add_restore_options(p)
-
-    p = sub.add_parser(
-        "degrade",
-        help="simulate a measurement of a clean image under a task",
-        description="Write y = A x + n for a clean image under a task's forward model (seeded "
-        "noise): an image file, or a .npy array for tomography.",
-    )
-    p.add_argument("input", help="clean image (png, jpg, bmp, tif)")
-    p.add_argument("-o", "--output", required=True, help="output (.png, .tif, ... or .npy)")
-    p.add_argument("--task", required=True, help="task name or spec")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    _add_compute_options(p)
-    _add_common(p)
-
-    p = sub.add_parser(
-        "compare",
-        help="evaluate several methods on one task, as one table",
-        description="Evaluate classical methods (weights tuned on training "
-        "images) and trained checkpoints on the same images, noise and metrics; "
-        "writes results.json, results.md, figure.png and iterations.png.",
-    )
-    p.add_argument("--task", default="celeba-gauss5", help="task name or spec")
-    p.add_argument(
-        "--methods",
-        required=True,
-        help="comma-separated: input (alias blurred), tikhonov, tikhonov-identity, tv, wiener, "
-        "paths of .safetensors checkpoints, or pnp-admm:PATH / pnp-pgd:PATH (PATH: a denoiser "
-        "checkpoint trained with op=denoise)",
-    )
-    p.add_argument("--max-images", type=int, help="evaluate on the first N images only")
-    p.add_argument(
-        "--tune-images",
-        type=int,
-        default=16,
-        help="training images used to tune classical weights (default 16)",
-    )
-    p.add_argument(
-        "--iterations",
-        default="",
-        help="test-time iteration budgets for the PSNR-vs-iterations curve, e.g. 1,2,5,10,20",
-    )
-    p.add_argument(
-        "--adapt-noise", action="store_true",
-        help="DE-ADMM checkpoints: scale the learned rho by (task noise / training noise)^2, "
-        "plug-and-play's rule (the row name says so); other methods are unchanged",
-    )
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--out", required=True, help="output folder")
-    _add_compute_options(p)
-    _add_common(p)
-
-    p = sub.add_parser(
-        "curves",
-        help="validation PSNR of training runs against their training CPU time",
-        description="Read the validation records of training runs (their metrics.jsonl: CPU "
-        "seconds of training, validation not counted) and compare the runs at equal compute: "
-        "writes curves.json, curves.md (PSNR within each budget, final PSNR, saturated or "
-        "not) and curves.png (PSNR against CPU-minutes).",
-    )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training run folders")
-    p.add_argument("--labels", help="comma-separated names of the runs (default: folder names)")
-    p.add_argument("--budgets", type=_budgets, default="5,10,20,30",
-                   help="comma-separated CPU-minute budgets of the table (default 5,10,20,30)")
-    p.add_argument("--out", required=True, help="output folder")
-    _add_common(p)
-
-    p = sub.add_parser("tasks", help="list the built-in tasks")
-    _add_common(p)
-
-    # Listed for --help only: main() hands `jfb bench ...` to jfb.bench.main before parsing.
-    sub.add_parser("bench", help="benchmarks of training and inference cost (jfb bench --help)")
-    return parser
+from jfb.cli_parsers import build_parser, restore_kwargs
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `jfb` command on ``argv`` (default: the process's arguments); the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # the bench has its own parser (see `jfb bench --help`)
         from jfb.bench import main as bench_main
@@ -352,12 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's one place that turns errors into lines
         if debug:
             raise
-        from jfb.errors import JFBError
+        from jfb.errors import INPUT_ERRORS, one_line
 
-        # TypeError is a bug (a wrong call), not the user's input: it is an internal error
-        user_error = isinstance(exc, (JFBError, ValueError, OSError))
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if user_error:
+        msg = one_line(exc)
+        if isinstance(exc, INPUT_ERRORS):
             print(f"jfb {args.command}: error: {msg}", file=sys.stderr)
             return 2
         print(
@@ -525,28 +215,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_deblur(args: argparse.Namespace) -> int:
-    from jfb.deblur import deblur_file
-
-    dst = deblur_file(
-        args.input, args.output, kernel=args.kernel, padding=args.padding, **_restore_kwargs(args)
-    )
-    print(f"written: {dst}")
-    return 0
+    return _restore_files(args, kernel=args.kernel, padding=args.padding)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from jfb.deblur import restore_file
     from jfb.tasks import get_task
 
-    dst = restore_file(
-        args.input,
-        args.output,
-        op=get_task(args.task).operator() if args.task else None,
-        mask=args.mask,
-        **_restore_kwargs(args),
+    return _restore_files(args, op=get_task(args.task).operator() if args.task else None,
+                          mask=args.mask)
+
+
+def _restore_files(args: argparse.Namespace, **job) -> int:
+    """One input to ``-o FILE`` (:func:`jfb.deblur.restore_file`), else a batch
+    (:func:`jfb.batch.restore_images`) that ends with its summary and exit status 2 when a file
+    failed."""
+    from jfb.batch import is_batch, restore_images
+    from jfb.deblur import restore_file
+
+    if not is_batch(args.inputs, args.output):
+        dst = restore_file(args.inputs[0], args.output, **job, **restore_kwargs(args))
+        print(f"written: {dst}")
+        return 0
+    result = restore_images(
+        args.inputs, args.output, **job, **restore_kwargs(args),
+        error=lambda line: print(f"jfb {args.command}: error: {line}", file=sys.stderr),
     )
-    print(f"written: {dst}")
-    return 0
+    print(result.summary())
+    return 2 if result.failed else 0
 
 
 def cmd_degrade(args: argparse.Namespace) -> int:

@@ -13,32 +13,24 @@ command-line override switches it off (TOML has no null): ``train.grad_clip=none
 ``Config.to_dict()`` / ``Config.from_dict()`` round-trip through plain JSON-compatible dicts (that
 form is stored in checkpoints). ``jfb.models.build_model`` takes the typed ``ModelConfig``: the
 defaults below are the only ones a built model gets.
+
+This module holds the schema (the sections, their defaults and ranges) and the loading API; the
+text of files and overrides lives in :mod:`jfb.config_files`, the checking of each value against
+its field in :mod:`jfb.config_values`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import itertools
 import json
-import math
-import reprlib
-import types
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from jfb.config_files import dict_to_toml, override_dict, parse_override_value, read_config_file
+from jfb.config_values import build_section, choices, describe, unknown_key_message
 from jfb.errors import ConfigError
-
-try:  # Python >= 3.11
-    import tomllib as _toml
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10 fallback
-    try:
-        import tomli as _toml  # type: ignore[no-redef]
-    except ModuleNotFoundError:
-        _toml = None  # type: ignore[assignment]
 
 __all__ = [
     "BackwardConfig",
@@ -69,7 +61,8 @@ MODEL_DEFINING_KEYS: tuple[str, ...] = (
 def _f(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
        gt: float | None = None, ge: float | None = None, le: float | None = None,
        doc: str = "") -> Any:
-    """A dataclass field with range limits (checked by ``_validate``) and a one-line doc."""
+    """A dataclass field with range limits (checked by ``config_values.build_section``) and a
+    one-line doc."""
     meta = {"gt": gt, "ge": ge, "le": le, "doc": doc}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
@@ -190,7 +183,7 @@ class ModelConfig:
         """The ``model`` section from a (partial) nested dict such as
         ``Config.to_dict()["model"]``: missing keys take the defaults above, and errors name
         the dotted key (``model.net.depth: ...``). Raises ConfigError."""
-        model = _build(cls, data, "model.")
+        model = build_section(cls, data, "model.")
         _check_model(model)
         return model
 
@@ -289,7 +282,7 @@ class Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
         """Build from a (partial) nested dict; missing keys take defaults. Raises ConfigError."""
-        cfg = _build(cls, data, "")
+        cfg = build_section(cls, data, "")
         _check_cross_fields(cfg)
         return cfg
 
@@ -298,7 +291,7 @@ class Config:
 
     def to_toml(self) -> str:
         """TOML text that ``load_config`` reads back to an equal Config (None -> "none")."""
-        return _to_toml(self.to_dict())
+        return dict_to_toml(self.to_dict())
 
     def with_overrides(self, overrides: Iterable[str]) -> Config:
         """A new Config with ``key=value`` overrides applied (see ``apply_overrides``)."""
@@ -311,7 +304,7 @@ class Config:
         for i, part in enumerate(parts):
             known = node if isinstance(node, dict) else {}
             if part not in known:
-                raise ConfigError(_unknown_msg(".".join(parts[: i + 1]), known))
+                raise ConfigError(unknown_key_message(".".join(parts[: i + 1]), known))
             node = known[part]
         return node
 
@@ -325,297 +318,29 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     """
     raw: Mapping[str, Any] = {}
     if path is not None:
-        raw = _read_file(Path(path))
+        raw = read_config_file(Path(path))
     cfg = Config.from_dict(raw)
     overrides = list(overrides)
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 
-def _read_file(path: Path) -> Mapping[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    try:
-        if suffix == ".toml":
-            if _toml is None:  # pragma: no cover
-                raise ConfigError("reading TOML needs Python >= 3.11 or the 'tomli' package")
-            data = _toml.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-            if data is None:
-                data = {}
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigError(
-                f"config file {path}: unknown format {suffix!r} (use .toml, .yaml, .yml or .json)"
-            )
-    except ConfigError:
-        raise
-    except Exception as exc:  # syntax errors of the three parsers
-        raise ConfigError(f"config file {path}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: top level must be a table, got "
-                          f"{type(data).__name__}")
-    return data
-
-
-def parse_override_value(text: str) -> Any:
-    """Parse the right-hand side of ``key=value`` as a TOML literal, else keep it as a string.
-
-    ``"3e-4"`` -> 0.0003, ``"5"`` -> 5, ``"true"`` -> True, ``"[1, 2]"`` -> [1, 2],
-    ``'"5"'`` -> "5", ``"ift"`` -> "ift".
-    """
-    text = text.strip()
-    if _toml is not None:
-        try:
-            return _toml.loads(f"v = {text}")["v"]
-        except Exception:  # noqa: BLE001 - anything that is not a TOML literal is a string
-            pass
-    return text
-
-
 def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
-    """Apply ``["train.lr=3e-4", "model.net.depth=5", ...]`` to ``cfg`` (not modified).
-
-    The key is a dotted path to an existing key; a whole section may be replaced by an inline
-    table (``model.net={depth=5, width=32}``: keys not named keep their values).
-    """
-    data = cfg.to_dict()
-    for item in overrides:
-        if not isinstance(item, str) or "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        key, _, value_text = item.partition("=")
-        key = key.strip()
-        if not key or any(not p for p in key.split(".")):
-            raise ConfigError(f"override {item!r}: empty key")
-        parts = key.split(".")
-        node: dict[str, Any] = data
-        for i, part in enumerate(parts):
-            dotted = ".".join(parts[: i + 1])
-            if part not in node:
-                raise ConfigError(_unknown_msg(dotted, node))
-            if i == len(parts) - 1:
-                value = parse_override_value(value_text)
-                if isinstance(node[part], dict) and isinstance(value, dict):
-                    node[part] = _deep_merge(node[part], value)
-                else:
-                    node[part] = value
-            else:
-                if not isinstance(node[part], dict):
-                    raise ConfigError(f"override {item!r}: '{dotted}' is a value, not a section")
-                node = node[part]
-    return Config.from_dict(data)
+    """``cfg`` (not modified) with ``["train.lr=3e-4", "model.net.depth=5", ...]`` applied
+    (the rules: :func:`jfb.config_files.override_dict`)."""
+    return Config.from_dict(override_dict(cfg.to_dict(), overrides))
 
 
-# ---------------------------------------------------------------------- internals
-def _deep_merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in new.items():
-        if isinstance(out.get(k), dict) and isinstance(v, Mapping):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def _unknown_msg(dotted: str, known: Mapping[str, Any]) -> str:
-    leaf = dotted.rsplit(".", 1)[-1]
-    msg = f"unknown key '{dotted}'"
-    close = difflib.get_close_matches(leaf, [str(k) for k in known], n=1)
-    if close:
-        prefix = dotted.rsplit(".", 1)[0] + "." if "." in dotted else ""
-        msg += f" (did you mean '{prefix}{close[0]}'?)"
-    return msg
-
-
-class _ShortRepr(reprlib.Repr):
-    """A bounded repr for error messages: at most 4 items per container, 3 levels deep, 60
-    characters per string, and dicts in their own order (reprlib sorts a dict's keys first), so
-    describing a value visits O(1) of it whatever its size; a 345-byte YAML alias bomb stands
-    for 9^8 strings, and ``repr()`` of it took seconds and hundreds of MB."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel = 3
-        self.maxtuple = self.maxlist = self.maxarray = self.maxdict = 4
-        self.maxset = self.maxfrozenset = self.maxdeque = 4
-        self.maxstring = self.maxother = 60
-        self.maxlong = 40
-
-    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
-        if not x:
-            return "{}"
-        if level <= 0:
-            return "{...}"
-        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
-                 for k, v in itertools.islice(x.items(), self.maxdict)]
-        return "{" + ", ".join(items + (["..."] if len(x) > self.maxdict else [])) + "}"
-
-
-_SHORT_REPR = _ShortRepr()
-
-
-def _describe(value: Any) -> str:
-    """``"TYPE REPR"`` for an error message, REPR bounded (see :class:`_ShortRepr`) and cut to
-    60 characters."""
-    try:
-        text = _SHORT_REPR.repr(value)
-    except Exception:  # noqa: BLE001 - e.g. an int too long to print; the type is enough
-        text = "<...>"
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
-
-
-_HINTS_CACHE: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS_CACHE:
-        _HINTS_CACHE[cls] = typing.get_type_hints(cls)
-    return _HINTS_CACHE[cls]
-
-
-def choices(section: type, key: str) -> tuple[Any, ...]:
-    """The values a ``Literal`` key of a config section allows, e.g.
-    ``choices(ModelConfig, "kind")`` -> ``("degrad", "deprox", "deadmm", "feedforward")``."""
-    tp = _hints(section)[key]
-    if typing.get_origin(tp) is not Literal:
-        raise TypeError(f"{section.__name__}.{key} is not a Literal key")  # a bug of the caller
-    return typing.get_args(tp)
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "config"
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a table of keys, got {_describe(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise ConfigError(_unknown_msg(f"{prefix}{key}", fields))
-    hints = _hints(cls)
-    kwargs: dict[str, Any] = {}
-    for name, fld in fields.items():
-        if name not in data:
-            continue
-        dotted = f"{prefix}{name}"
-        value = _coerce(hints[name], data[name], dotted)
-        _check_range(fld, value, dotted)
-        kwargs[name] = value
-    obj = cls(**kwargs)
-    # Defaults of nested sections are built by their factories; range-check defaults too.
-    for name, fld in fields.items():
-        if name not in data:
-            _check_range(fld, getattr(obj, name), f"{prefix}{name}")
-    return obj
-
-
-def _coerce(tp: Any, value: Any, dotted: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, dotted + ".")
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
-        inner = [a for a in args if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
-            return None
-        return _coerce(inner[0], value, dotted)
-    if origin is Literal:
-        if isinstance(value, str) and value in args:
-            return value
-        choices = ", ".join(repr(a) for a in args)
-        raise ConfigError(f"{dotted}: expected one of {choices}, got {_describe(value)}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{dotted}: expected bool, got {_describe(value)}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return int(value)
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{dotted}: expected int, got {_describe(value)}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out = float(value)
-            if math.isnan(out):
-                raise ConfigError(f"{dotted}: expected a number, got nan")
-            return out
-        raise ConfigError(f"{dotted}: expected float, got {_describe(value)}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{dotted}: expected str, got {_describe(value)}")
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
-        if isinstance(value, (list, tuple)):
-            return tuple(_coerce(args[0], v, f"{dotted}[{i}]") for i, v in enumerate(value))
-        raise ConfigError(f"{dotted}: expected a list, got {_describe(value)}")
-    raise TypeError(f"{dotted}: unsupported annotation {tp!r}")  # a bug in this module
-
-
-def _check_range(fld: dataclasses.Field, value: Any, dotted: str) -> None:
-    if isinstance(value, tuple):
-        for i, v in enumerate(value):
-            _check_range(fld, v, f"{dotted}[{i}]")
-        return
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    gt, ge, le = fld.metadata.get("gt"), fld.metadata.get("ge"), fld.metadata.get("le")
-    if gt is not None and not value > gt:
-        raise ConfigError(f"{dotted}: must be > {gt}, got {value!r}")
-    if ge is not None and not value >= ge:
-        raise ConfigError(f"{dotted}: must be >= {ge}, got {value!r}")
-    if le is not None and not value <= le:
-        raise ConfigError(f"{dotted}: must be <= {le}, got {value!r}")
-    if isinstance(value, float) and math.isinf(value) and (gt is not None or ge is not None):
-        raise ConfigError(f"{dotted}: must be finite, got {value!r}")
-
-
+# ---------------------------------------------------------------------- cross-field checks
 def _check_cross_fields(cfg: Config) -> None:
+    """ConfigError when keys valid one by one disagree with each other."""
     _check_model(cfg.model)
 
 
 def _check_model(m: ModelConfig) -> None:
+    """ConfigError when the initial step size exceeds its bound."""
     if m.eta_max is not None and m.eta > m.eta_max:
         raise ConfigError(f"model.eta: must be <= model.eta_max ({m.eta_max}), got {m.eta}")
 
 
-def _toml_value(value: Any) -> str:
-    if value is None:
-        return '"none"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def _to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
-    lines: list[str] = []
-    tables = []
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            tables.append((key, value))
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    out = "\n".join(lines)
-    for key, value in tables:
-        name = f"{prefix}{key}"
-        body = _to_toml(value, name + ".")
-        out += ("\n\n" if out else "") + f"[{name}]\n" + body
-    return out.strip("\n") + "\n" if not prefix else out
+#: ``tests/test_config.py`` tests the bounded description of a value under this name.
+_describe = describe

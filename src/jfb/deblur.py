@@ -18,6 +18,7 @@ from jfb.atomic import atomic_path
 from jfb.config import Config
 from jfb.data import (
     IMAGE_SUFFIXES,
+    Photo,
     load_image,
     output_notes,
     read_photo,
@@ -26,7 +27,7 @@ from jfb.data import (
     write_photo,
 )
 from jfb.diagnose import input_noise, noise_estimable, trust_warnings
-from jfb.errors import DataError, TrustWarning
+from jfb.errors import ConfigError, DataError, TrustWarning
 from jfb.physics import (
     Blur,
     Downsample,
@@ -37,7 +38,7 @@ from jfb.physics import (
 )
 from jfb.physics.compose import Composed
 from jfb.physics.mask import MaskOperator
-from jfb.pipeline import CHANNELS, adapt_noise, load_model, replace_blur
+from jfb.pipeline import CHANNELS, LoadedModel, adapt_noise, load_model, replace_blur
 from jfb.progress import progress_bar
 from jfb.restore import operator_reach, plan_tiles, restore_tiled, tile_for_budget
 from jfb.tasks import Task, get_task
@@ -148,6 +149,7 @@ def restore_tensor(
     report: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
     progress: bool = False,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """x_hat for the measurement y (C, H, W), C = 1 or 3, with a model loaded by
     :func:`jfb.pipeline.load_model` (trained under ``cfg``); returns (C, H, W) in [0, 1].
@@ -164,7 +166,8 @@ def restore_tensor(
     measurement. One-channel measurements are replicated to RGB for the model and the result is
     averaged back. ``report`` receives one-line notes; ``warn`` one-line warnings that the result
     may not be trusted (:func:`jfb.diagnose.trust_warnings`; default: Python warnings of
-    category :class:`jfb.errors.TrustWarning`); ``progress`` shows a progress bar.
+    category :class:`jfb.errors.TrustWarning`); ``progress`` shows a progress bar; ``on_tile``
+    is told (tiles done, tiles in all) after each piece solved (1 for the whole image).
     """
     if y.dim() != 3 or y.shape[0] not in (1, CHANNELS):
         raise DataError(f"expected a (1 or {CHANNELS}, H, W) measurement, got {tuple(y.shape)}")
@@ -198,7 +201,7 @@ def restore_tensor(
             reach = operator_reach(op.A, scale=scale) if observed is None else 0
             x = _solve_in_pieces(model, y, observed, scale=scale, guard=reach, tile=tile,
                                  margin=margin, max_memory=max_memory, report=report,
-                                 progress=progress)
+                                 progress=progress, on_tile=on_tile)
         x = x.clamp(0, 1)
         measured = op if observed is None else Mask(observed)
         for line in trust_warnings(measured, x, y, sigma=sigma, step=step, border=reach,
@@ -263,6 +266,7 @@ def _solve_in_pieces(
     max_memory: float | None,
     report: Callable[[str], None] | None,
     progress: bool,
+    on_tile: Callable[[int, int], None] | None,
 ) -> torch.Tensor:
     """The model's x_hat of y (1, C, H, W) (a tileable operator, or a mask ``observed``), on
     the whole image when it fits the memory budget, else in tiles (see :func:`restore_tensor`)."""
@@ -282,6 +286,8 @@ def _solve_in_pieces(
                 with _operator(model, Mask(observed)):
                     x = model(y * observed)
             bar.update()
+        if on_tile is not None:
+            on_tile(1, 1)
         return x
 
     def solve(tiles: torch.Tensor, window: torch.Tensor, masks: torch.Tensor | None):
@@ -294,9 +300,18 @@ def _solve_in_pieces(
     if report is not None:
         h, w = max(b.r1 - b.r0 for b in boxes), max(b.c1 - b.c0 for b in boxes)
         report(f"restoring in {n} tiles of up to {h}x{w} pixels (+{margin} of context)")
+    done = 0
     with progress_bar(n, "restoring", unit="tile", enabled=progress) as bar:
+
+        def tiles_done(k: int) -> None:
+            nonlocal done
+            done += k
+            bar.update(k)
+            if on_tile is not None:
+                on_tile(done, n)
+
         return restore_tiled(solve, y, tile=tile, margin=margin, guard=guard, aux=observed,
-                             on_tile=bar.update)
+                             on_tile=tiles_done)
 
 
 def restore_file(
@@ -305,6 +320,8 @@ def restore_file(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
+    kernel: str | None = None,
+    padding: str | None = None,
     mask: str | os.PathLike[str] | None = None,
     max_iter: int | None = None,
     tol: float | None = None,
@@ -327,60 +344,123 @@ def restore_file(
     colour profile where the output format can hold them (:func:`jfb.data.write_photo`); a
     ``.npy`` measurement gives an 8-bit image. The forward model is the checkpoint task's
     operator, or ``op`` (the models are physics-aware: their map uses A explicitly), which may be
-    a function of the checkpoint's task (see :func:`jfb.pipeline.load_model`). ``mask`` is an
+    a function of the checkpoint's task (see :func:`jfb.pipeline.load_model`), or the task's blur
+    with another ``kernel`` and/or ``padding`` (:func:`blur_operator`). ``mask`` is an
     image or .npy of the input's size, nonzero = observed. A palette image restored without
     ``noise`` gets ``noise="auto"``: its colour quantisation (and dithering) is noise that the
     model was not trained for. ``report``, ``warn`` and ``progress`` as for
     :func:`restore_tensor`.
     """
-    from jfb.device import resolve_device
-
     say = report if report is not None else (lambda _msg: None)
     src = Path(input_path)
     dst = resolve_output(src, output_path, force=force)
     if dst != Path(output_path):
         say(f"output: {dst}")
+    photo, y = read_measurement(src, dst, say)
+    observed = read_mask(mask)
+    loaded = load_restorer(checkpoint, op=blur_operator(kernel, padding, op=op),
+                           max_iter=max_iter, tol=tol, device=device)
+    restore_to_file(loaded, src, photo, y, dst, noise=noise, mask=observed, say=say,
+                    max_memory=max_memory, tile=tile, margin=margin, report=report, warn=warn,
+                    progress=progress)
+    return dst
+
+
+def blur_operator(
+    kernel: str | None,
+    padding: str | None,
+    *,
+    op: LinearOperator | Callable[[Task], LinearOperator] | None = None,
+) -> LinearOperator | Callable[[Task], LinearOperator] | None:
+    """The ``op`` of :func:`jfb.pipeline.load_model`: the checkpoint task's blur with another
+    ``kernel`` and/or ``padding`` (:func:`jfb.pipeline.replace_blur`) when one is given, else
+    ``op`` as it is; ConfigError when both are."""
+    if kernel is None and padding is None:
+        return op
+    if op is not None:
+        raise ConfigError("give either an operator or a blur kernel/padding, not both")
+    return replace_blur(kernel, padding)
+
+
+def read_measurement(src: Path, dst: Path,
+                     say: Callable[[str], None]) -> tuple[Photo | None, torch.Tensor]:
+    """The measurement (C, H, W) in the file ``src`` and the photo it came from (None for a
+    ``.npy`` array); what the photo has and what ``dst`` cannot keep of it said by ``say``."""
     photo = None if src.suffix.lower() == ".npy" else read_photo(src)
     for note in (photo.notes if photo is not None else ()) + output_notes(photo, dst):
         say(f"{src.name}: {note}")
     y = photo.pixels if photo is not None else load_measurement(src)
     if y.shape[0] not in (1, CHANNELS):
         raise DataError(f"{src}: expected 1 or {CHANNELS} channels, got {y.shape[0]}")
-    observed = None
-    if mask is not None:
-        observed = (load_measurement(mask).abs().sum(dim=0, keepdim=True) > 0).float()
+    return photo, y
+
+
+def read_mask(path: str | os.PathLike[str] | None) -> torch.Tensor | None:
+    """The mask file ``path`` (image or .npy) as (1, H, W), 1 = observed (nonzero in any
+    channel); None for None."""
+    if path is None:
+        return None
+    return (load_measurement(path).abs().sum(dim=0, keepdim=True) > 0).float()
+
+
+def load_restorer(
+    checkpoint: str | os.PathLike[str] | None,
+    *,
+    op: LinearOperator | Callable[[Task], LinearOperator] | None,
+    max_iter: int | None,
+    tol: float | None,
+    device: str,
+) -> LoadedModel:
+    """The model of ``checkpoint`` (default: the shipped one) for restoring files, on ``device``
+    (``"auto"``: CUDA when there is one), with ``op`` and the test-time budget given."""
+    from jfb.device import resolve_device
+
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
-    model, cfg, _ = load_model(ckpt, device=resolve_device(device), eval_max_iter=max_iter,
-                               eval_tol=tol, op=op)
+    return load_model(ckpt, device=resolve_device(device), eval_max_iter=max_iter,
+                      eval_tol=tol, op=op)
+
+
+def restore_to_file(
+    loaded: LoadedModel,
+    src: Path,
+    photo: Photo | None,
+    y: torch.Tensor,
+    dst: Path,
+    *,
+    noise: float | str | None,
+    mask: torch.Tensor | None,
+    say: Callable[[str], None],
+    **solve,
+) -> None:
+    """Restore the measurement ``y`` read from ``src`` (:func:`read_measurement`) with ``loaded``
+    and write it atomically to ``dst``, like ``photo``; a palette photo without ``noise`` gets
+    ``"auto"`` (see :func:`restore_file`). ``solve``: the other keywords of
+    :func:`restore_tensor`; ``say`` receives the notes on the files."""
+    model, cfg, _ = loaded
     if (noise is None and photo is not None and photo.source_mode.startswith("P")
             and noise_estimable(model.op) and _can_adapt(model)):
         noise = "auto"
         say(f"{src.name}: a palette image: estimating its noise (pass --noise to set it)")
     try:
-        x = restore_tensor(model, cfg, y, noise=noise, mask=observed, max_memory=max_memory,
-                           tile=tile, margin=margin, report=report, warn=warn,
-                           progress=progress)
+        x = restore_tensor(model, cfg, y, noise=noise, mask=mask, **solve)
     except DataError as exc:
         raise DataError(f"{src}: {exc}") from None
     written = write_photo(x, dst, like=photo)
     for note in written[len(output_notes(photo, dst)):]:
         say(f"{dst.name}: {note}")
-    return dst
 
 
 def deblur_file(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     *,
-    checkpoint: str | os.PathLike[str] | None = None,
     kernel: str | None = None,
     padding: str | None = None,
     **kwargs,
 ) -> Path:
-    """:func:`restore_file` for blur models; ``kernel``/``padding`` replace the checkpoint
-    task's blur (:func:`jfb.pipeline.replace_blur`; see ``jfb.tasks`` for kernel specs)."""
-    op = replace_blur(kernel, padding) if kernel is not None or padding is not None else None
-    return restore_file(input_path, output_path, checkpoint=checkpoint, op=op, **kwargs)
+    """:func:`restore_file` for blur models, whose ``kernel``/``padding`` replace the checkpoint
+    task's blur (see ``jfb.tasks`` for kernel specs)."""
+    return restore_file(input_path, output_path, kernel=kernel, padding=padding, **kwargs)
 
 
 def degrade_file(

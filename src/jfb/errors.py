@@ -33,6 +33,18 @@ class TrustWarning(UserWarning):
     from what the model assumes (see :mod:`jfb.diagnose`)."""
 
 
+#: Exceptions that are the user's input, not a bug (TypeError is a wrong call: a bug): the
+#: command line reports one as a line with exit status 2, and a batch of files reports it for
+#: the file that raised it and goes on.
+INPUT_ERRORS: tuple[type[Exception], ...] = (JFBError, ValueError, OSError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 # ---------------------------------------------------------------------------- argument checks
 # One set of checks for the arguments of every layer (physics, deq, nets, linalg, models,
 # baselines), which may import nothing of the project but this module. Each check returns the

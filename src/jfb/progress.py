@@ -262,6 +262,21 @@ class ProgressBar:
             self._draw(self.clock())
         self.stream.flush()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Within the block the live line is cleared, so that lines written elsewhere (stdout on
+        the same terminal) do not run into it; it is drawn again after."""
+        if not (self.enabled and self._line_open):
+            yield
+            return
+        self.stream.write("\r\x1b[2K")
+        self.stream.flush()
+        self._line_open = False
+        try:
+            yield
+        finally:
+            self._draw(self.clock())
+
     def close(self) -> None:
         """Draw the final state and end the line, which a terminal keeps. Idempotent; messages
         may follow."""

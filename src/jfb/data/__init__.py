@@ -32,7 +32,7 @@ from jfb.data.datasets import (
 from jfb.data.degradations import RandomDegradations
 from jfb.data.images import IMAGE_EXTENSIONS, load_image, save_image, to_mode
 from jfb.data.open import open_dataset
-from jfb.data.outputs import IMAGE_SUFFIXES, resolve_output
+from jfb.data.outputs import IMAGE_SUFFIXES, output_suffix, resolve_output
 from jfb.data.photo import Photo, output_notes, read_photo, write_photo
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "natural_images",
     "open_dataset",
     "output_notes",
+    "output_suffix",
     "read_photo",
     "resize_shorter",
     "resolve_output",

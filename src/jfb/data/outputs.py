@@ -15,7 +15,7 @@ from pathlib import Path
 from jfb.data.images import WRITE_FORMATS
 from jfb.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "resolve_output"]
+__all__ = ["IMAGE_SUFFIXES", "output_suffix", "resolve_output"]
 
 #: The suffixes an image result can be written as (see ``jfb.data.images.WRITE_FORMATS``).
 IMAGE_SUFFIXES: tuple[str, ...] = tuple(WRITE_FORMATS)
@@ -32,6 +32,25 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _refuse_folder(path: Path | str) -> None:
     raise DataError(f"output {path} is a folder: give a file name")
+
+
+def _normalised(suffixes: Iterable[str]) -> tuple[str, ...]:
+    """``suffixes`` lower case, each with its dot; ValueError when there is none."""
+    allowed = tuple(s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes)
+    if not allowed:
+        raise ValueError("suffixes must name at least one file type")
+    return allowed
+
+
+def output_suffix(src: str | os.PathLike[str], suffixes: Iterable[str] = IMAGE_SUFFIXES) -> str:
+    """The suffix a result of ``src`` takes when none is given: ``src``'s own (as spelt) when it
+    is one of ``suffixes`` (any case), else ``.png`` (or the first of ``suffixes`` when ``.png``
+    is not one)."""
+    allowed = _normalised(suffixes)
+    suffix = Path(src).suffix
+    if suffix.lower() in allowed:
+        return suffix
+    return ".png" if ".png" in allowed else allowed[0]
 
 
 def resolve_output(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, force: bool,
@@ -61,18 +80,13 @@ def resolve_output(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, 
     Raises:
         DataError: one line naming the path refused and why.
     """
-    allowed = tuple(s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes)
-    if not allowed:
-        raise ValueError("suffixes must name at least one file type")
+    allowed = _normalised(suffixes)
     raw = os.fspath(dst)
     out = Path(raw)
     if raw.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)) or out.is_dir():
         _refuse_folder(raw)
     if out.suffix == "":
-        suffix = Path(src).suffix
-        if suffix.lower() not in allowed:
-            suffix = ".png" if ".png" in allowed else allowed[0]
-        out = out.with_name(out.name + suffix)
+        out = out.with_name(out.name + output_suffix(src, allowed))
         if out.is_dir():
             _refuse_folder(out)
     elif out.suffix.lower() not in allowed:
