@@ -14,22 +14,24 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
 from jfb.models import DEADMM
-from jfb.models.implicit import ImplicitModel
+from jfb.models.implicit import SolveContext
 from jfb.pipeline import load_model
 from jfb.tasks import get_task
 
 
 class EveryApplication(DEADMM):
-    """The previous DE-ADMM map: A^T y at every application of T."""
+    """The previous DE-ADMM map: A^T y at every application of T (the context keeps y)."""
 
-    solve_constants = ImplicitModel.solve_constants
+    def context(self, y: torch.Tensor, physics) -> SolveContext:
+        return SolveContext(physics, y, self.rho_of(physics, y))
 
-    def T_with(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return DEADMM.T_with(self, s, self.op.A_adjoint(y))
+    def T_with(self, s: torch.Tensor, ctx: SolveContext) -> torch.Tensor:
+        return DEADMM.T_with(self, s, replace(ctx, data=ctx.op.A_adjoint(ctx.data)))
 
 
 def cpu_seconds(fn) -> float:

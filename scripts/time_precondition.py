@@ -53,18 +53,18 @@ def instrument(model: DEADMM, tally: Tally) -> None:
     t_with, x_update = model.T_with, model._x_update
     in_x_update = [False]
 
-    def timed_t(s: torch.Tensor, aty: torch.Tensor) -> torch.Tensor:
+    def timed_t(s: torch.Tensor, ctx) -> torch.Tensor:
         t0 = time.process_time()
-        out = t_with(s, aty)
+        out = t_with(s, ctx)
         tally.t_seconds += time.process_time() - t0
         tally.t_images += s.shape[0]
         return out
 
-    def timed_x(z: torch.Tensor, u: torch.Tensor, aty: torch.Tensor) -> torch.Tensor:
+    def timed_x(z: torch.Tensor, u: torch.Tensor, ctx) -> torch.Tensor:
         t0 = time.process_time()
         in_x_update[0] = True
         try:
-            return x_update(z, u, aty)
+            return x_update(z, u, ctx)
         finally:
             in_x_update[0] = False
             tally.x_seconds += time.process_time() - t0

@@ -272,11 +272,11 @@ def test_checkpoint_is_the_model_every_scenario_times(records, tmp_path, monkeyp
     ckpt = _checkpoint(tmp_path / "prox.safetensors", "deprox", zero_net=True)
     applied: list[str] = []  # the class of every application of T
     for cls in (DEGrad, DEProx, DEADMM):
-        def counted(self, s, y, _T=cls.T):
+        def counted(self, s, ctx, _T=cls.T_with):  # every solve applies T_with
             applied.append(type(self).__name__)
-            return _T(self, s, y)
+            return _T(self, s, ctx)
 
-        monkeypatch.setattr(cls, "T", counted)
+        monkeypatch.setattr(cls, "T_with", counted)
     run, calls = {}, {}
     for name in ("step", "solver", "inference", "floor", "peer"):
         applied.clear()

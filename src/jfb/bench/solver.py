@@ -79,7 +79,9 @@ def scenario_solver(ctx: Context) -> dict[str, Any]:
                 run_iters, run_evals, run_conv = [], 0, []
                 for _x, y in batches:
                     with torch.no_grad(), model.fixed_map():
-                        _, st = fixed_point(model.fixed_point_map(y), model.initial(y),
+                        solve_ctx = model.context(y, model.physics_of(None))
+                        _, st = fixed_point(model.fixed_point_map(solve_ctx),
+                                            model.initial(y, solve_ctx),
                                             solver=solver, training=False)
                     run_iters += st.iterations.tolist()
                     run_evals += st.n_evals
