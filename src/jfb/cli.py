@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: Commands whose models run many applications of T (tuned allocator on CPU).
-COMPUTE_COMMANDS = ("demo", "train", "eval", "restore", "deblur", "compare")
+COMPUTE_COMMANDS = ("demo", "train", "eval", "restore", "deblur", "compare", "benchmark")
 
 
 def _tune_cpu_malloc(args: argparse.Namespace) -> None:
@@ -301,6 +301,18 @@ def cmd_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from jfb.benchmark import benchmark_deblur, resolve_methods, write_benchmark
+
+    result = benchmark_deblur(
+        resolve_methods(args.methods), settings=[s.strip() for s in args.settings.split(",")],
+        images=args.images, every_kernel=not args.levin_cycle, tol=args.tol,
+        max_iter=args.max_iter, progress=not args.quiet)
+    print(write_benchmark(result, args.out, command=args.command_line), end="")
+    print(f"written: {args.out}")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from jfb.tasks import TASKS
 
@@ -318,6 +330,7 @@ COMMANDS = {
     "degrade": cmd_degrade,
     "compare": cmd_compare,
     "curves": cmd_curves,
+    "benchmark": cmd_benchmark,
     "tasks": cmd_tasks,
 }
 

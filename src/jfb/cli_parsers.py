@@ -350,6 +350,36 @@ def _curves_parser(sub: argparse._SubParsersAction) -> None:
     _add_common(p)
 
 
+def _benchmark_parser(sub: argparse._SubParsersAction) -> None:
+    """``jfb benchmark deblur``: the literature's CBSD68 deblurring table."""
+    p = sub.add_parser(
+        "benchmark",
+        help="the literature's benchmark: CBSD68 deblurring, published numbers beside ours",
+        description="Non-blind deblurring of the 68 CBSD68 photos (../shared/data/cbsd68), "
+        "circular blur, seeded noise, float measurements, PSNR/SSIM without border crop: a "
+        "25x25 Gaussian (std 1.6 and 2.0) at noise 0.01 and Levin's 8 kernels at noise 0.01 "
+        "and 0.03. Every method is told the kernel and the noise. Writes a JSON record and a "
+        "markdown table (published rows beside ours).",
+    )
+    p.add_argument("problem", choices=["deblur"], help="the benchmark (deblur)")
+    p.add_argument("--methods", default="default,faces,wiener,tv",
+                   help="comma-separated: checkpoint paths, 'default' / 'faces' (the shipped "
+                   "models), wiener, tv, pnp-admm:CKPT, hqs:CKPT; NAME=SPEC names a row "
+                   "(default: default,faces,wiener,tv)")
+    p.add_argument("--settings", default="gauss-1.6,gauss-2.0,levin-0.01,levin-0.03",
+                   help="comma-separated settings (default: all four)")
+    p.add_argument("--images", type=_positive_int, help="the first N photos (default: all 68)")
+    p.add_argument("--levin-cycle", action="store_true",
+                   help="Levin settings: kernel i mod 8 on photo i instead of all 8 on each "
+                   "(8x cheaper; not the literature's protocol)")
+    p.add_argument("--tol", type=float, help="test-time tolerance of the implicit models")
+    p.add_argument("--max-iter", type=_positive_int, help="test-time iteration cap")
+    p.add_argument("--out", default="docs/results/cbsd68-deblur.json",
+                   help="the JSON record (the table goes beside it as .md)")
+    _add_compute_options(p)
+    _add_common(p)
+
+
 def _tasks_parser(sub: argparse._SubParsersAction) -> None:
     """``jfb tasks``: list the built-in tasks."""
     p = sub.add_parser("tasks", help="list the built-in tasks")
@@ -358,7 +388,8 @@ def _tasks_parser(sub: argparse._SubParsersAction) -> None:
 
 #: The subcommands in the order ``jfb --help`` lists them.
 SUBCOMMANDS = (_demo_parser, _train_parser, _eval_parser, _deblur_parser, _restore_parser,
-               _degrade_parser, _compare_parser, _curves_parser, _tasks_parser)
+               _degrade_parser, _compare_parser, _curves_parser, _benchmark_parser,
+               _tasks_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -34,24 +33,47 @@ from jfb.physics import (
     Identity,
     LinearOperator,
     Mask,
+    Physics,
     quantisation_step,
 )
 from jfb.physics.compose import Composed
 from jfb.physics.mask import MaskOperator
-from jfb.pipeline import CHANNELS, LoadedModel, adapt_noise, load_model, replace_blur
+from jfb.pipeline import CHANNELS, LoadedModel, load_model, replace_blur
 from jfb.progress import progress_bar
 from jfb.restore import operator_reach, plan_tiles, restore_tiled, tile_for_budget
 from jfb.tasks import Task, get_task
 
-#: The shipped default model (trained by the project; see its model card beside it).
-DEFAULT_MODEL = "default.safetensors"
+#: The models shipped inside the package (trained by the project; model cards beside them),
+#: by the names ``--checkpoint`` takes: ``default`` (the model of ``jfb deblur``) and ``faces``
+#: (the CelebA model of the faces protocol).
+SHIPPED = {"default": "default.safetensors", "faces": "faces.safetensors"}
+DEFAULT_MODEL = SHIPPED["default"]
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """Path of the shipped model ``name`` (a key of :data:`SHIPPED`)."""
+    if name not in SHIPPED:
+        raise DataError(f"no shipped model {name!r}; the shipped models are "
+                        f"{', '.join(SHIPPED)}")
+    path = Path(str(resources.files("jfb") / "weights" / SHIPPED[name]))
+    if not path.is_file():
+        raise DataError(f"the shipped model {name!r} is missing at {path}; pass --checkpoint")
+    return path
 
 
 def default_checkpoint() -> Path:
     """Path of the default model shipped inside the package."""
-    path = Path(str(resources.files("jfb") / "weights" / DEFAULT_MODEL))
-    if not path.is_file():
-        raise DataError(f"no default model shipped at {path}; pass --checkpoint")
+    return shipped_checkpoint("default")
+
+
+def checkpoint_path(checkpoint: str | os.PathLike[str] | None) -> Path:
+    """A checkpoint file, or a shipped model's name (``default``, ``faces``) when no such file
+    exists; None: the default model."""
+    if checkpoint is None:
+        return default_checkpoint()
+    path = Path(checkpoint)
+    if not path.exists() and str(checkpoint) in SHIPPED:
+        return shipped_checkpoint(str(checkpoint))
     return path
 
 
@@ -76,15 +98,19 @@ def load_measurement(path: str | os.PathLike[str]) -> torch.Tensor:
     return t[None] if t.dim() == 2 else t
 
 
-@contextlib.contextmanager
-def _operator(model: torch.nn.Module, op: LinearOperator) -> Iterator[None]:
-    """Let ``model`` use ``op`` inside the block."""
-    saved = model.op
-    model.op = op
-    try:
-        yield
-    finally:
-        model.op = saved
+def takes_noise(model: torch.nn.Module) -> bool:
+    """Whether ``model`` uses the noise std a call's physics carries (a DE-ADMM with a noise
+    rule, or a net on a Wiener deconvolution)."""
+    return getattr(model, "noise_ref", None) is not None or getattr(model, "init", "") == "wiener"
+
+
+def solve_under(model: torch.nn.Module, y: torch.Tensor, op: LinearOperator,
+                sigma: float) -> torch.Tensor:
+    """x_hat of ``y`` under the operator ``op`` and noise std ``sigma``, passed with the call
+    (the model is not changed); the noise only for a model that takes it."""
+    noise = torch.tensor([float(sigma)]) if takes_noise(model) else None
+    x_hat, _stats = model.solve(y, Physics(op, noise))
+    return x_hat
 
 
 #: The smallest noise std ``noise="auto"`` gives a model (a clean, smooth image reads 0, which
@@ -141,6 +167,7 @@ def restore_tensor(
     cfg: Config,
     y: torch.Tensor,
     *,
+    op: LinearOperator | None = None,
     noise: float | str | None = None,
     mask: torch.Tensor | None = None,
     max_memory: float | None = None,
@@ -154,7 +181,9 @@ def restore_tensor(
     """x_hat for the measurement y (C, H, W), C = 1 or 3, with a model loaded by
     :func:`jfb.pipeline.load_model` (trained under ``cfg``); returns (C, H, W) in [0, 1].
 
-    ``noise``, the input's noise std, re-balances a DE-ADMM model (:func:`adapt_noise`);
+    ``op``: the operator of the measurement (default: the model's own, the one it was loaded
+    with). ``noise``, the input's noise std, goes with the physics of the call to a model that
+    takes it (:func:`takes_noise`: DE-ADMM's rho rule, a Wiener initial estimate);
     ``"auto"`` estimates it (:func:`jfb.physics.estimate_noise_std` through the model's blur,
     with the rounding of 8- and 16-bit values taken out; blur and denoising only).
     ``mask`` (1, H, W), nonzero = observed, gives an inpainting model the pixels actually
@@ -172,7 +201,10 @@ def restore_tensor(
     if y.dim() != 3 or y.shape[0] not in (1, CHANNELS):
         raise DataError(f"expected a (1 or {CHANNELS}, H, W) measurement, got {tuple(y.shape)}")
     dev = next(iter(model.parameters())).device
-    op = model.op
+    op = op if op is not None else model.op
+    if op is None:
+        raise DataError("this model deblurs any blur and has none of its own: tell it the blur "
+                        "(--kernel SPEC or a PSF image)")
     if mask is not None and not isinstance(op, MaskOperator):
         raise DataError(f"--mask applies to inpainting models; this one measures with "
                         f"{type(op).__name__}")
@@ -181,62 +213,51 @@ def restore_tensor(
                         f"{y.shape[-1]}x{y.shape[-2]}")
     if isinstance(op, Blur) and op.padding == "valid":
         raise DataError("padding 'valid' changes the image size; use zeros, circular or reflect")
+    if isinstance(op, Blur) and max(op.kernel_size) > min(y.shape[-2:]):
+        kh, kw = op.kernel_size
+        raise DataError(f"the {kw}x{kh} kernel is larger than the {y.shape[-1]}x{y.shape[-2]} "
+                        "image")
     step = quantisation_step(y)
     told = noise is not None
-    with _noise_setting_kept(model):
-        sigma = _noise_level(model, cfg, y, noise, step, report)
-        grey = y.shape[0] == 1
-        y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)[None]
-        observed = None if mask is None else (mask.reshape(1, 1, *y.shape[-2:]) != 0).to(y)
-        if observed is None and not tileable(op):
-            try:
-                op.image_shape(y.shape)
-            except ValueError as exc:
-                raise DataError(str(exc)) from None
-            x, reach = model(y), 0
+    sigma = _noise_level(model, cfg, op, y, noise, step, report)
+    grey = y.shape[0] == 1
+    y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)[None]
+    observed = None if mask is None else (mask.reshape(1, 1, *y.shape[-2:]) != 0).to(y)
+    if observed is None and not tileable(op):
+        try:
+            op.image_shape(y.shape)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        x, reach = solve_under(model, y, op, sigma), 0
+    else:
+        if min(y.shape[-2:]) < 8:
+            raise DataError(f"the input is too small ({y.shape[-1]}x{y.shape[-2]} pixels)")
+        scale = 1 if observed is not None else _scale_of(op, y[0])
+        reach = operator_reach(op.A, scale=scale) if observed is None else 0
+        x = _solve_in_pieces(model, y, op, sigma, observed, scale=scale, guard=reach,
+                             tile=tile,
+                             margin=margin, max_memory=max_memory, report=report,
+                             progress=progress, on_tile=on_tile)
+    x = x.clamp(0, 1)
+    measured = op if observed is None else Mask(observed)
+    for line in trust_warnings(measured, x, y, sigma=sigma, step=step, border=reach,
+                               noise_told=told, can_adapt=takes_noise(model)):
+        if warn is not None:
+            warn(line)
         else:
-            if min(y.shape[-2:]) < 8:
-                raise DataError(f"the input is too small ({y.shape[-1]}x{y.shape[-2]} pixels)")
-            scale = 1 if observed is not None else _scale_of(op, y[0])
-            reach = operator_reach(op.A, scale=scale) if observed is None else 0
-            x = _solve_in_pieces(model, y, observed, scale=scale, guard=reach, tile=tile,
-                                 margin=margin, max_memory=max_memory, report=report,
-                                 progress=progress, on_tile=on_tile)
-        x = x.clamp(0, 1)
-        measured = op if observed is None else Mask(observed)
-        for line in trust_warnings(measured, x, y, sigma=sigma, step=step, border=reach,
-                                   noise_told=told, can_adapt=_can_adapt(model)):
-            if warn is not None:
-                warn(line)
-            else:
-                warnings.warn(line, TrustWarning, stacklevel=3)
-        x = x[0].cpu()
-        return x.mean(dim=0, keepdim=True) if grey else x
+            warnings.warn(line, TrustWarning, stacklevel=3)
+    x = x[0].cpu()
+    return x.mean(dim=0, keepdim=True) if grey else x
 
 
-@contextlib.contextmanager
-def _noise_setting_kept(model: torch.nn.Module) -> Iterator[None]:
-    """Put back a DE-ADMM model's noise setting (``rho_factor``) after the block, so a noise
-    level given for one image does not stick to the model."""
-    saved = getattr(model, "rho_factor", None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            model.rho_factor = saved
-
-
-def _can_adapt(model: torch.nn.Module) -> bool:
-    return callable(getattr(model, "adapt_noise", None))
-
-
-def _noise_level(model: torch.nn.Module, cfg: Config, y: torch.Tensor,
+def _noise_level(model: torch.nn.Module, cfg: Config, op: LinearOperator, y: torch.Tensor,
                  noise: float | str | None, step: float,
                  report: Callable[[str], None] | None) -> float:
     """The noise std the model is to assume: ``noise``, estimated for ``"auto"``, else the one it
-    was trained at or told when loaded; a DE-ADMM model is told a given or estimated level
-    (:func:`adapt_noise`)."""
-    op = model.op
+    was trained at or told when loaded (a model trained across noise levels is told the
+    estimate unless given one)."""
+    if noise is None and get_task(cfg.task).is_family:
+        noise = "auto"
     if noise == "auto":
         if not noise_estimable(op):
             raise DataError(f"--noise auto estimates the noise of blurred or noisy images; this "
@@ -250,13 +271,17 @@ def _noise_level(model: torch.nn.Module, cfg: Config, y: torch.Tensor,
         return get_task(cfg.task).noise_sigma * math.sqrt(getattr(model, "rho_factor", 1.0))
     if isinstance(noise, str):
         raise DataError(f"noise must be a number or 'auto', got {noise!r}")
-    adapt_noise(model, cfg, noise)
+    if not takes_noise(model):
+        raise DataError(f"the noise level applies to DE-ADMM models (their rho follows "
+                        f"sigma^2) and nets on a Wiener estimate; this one is {cfg.model.kind}")
     return float(noise)
 
 
 def _solve_in_pieces(
     model: torch.nn.Module,
     y: torch.Tensor,
+    op: LinearOperator,
+    sigma: float,
     observed: torch.Tensor | None,
     *,
     scale: int,
@@ -270,7 +295,6 @@ def _solve_in_pieces(
 ) -> torch.Tensor:
     """The model's x_hat of y (1, C, H, W) (a tileable operator, or a mask ``observed``), on
     the whole image when it fits the memory budget, else in tiles (see :func:`restore_tensor`)."""
-    op = model.op
     if tile is None:
         budget = default_memory_budget(y.device) if max_memory is None else max_memory
         try:
@@ -281,10 +305,9 @@ def _solve_in_pieces(
     if tile is None or tile >= max(y.shape[-2:]):  # the whole image at once
         with progress_bar(1, "restoring the whole image", unit="image", enabled=progress) as bar:
             if observed is None:
-                x = model(y)
+                x = solve_under(model, y, op, sigma)
             else:
-                with _operator(model, Mask(observed)):
-                    x = model(y * observed)
+                x = solve_under(model, y * observed, Mask(observed), sigma)
             bar.update()
         if on_tile is not None:
             on_tile(1, 1)
@@ -292,8 +315,8 @@ def _solve_in_pieces(
 
     def solve(tiles: torch.Tensor, window: torch.Tensor, masks: torch.Tensor | None):
         inner = op if masks is None else Mask(masks)
-        with _operator(model, Composed(Mask(window), inner)):
-            return model(tiles if masks is None else tiles * masks)
+        return solve_under(model, tiles if masks is None else tiles * masks,
+                           Composed(Mask(window), inner), sigma)
 
     boxes = plan_tiles(*y.shape[-2:], tile, margin)
     n = len(boxes)
@@ -415,7 +438,7 @@ def load_restorer(
     (``"auto"``: CUDA when there is one), with ``op`` and the test-time budget given."""
     from jfb.device import resolve_device
 
-    ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+    ckpt = checkpoint_path(checkpoint)
     return load_model(ckpt, device=resolve_device(device), eval_max_iter=max_iter,
                       eval_tol=tol, op=op)
 
@@ -438,7 +461,7 @@ def restore_to_file(
     :func:`restore_tensor`; ``say`` receives the notes on the files."""
     model, cfg, _ = loaded
     if (noise is None and photo is not None and photo.source_mode.startswith("P")
-            and noise_estimable(model.op) and _can_adapt(model)):
+            and model.op is not None and noise_estimable(model.op) and takes_noise(model)):
         noise = "auto"
         say(f"{src.name}: a palette image: estimating its noise (pass --noise to set it)")
     try:

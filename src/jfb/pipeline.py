@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from jfb.config import Config
+from jfb.config import Config, ModelConfig
 from jfb.constants import CHANNELS
 from jfb.errors import CheckpointError, ConfigError, DataError
 from jfb.models import build_model
@@ -157,11 +157,10 @@ def load_model(
     """
     weights, info = load_weights(path)
     cfg = _config_of(info, path)
-    needs_task = not isinstance(op, LinearOperator) or noise is not None
-    task = get_task(cfg.task) if needs_task else None
+    task = get_task(cfg.task)
     if not isinstance(op, LinearOperator):
-        op = task.operator() if op is None else op(task)  # type: ignore[union-attr]
-    model = build_model(cfg.model, op, channels=CHANNELS)
+        op = (None if task.is_family else task.operator()) if op is None else op(task)
+    model = build_model(with_noise_rule(cfg.model, task), op, channels=CHANNELS)
     # The operator's buffers come from the task (or ``op``), not from the checkpoint.
     own = {k: v for k, v in weights.items() if not k.startswith("op.")}
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("op.")}
@@ -171,6 +170,16 @@ def load_model(
     if noise is not None:
         adapt_noise(model, cfg, noise, task=task)
     return LoadedModel(model.to(device).eval(), cfg, info)
+
+
+def with_noise_rule(model_cfg: ModelConfig, task: Task) -> ModelConfig:
+    """A DE-ADMM trained at one noise level (no ``noise_ref`` in its config) gets that level as
+    its ``noise_ref``, so that a call's physics may carry another: the plug-and-play rule
+    rho ~ sigma^2 (what :func:`adapt_noise` sets as a factor). Other configs as they are."""
+    if (model_cfg.kind != "deadmm" or model_cfg.noise_ref is not None or task.is_family
+            or not task.noise_sigma > 0):
+        return model_cfg
+    return dataclasses.replace(model_cfg, noise_ref=task.noise_sigma)
 
 
 def load_run(
@@ -197,15 +206,24 @@ def load_run(
 def replace_blur(kernel: str | None = None,
                  padding: str | None = None) -> Callable[[Task], LinearOperator]:
     """The ``op`` for :func:`load_model` that gives a blur model the blur of its own task with
-    another ``kernel`` (a spec such as ``"gaussian:5:5.0"``, see :mod:`jfb.tasks`) and/or
-    ``padding``. Loading a model of another operator with it is a DataError; a bad spec is a
+    another ``kernel`` (a spec such as ``"gaussian:5:5.0"``, see :mod:`jfb.tasks`, or the path
+    of a PSF image or ``.npy`` array) and/or ``padding`` (a model trained across blurs: the
+    kernel is required, and the padding defaults to "reflect"). Loading a model of another operator with it is a DataError; a bad spec is a
     ConfigError."""
 
     def blur_for(base: Task) -> LinearOperator:
         if base.op_kind != "blur":
             raise DataError(f"kernel/padding apply to blur models; this one is op={base.op}")
-        return Task("custom", kernel=kernel or base.kernel, noise_sigma=0.0,
-                    padding=padding or base.padding).operator()
+        if base.is_family and kernel is None:
+            raise DataError("this model deblurs any blur and has none of its own: give the "
+                            "kernel (--kernel gaussian:25:1.6, motion:15:3, disk:4 or a PSF image)")
+        spec = kernel or base.kernel
+        if spec is not None and ":" not in spec and Path(spec).is_file():
+            spec = f"file:{spec}"  # a PSF image or .npy given by its path
+        # a model trained across blurs (circular) meets photos, which are not periodic
+        default_padding = "reflect" if base.is_family else base.padding
+        return Task("custom", kernel=spec, noise_sigma=0.0,
+                    padding=padding or default_padding).operator()
 
     return blur_for
 

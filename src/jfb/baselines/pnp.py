@@ -3,6 +3,10 @@
 - PnP-ADMM:  x <- argmin 0.5||A x - y||^2 + rho/2 ||x - (z - u)||^2  (CG on A^T A + rho I),
              z <- D(x + u),  u <- u + x - z.
 - PnP-PGD:   x <- D(x - step A^T (A x - y)).
+- HQS (DPIR, Zhang et al. 2021): for k = 1..K with a noise schedule sigma_k decreasing
+  log-linearly from ``sigma_start`` to the measurement's sigma,
+             x <- argmin ||A x - y||^2 + mu_k ||x - z||^2,  mu_k = lambda sigma^2 / sigma_k^2,
+             z <- D(x, sigma_k)  (or D(x) for a denoiser without a noise level).
 
 The ADMM data step, :func:`jfb.linalg.admm_x_update` (importable from here too), is
 differentiable (implicit differentiation of the linear solve), and is also the x-update of the
@@ -25,7 +29,7 @@ from jfb.errors import check_int, check_number, check_positive
 from jfb.linalg import admm_x_update, iterate_per_sample, relative_change
 from jfb.physics.base import LinearOperator
 
-__all__ = ["DenoiserWrapper", "admm_x_update", "pnp_admm", "pnp_pgd"]
+__all__ = ["DenoiserWrapper", "admm_x_update", "pnp_admm", "pnp_hqs", "pnp_pgd"]
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -101,6 +105,40 @@ def pnp_admm(
 
         (_, z, _), _ = iterate_per_sample(step, (x, x, torch.zeros_like(x)), (aty,),
                                           max_iter=max_iter, tol=tol)
+    return z
+
+
+def pnp_hqs(
+    op: LinearOperator,
+    y: torch.Tensor,
+    denoiser: Denoiser,
+    *,
+    sigma: float,
+    iters: int = 8,
+    sigma_start: float = 49 / 255,
+    lam: float = 0.23,
+    cg_iters: int = 20,
+    noise_level_input: bool = False,
+) -> torch.Tensor:
+    """DPIR's half-quadratic splitting (module docstring), batched: ``iters`` iterations with
+    the schedule sigma_k = sigma_start (sigma / sigma_start)^((k - 1) / (K - 1)) and
+    mu_k = lam sigma^2 / sigma_k^2 (DPIR's defaults: K = 8, 49/255, lambda = 0.23); the
+    denoiser is given sigma_k when ``noise_level_input``. The x-update is
+    :func:`admm_x_update` (u = 0, rho = mu_k, preconditioned CG). Returns the last z."""
+    check_int("iters", iters, minimum=1)
+    sigma = check_positive("sigma", sigma, type_error=TypeError)
+    sigma_start = check_positive("sigma_start", sigma_start, type_error=TypeError)
+    lam = check_positive("lam", lam, type_error=TypeError)
+    with torch.no_grad():
+        z = _start(op, y, None)
+        aty = op.A_adjoint(y)
+        zero = torch.zeros_like(z)
+        for k in range(iters):
+            t = k / (iters - 1) if iters > 1 else 1.0
+            sigma_k = sigma_start * (sigma / sigma_start) ** t
+            mu = lam * sigma**2 / sigma_k**2
+            x = admm_x_update(op, aty, z, zero, mu, x0=z, cg_iters=cg_iters)
+            z = _denoise(denoiser, x, sigma_k if noise_level_input else None)
     return z
 
 
