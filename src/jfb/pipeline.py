@@ -208,8 +208,8 @@ def replace_blur(kernel: str | None = None,
     """The ``op`` for :func:`load_model` that gives a blur model the blur of its own task with
     another ``kernel`` (a spec such as ``"gaussian:5:5.0"``, see :mod:`jfb.tasks`, or the path
     of a PSF image or ``.npy`` array) and/or ``padding`` (a model trained across blurs: the
-    kernel is required, and the padding defaults to "reflect"). Loading a model of another operator with it is a DataError; a bad spec is a
-    ConfigError."""
+    kernel is required, and the padding defaults to "reflect"). Loading a model of another
+    operator with it is a DataError; a bad spec is a ConfigError."""
 
     def blur_for(base: Task) -> LinearOperator:
         if base.op_kind != "blur":
