@@ -121,6 +121,7 @@ CASES: list[Case] = [
     Case("model.kind", "feedforward", lambda b: _kind(b.model), "feedforward"),
     Case("model.init", "y", lambda b: b.model.init, "y"),
     Case("model.init", "tikhonov", lambda b: b.model.init, "tikhonov", FEEDFORWARD),
+    Case("model.init", "wiener", lambda b: b.model.init, "wiener", FEEDFORWARD),
     Case("model.eta", "0.5", lambda b: round(float(b.model.eta), 6), 0.5),
     Case("model.eta_max", "3.0", lambda b: b.model.eta_max, 3.0),
     Case("model.eta_max", "1.5", None, "model: .*eta_max", ("model.eta=1.5",)),
@@ -131,6 +132,11 @@ CASES: list[Case] = [
     Case("model.precondition", "false", lambda b: b.model.precondition, False, ADMM),
     Case("model.relax", "1.7", lambda b: b.model.relax, 1.7, ADMM),
     Case("model.relax", "2.0", None, "model: .*relax", ADMM),
+    Case("model.noise_ref", "0.02", lambda b: b.model.noise_ref, 0.02, ADMM),
+    Case("model.noise_floor", "0.003",
+         lambda b: round(float(b.model.noise_floor().detach()), 6), 0.003,
+         ADMM + ("model.noise_ref=0.01",)),
+    Case("model.noise_floor", "0.003", None, "noise_floor needs noise_ref", ADMM),
     # ------------------------------------------------------------------------- model.net
     Case("model.net.name", "unet", lambda b: _kind(b.model.net), "unet"),
     Case("model.net.depth", "3", _net("depth"), 3),
@@ -185,6 +191,7 @@ CASES: list[Case] = [
     Case("data.num_workers", "1", lambda b: b.trainer.config.data.num_workers, 1),
     Case("data.max_train_images", "2", lambda b: len(b.trainer.train_set), 2),
     Case("data.max_val_images", "1", lambda b: len(b.run.val_pairs), 1),
+    Case("data.val_batch_size", "3", lambda b: b.trainer.val_batch_size, 3),
     # ----------------------------------------------------------------------------- train
     Case("train.steps", "7", lambda b: b.trainer.total_steps, 7),
     Case("train.lr", "0.01", lambda b: b.trainer.optimizer.param_groups[0]["initial_lr"], 0.01),

@@ -44,7 +44,7 @@ OTHER_TASKS = {
 
 
 def test_registry_lists_the_protocol_tasks() -> None:
-    assert list_tasks() == BLUR_TASKS + list(OTHER_TASKS)
+    assert list_tasks() == BLUR_TASKS + ["natural-anyblur"] + list(OTHER_TASKS)
     for name in BLUR_TASKS:
         t = get_task(name)
         assert t is TASKS[name] and t.name == name and t.description
@@ -436,3 +436,28 @@ def test_a_run_parses_its_task_once(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     made.clear()
     assert load_model(path, noise=0.02).model.rho_factor == pytest.approx(4.0)
     assert made == ["mine"]
+
+
+def test_the_anyblur_family_draws_a_blur_and_a_noise_per_image() -> None:
+    t = get_task("natural-anyblur")
+    assert t.is_family and t.padding == "circular" and t.noise_sigma == 0.05
+    with pytest.raises(ConfigError, match="physics"):
+        t.operator()
+    from jfb.tasks.degradations import RandomDegradations
+
+    class Flat(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i))
+
+    val = RandomDegradations(Flat(), max_kernel=15, max_noise=0.05, seed=3)
+    first, again = val[2], val[2]
+    assert torch.equal(first[1], again[1]) and torch.equal(first[2].op.kernel, again[2].op.kernel)
+    sizes = {max(val[i][2].op.kernel_size) for i in range(6)}
+    assert max(sizes) <= 15 and all(0 <= float(val[i][2].noise_std) <= 0.05 for i in range(6))
+    x, y, physics = first
+    torch.testing.assert_close(physics.op.A(x[None])[0], y, atol=0.3, rtol=0)  # noise only
+    q = RandomDegradations(Flat(), bits=8, seed=3)[2]
+    assert torch.equal(q[1], torch.round(q[1] * 255) / 255)

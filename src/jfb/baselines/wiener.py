@@ -12,14 +12,12 @@ minimum-norm least-squares solution.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from jfb.errors import check_choice
 from jfb.linalg import batch_weight
 from jfb.physics.base import Identity, LinearOperator
-from jfb.physics.blur import BatchBlur, Blur
+from jfb.physics.blur import BatchBlur, Blur, gradient_symbol, wiener_filter
 
 __all__ = ["gradient_symbol", "transfer_function", "wiener"]
 
@@ -51,16 +49,6 @@ def transfer_function(op: LinearOperator, shape: tuple[int, ...], *, dtype: torc
     return torch.fft.rfft2(op.A(delta))
 
 
-def gradient_symbol(h: int, w: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """|L|^2 = 4 sin^2(pi u / h) + 4 sin^2(pi v / w) on the rfft2 grid (h, w // 2 + 1): the symbol
-    of D^T D for periodic forward differences D."""
-    u = torch.arange(h, dtype=dtype, device=device)
-    v = torch.arange(w // 2 + 1, dtype=dtype, device=device)
-    su = 4.0 * torch.sin(math.pi * u / h) ** 2
-    sv = 4.0 * torch.sin(math.pi * v / w) ** 2
-    return su[:, None] + sv[None, :]
-
-
 def wiener(
     op: LinearOperator,
     y: torch.Tensor,
@@ -82,6 +70,8 @@ def wiener(
     _check_circular(op)
     if not isinstance(y, torch.Tensor) or not y.is_floating_point() or y.dim() != 4:
         raise ValueError("y must be a floating (N, C, H, W) tensor")
+    if isinstance(op, Blur):
+        return wiener_filter(op, y, batch_weight(lam, y), gradient=penalty == "gradient")
     out_dtype = y.dtype
     with torch.no_grad():
         yc = y.float() if y.dtype in (torch.float16, torch.bfloat16) else y

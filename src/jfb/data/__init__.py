@@ -29,7 +29,6 @@ from jfb.data.datasets import (
     collate_images,
     resize_shorter,
 )
-from jfb.data.degradations import RandomDegradations
 from jfb.data.images import IMAGE_EXTENSIONS, load_image, save_image, to_mode
 from jfb.data.open import open_dataset
 from jfb.data.outputs import IMAGE_SUFFIXES, output_suffix, resolve_output
@@ -43,7 +42,6 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "TRAIN_IMAGES",
     "DegradedDataset",
-    "RandomDegradations",
     "ImageFiles",
     "ImageFolder",
     "ImageList",

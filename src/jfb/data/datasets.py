@@ -20,7 +20,6 @@ from torch.utils.data import Dataset
 
 from jfb.data.images import IMAGE_EXTENSIONS, load_image, to_mode
 from jfb.errors import DataError
-from jfb.physics import Physics, stack_physics
 
 __all__ = [
     "CELEBA_ENV",
@@ -275,9 +274,10 @@ class ImageFolder(ImageFiles):
 def collate_images(batch: list[Any]) -> Any:
     """``collate_fn`` for DataLoaders: stack tensors (or tuples of tensors) into batches.
 
-    The physics of the samples (:class:`jfb.physics.Physics`, one blur each) are stacked into
-    one. Unlike the default collate, images of different sizes raise a :class:`DataError` that says
-    which sizes met and how to fix it (``crop=`` / ``resize=``).
+    Items whose type has a ``stack`` classmethod batch themselves (the physics of the samples,
+    :meth:`jfb.physics.Physics.stack`: one blur each, into one). Unlike the default collate,
+    images of different sizes raise a :class:`DataError` that says which sizes met and how to
+    fix it (``crop=`` / ``resize=``).
     """
     if not batch:
         raise DataError("cannot collate an empty batch")
@@ -290,8 +290,9 @@ def collate_images(batch: list[Any]) -> Any:
                 f"{' ...' if len(shapes) > 4 else ''}; give the dataset crop=SIZE (and resize=SIZE"
                 " for images smaller than the crop), or use batch size 1")
         return torch.stack(batch)
-    if isinstance(first, Physics):  # one kernel and noise level per sample
-        return stack_physics(batch)
+    stack = getattr(type(first), "stack", None)
+    if callable(stack):  # items that batch themselves, e.g. a Physics (a blur per sample)
+        return stack(batch)
     if isinstance(first, (tuple, list)):
         return type(first)(collate_images(list(parts)) for parts in zip(*batch, strict=True))
     return torch.utils.data.default_collate(batch)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from jfb.baselines.wiener import wiener
 from jfb.errors import check_choice
-from jfb.linalg import tikhonov
+from jfb.linalg import batch_weight, tikhonov
 from jfb.physics import Blur, LinearOperator
+from jfb.physics.blur import wiener_filter
 
 INITS = ("adjoint", "y", "tikhonov", "wiener")
 
@@ -35,7 +35,7 @@ def initial_estimate(op: LinearOperator, y: torch.Tensor, init: str,
             lam = noise_std.clamp(min=WIENER_MIN_SIGMA) ** 2 / WIENER_GRADIENT_VAR
         with torch.no_grad():
             if isinstance(op, Blur) and op.padding == "circular":
-                return wiener(op, y, lam, penalty="gradient")
+                return wiener_filter(op, y, batch_weight(lam, y))
             return tikhonov(op, y, lam, penalty="gradient", max_iter=TIKHONOV_ITERS)
     if init == "adjoint":
         return op.A_adjoint(y)

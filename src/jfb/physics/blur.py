@@ -21,6 +21,7 @@ extension wraps / reflects repeatedly); "valid" needs H >= kh and W >= kw.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from jfb.errors import check_choice, check_shape
 from jfb.physics import kernels as _kernels
 from jfb.physics.base import LinearOperator
 
-__all__ = ["FFT_MIN_KERNEL_SIZE", "BatchBlur", "Blur"]
+__all__ = ["FFT_MIN_KERNEL_SIZE", "BatchBlur", "Blur", "gradient_symbol", "wiener_filter"]
 
 PADDINGS = ("zeros", "circular", "reflect", "valid")
 METHODS = ("auto", "direct", "fft")
@@ -129,6 +130,16 @@ def _power_spectrum(k: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """|K|^2 on the rfft2 grid of h x w images: the eigenvalues of circular-mode A^T A."""
     kf = torch.fft.rfft2(_circulant_kernel(k, h, w))
     return kf.real**2 + kf.imag**2
+
+
+def gradient_symbol(h: int, w: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """|L|^2 = 4 sin^2(pi u / h) + 4 sin^2(pi v / w) on the rfft2 grid (h, w // 2 + 1): the symbol
+    of D^T D for periodic forward differences D."""
+    u = torch.arange(h, dtype=dtype, device=device)
+    v = torch.arange(w // 2 + 1, dtype=dtype, device=device)
+    su = 4.0 * torch.sin(math.pi * u / h) ** 2
+    sv = 4.0 * torch.sin(math.pi * v / w) ** 2
+    return su[:, None] + sv[None, :]
 
 
 def _fourier_multiply(x: torch.Tensor, multiplier: torch.Tensor) -> torch.Tensor:
@@ -322,6 +333,28 @@ class Blur(LinearOperator):
             return _fourier_multiply(v, inverses[key]).to(dtype)
 
         return apply
+
+
+def wiener_filter(op: Blur, y: torch.Tensor, lam: torch.Tensor, *, gradient: bool = True
+                  ) -> torch.Tensor:
+    """x = F^-1[conj(K) Y / (|K|^2 + lam |L|^2)] for a circular ``op`` (a :class:`Blur` or
+    :class:`BatchBlur`): argmin ||A x - y||^2 + lam ||L x||^2 with L the periodic gradient
+    (``gradient``) or I; ``lam`` a number or (N, 1, 1, 1) per sample. Frequencies where the
+    denominator is 0 give 0 (the minimum-norm solution). No autograd; y's dtype (half precision
+    computed in float32)."""
+    if op.padding != "circular":
+        raise ValueError(f"the Wiener filter needs a circular blur, got padding {op.padding!r}")
+    with torch.no_grad():
+        yc, k, dtype = _fft_dtype(y, op._kernel_like(y), "fft")
+        h, w = yc.shape[-2:]
+        kf = torch.fft.rfft2(_circulant_kernel(k, h, w))
+        reg = (gradient_symbol(h, w, dtype=yc.dtype, device=yc.device) if gradient
+               else torch.ones((h, w // 2 + 1), dtype=yc.dtype, device=yc.device))
+        den = kf.real**2 + kf.imag**2 + lam * reg
+        num = kf.conj() * torch.fft.rfft2(yc)
+        safe = torch.where(den > 0, den, torch.ones_like(den))
+        xf = torch.where(den > 0, num / safe, torch.zeros_like(num))
+        return torch.fft.irfft2(xf, s=(h, w)).to(dtype)
 
 
 def _fft_dtype(

@@ -47,6 +47,11 @@ class Physics:
             raise ValueError(f"Physics.noise_std must be finite and >= 0, got {s!r}")
         object.__setattr__(self, "noise_std", t)
 
+    @classmethod
+    def stack(cls, items: Sequence[Physics]) -> Physics:
+        """One batch's physics from its samples' (:func:`stack_physics`)."""
+        return stack_physics(items)
+
     def sigma(self, n: int, like: torch.Tensor) -> torch.Tensor | None:
         """sigma_i as an (n,) tensor on ``like``'s device and dtype (None if unknown)."""
         if self.noise_std is None:

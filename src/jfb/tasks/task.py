@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from jfb.data import DegradedDataset, RandomDegradations
+from jfb.data import DegradedDataset
 from jfb.data.open import open_dataset
 from jfb.errors import ConfigError
 from jfb.physics import (
@@ -23,6 +23,7 @@ from jfb.physics import (
 )
 from jfb.physics.blur import PADDINGS
 from jfb.specs import DataSpec, KernelSpec, OpSpec, parse_data, parse_kernel, parse_op
+from jfb.tasks.degradations import RandomDegradations
 
 __all__ = ["NO_TRAIN", "Task"]
 

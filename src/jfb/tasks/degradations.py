@@ -5,7 +5,7 @@ y = k_i (*) x + n_i with a kernel k_i drawn by :func:`jfb.physics.kernels.sample
 ``max_kernel``) and n_i ~ N(0, sigma_i^2), sigma_i uniform in [0, ``max_noise``], optionally
 rounded to ``bits``-bit levels, and the :class:`~jfb.physics.Physics` (kernel, sigma_i) the model
 is told. :func:`jfb.data.collate_images` stacks the physics of a batch into one
-:class:`~jfb.physics.BatchBlur`.
+:class:`~jfb.physics.BatchBlur` (:meth:`jfb.physics.Physics.stack`).
 """
 
 from __future__ import annotations
