@@ -192,7 +192,7 @@ def make_method(spec: str, *, tol: float | None, max_iter: int | None
 
 def resolve_methods(text: str) -> list[tuple[str, str]]:
     """``--methods`` -> (name, spec) pairs: ``NAME=SPEC`` or a SPEC named after itself;
-    ``default`` and ``faces`` are the shipped models."""
+    ``default`` and ``natural`` are the shipped models."""
     from jfb.deblur import shipped_checkpoint
 
     out = []
@@ -201,7 +201,7 @@ def resolve_methods(text: str) -> list[tuple[str, str]]:
             continue
         name, eq, spec = item.partition("=")
         spec = spec if eq else name
-        if spec in ("default", "faces"):
+        if spec in ("default", "natural"):
             spec = str(shipped_checkpoint(spec))
         out.append((name, spec))
     if not out:
@@ -259,8 +259,20 @@ def benchmark_deblur(
 def write_benchmark(result: dict[str, Any], json_path: str | Path,
                     command: str) -> str:
     """Write the record (with the ``command`` that made it) as JSON at ``json_path`` and a
-    markdown table beside it (same name, ``.md``); returns the table."""
-    result = {**result, "command": command,
+    markdown table beside it (same name, ``.md``); returns the table. Rows of other methods in
+    an existing record of the same photos, settings and kernels are kept (each row keeps the
+    command, date and threads that made it), so the methods may be run in several commands."""
+    stamp = {"command": command, "date": time.strftime("%Y-%m-%d"),
+             "threads": result["threads"]}
+    rows = [{**row, **stamp} for row in result["rows"]]
+    path = Path(json_path)
+    if path.is_file():
+        old = json.loads(path.read_text())
+        same = all(old.get(k) == result[k] for k in ("images", "every_kernel", "input_psnr"))
+        if same:
+            mine = {row["method"] for row in rows}
+            rows = [row for row in old["rows"] if row["method"] not in mine] + rows
+    result = {**result, "rows": rows, "command": command,
               "date": time.strftime("%Y-%m-%d"), "machine": _machine()}
     settings = list(result["input_psnr"])
     head = "| method | parameters | " + " | ".join(settings) + " | CPU s / image |"
@@ -280,9 +292,8 @@ def write_benchmark(result: dict[str, Any], json_path: str | Path,
     table = "\n".join(lines) + (
         f"\n\nPSNR dB / SSIM, mean over {result['images']} CBSD68 photos"
         f"{'' if result['every_kernel'] else ' (Levin: kernel i mod 8 on photo i)'}; published "
-        f"rows: {PUBLISHED_SOURCE}. Command: `{command}` ({result['date']}, "
-        f"{result['machine']}, {result['threads']} thread(s)).\n")
-    path = Path(json_path)
+        f"rows: {PUBLISHED_SOURCE}. Machine: {result['machine']}; each row's command, date "
+        "and threads are in the JSON record.\n")
     write_text(path, json.dumps(result, indent=2) + "\n")
     write_text(path.with_suffix(".md"), table)
     return table

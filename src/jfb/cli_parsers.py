@@ -362,10 +362,10 @@ def _benchmark_parser(sub: argparse._SubParsersAction) -> None:
         "markdown table (published rows beside ours).",
     )
     p.add_argument("problem", choices=["deblur"], help="the benchmark (deblur)")
-    p.add_argument("--methods", default="default,faces,wiener,tv",
-                   help="comma-separated: checkpoint paths, 'default' / 'faces' (the shipped "
+    p.add_argument("--methods", default="natural,default,wiener,tv",
+                   help="comma-separated: checkpoint paths, 'default' / 'natural' (the shipped "
                    "models), wiener, tv, pnp-admm:CKPT, hqs:CKPT; NAME=SPEC names a row "
-                   "(default: default,faces,wiener,tv)")
+                   "(default: natural,default,wiener,tv)")
     p.add_argument("--settings", default="gauss-1.6,gauss-2.0,levin-0.01,levin-0.03",
                    help="comma-separated settings (default: all four)")
     p.add_argument("--images", type=_positive_int, help="the first N photos (default: all 68)")

@@ -44,9 +44,10 @@ from jfb.restore import operator_reach, plan_tiles, restore_tiled, tile_for_budg
 from jfb.tasks import Task, get_task
 
 #: The models shipped inside the package (trained by the project; model cards beside them),
-#: by the names ``--checkpoint`` takes: ``default`` (the model of ``jfb deblur``) and ``faces``
-#: (the CelebA model of the faces protocol).
-SHIPPED = {"default": "default.safetensors", "faces": "faces.safetensors"}
+#: by the names ``--checkpoint`` takes: ``default`` (the model of ``jfb deblur``, trained on
+#: CelebA faces for one blur) and ``natural`` (trained across blurs and noise levels on BSDS
+#: photos: it must be told the kernel).
+SHIPPED = {"default": "default.safetensors", "natural": "natural.safetensors"}
 DEFAULT_MODEL = SHIPPED["default"]
 
 
@@ -67,7 +68,7 @@ def default_checkpoint() -> Path:
 
 
 def checkpoint_path(checkpoint: str | os.PathLike[str] | None) -> Path:
-    """A checkpoint file, or a shipped model's name (``default``, ``faces``) when no such file
+    """A checkpoint file, or a shipped model's name (``default``, ``natural``) when no such file
     exists; None: the default model."""
     if checkpoint is None:
         return default_checkpoint()
