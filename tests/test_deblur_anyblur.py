@@ -109,3 +109,37 @@ def test_a_deblur_call_changes_nothing_of_the_model(family_ckpt, photo):
     assert {k: v for k, v in vars(model).items() if not k.startswith("_")} == attrs
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_the_shipped_natural_model_is_an_equilibrium_model():
+    """At its shipped tolerance the natural model's output is within 0.1 dB of its fixed point
+    (tol 1e-6), on a photo and a blur it never saw."""
+    from jfb.deblur import shipped_checkpoint
+    from jfb.metrics import psnr
+
+    model, _, _ = load_model(shipped_checkpoint("natural"))
+    x = natural_images(["astronaut"])[0][1][:, 40:104, 200:264][None]
+    physics = Physics(Blur(kernels.motion(11, seed=5), padding="circular"), 0.02)
+    y = physics.measure(x, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        shipped, st = model.solve(y, physics)
+        fixed, st_fixed = model.solve(y, physics, tol=1e-6, max_iter=400)
+    assert bool(st.converged.all()) and bool(st_fixed.converged.all())
+    p_shipped = float(psnr(shipped.clamp(0, 1), x))
+    p_fixed = float(psnr(fixed.clamp(0, 1), x))
+    assert abs(p_shipped - p_fixed) <= 0.1, (p_shipped, p_fixed)
+    assert p_shipped > float(psnr(y.clamp(0, 1), x)) + 2  # and it deblurs
+
+
+def test_benchmark_measurements_are_seeded_and_hqs_runs():
+    from jfb.baselines.pnp import pnp_hqs
+    from jfb.benchmark import SETTINGS, measurements, resolve_methods
+
+    x = natural_images(["coffee"])[0][1][:, :32, :32]
+    a = measurements(SETTINGS["gauss-1.6"], [x, x], every_kernel=False)
+    b = measurements(SETTINGS["gauss-1.6"], [x, x], every_kernel=False)
+    assert torch.equal(a[0][2], b[0][2]) and not torch.equal(a[0][2], a[1][2])
+    y, physics = a[0][2], a[0][3]
+    z = pnp_hqs(physics.op, y, lambda v: v, sigma=0.01)  # identity denoiser: a ridge solve
+    assert z.shape == y.shape and torch.isfinite(z).all()
+    assert resolve_methods("n=natural,wiener")[1] == ("wiener", "wiener")
