@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -549,3 +551,42 @@ def test_build_net() -> None:
         build_net("dncnn", wdth=3)
     with pytest.raises(ConfigError, match="'depth'"):
         build_net("unet", depth=3)
+
+
+# ------------------------------------------------- DnCNN in pieces (no-grad CPU forwards)
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_dncnn_in_pieces_equals_whole(residual: bool, kernel_size: int) -> None:
+    # spatial chunks widened by the receptive radius, and groups of whole samples, give the
+    # whole forward's result (the chunks' borders are not the image's: the halo covers them)
+    torch.manual_seed(0)
+    net = DnCNN(in_channels=3, depth=4, width=6, kernel_size=kernel_size, residual=residual,
+                final_scale_init=1.0)
+    x = torch.rand(2, 3, 45, 61)
+    with torch.no_grad():
+        net.chunk_bytes = 0
+        whole = net(x)
+        assert net.receptive_radius == 4 * (kernel_size // 2)
+        for limit in (6 * 4 * 20 * 20, 6 * 4 * 45 * 61, 6 * 4 * 45 * 61 * 2 - 1):
+            net.chunk_bytes = limit  # 20 x 20 pieces (spatial), one sample, then groups
+            assert net._in_pieces(x)
+            torch.testing.assert_close(net(x), whole, rtol=0, atol=1e-6)
+        net.chunk_bytes = 6 * 4 * 45 * 61 * 2  # the whole batch fits: one body call
+        assert not net._in_pieces(x)
+    net.chunk_bytes = 1
+    assert not net._in_pieces(x)  # autograd on: the whole graph, never pieces
+    assert torch.equal(net(x).detach(), whole)
+
+
+def test_dncnn_in_pieces_spectral_norm_steps_once() -> None:
+    # in training mode a forward advances each layer's power iteration once, in pieces too
+    torch.manual_seed(0)
+    a = DnCNN(in_channels=1, depth=3, width=4, spectral_norm=True, final_scale_init=1.0).train()
+    b = copy.deepcopy(a)
+    x = torch.rand(1, 1, 40, 40)
+    b.chunk_bytes = 4 * 4 * 12 * 12
+    with torch.no_grad():
+        a.chunk_bytes = 0
+        torch.testing.assert_close(b(x), a(x), rtol=0, atol=1e-6)
+    for pa, pb in zip(_sn_params(a), _sn_params(b), strict=True):
+        assert torch.equal(pa.u, pb.u)

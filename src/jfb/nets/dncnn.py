@@ -4,15 +4,21 @@ Architecture (Zhang et al. 2017): ``conv+act, (depth-2) x [conv(+BN)+act], conv`
 ``kernel_size x kernel_size`` with "same" zero padding.  ``residual=False`` returns ``net(x)``
 (the ``R(x)`` term of ``T(x) = x - eta (A^T(Ax - y) + R(x))``); ``residual=True`` returns
 ``x - net(x)`` (a feedforward denoiser/deblurrer that predicts the residual).
+
+Without autograd on the CPU, a large input goes through the body in pieces (whole samples, else
+spatial chunks widened by the receptive radius, so the result is the same up to rounding): no
+feature map exceeds :attr:`DnCNN.chunk_bytes` (see :meth:`DnCNN.forward`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from jfb.errors import (
     ConfigError,
@@ -27,6 +33,12 @@ from jfb.nets.spectral import apply_spectral_norm, conv_operator_norm
 
 # ACTIVATIONS and make_activation live in jfb.nets.layers; still importable from here.
 __all__ = ["ACTIVATIONS", "DnCNN", "make_activation"]
+
+#: The default :attr:`DnCNN.chunk_bytes`: the largest feature map of a no-grad CPU forward. Well
+#: under glibc's 32 MiB mmap ceiling (larger blocks are fresh pages from the kernel at every
+#: allocation, each faulted in and zeroed: 55% of a 1-megapixel forward's time was system time),
+#: and near the 384 x 384 chunks of 32 channels that ran fastest (docs/BENCHMARKS.md, "Photos").
+CHUNK_BYTES = 16 * 2**20
 
 
 class DnCNN(nn.Module):
@@ -98,13 +110,73 @@ class DnCNN(nn.Module):
         init_final(final, final_scale_init)
         layers.append(final)
         self.body = nn.Sequential(*layers)
+        #: Bytes of the largest feature map a no-grad CPU forward may allocate (0: no limit).
+        self.chunk_bytes = CHUNK_BYTES
         if spectral_norm:
             apply_spectral_norm(self.body, sn_target, mode=sn_mode)
 
+    @property
+    def receptive_radius(self) -> int:
+        """How many pixels away an output pixel sees: depth x (kernel_size // 2)."""
+        return self.depth * (self.kernel_size // 2)
+
     def forward(self, x: Tensor) -> Tensor:
+        """``net(x)``, or ``x - net(x)`` with ``residual``.
+
+        Without autograd, on the CPU, when a feature map of the whole batch would exceed
+        ``chunk_bytes``, the body runs on pieces (:meth:`_forward_in_pieces`): groups of whole
+        samples, or, when one sample is too large, spatial chunks widened by the receptive
+        radius on every side inside the image (the zero padding at the image's border is the
+        body's own). Pieces give the same result as the whole up to rounding, with memory and
+        cache traffic bounded by the chunk whatever the image size."""
         check_input(x, self.in_channels, "DnCNN")
+        if self._in_pieces(x):
+            return self._forward_in_pieces(x)
         out = self.body(x)
         return x - out if self.residual else out
+
+    def _in_pieces(self, x: Tensor) -> bool:
+        if (not self.chunk_bytes or torch.is_grad_enabled() or x.device.type != "cpu"
+                or (self.batch_norm and self.training)):
+            return False
+        return self._map_bytes(x) * x.shape[0] * x.shape[-2] * x.shape[-1] > self.chunk_bytes
+
+    def _map_bytes(self, x: Tensor) -> int:
+        """Bytes per pixel of the widest feature map."""
+        return x.element_size() * max(self.width, self.in_channels, self.out_channels)
+
+    def _body_in_place(self, v: Tensor) -> Tensor:
+        """The body without autograd, its ReLUs in place (one feature map fewer per layer)."""
+        for module in self.body:
+            v = v.relu_() if isinstance(module, nn.ReLU) else module(v)
+        return v
+
+    def _forward_in_pieces(self, x: Tensor) -> Tensor:
+        # Spectrally normalised weights are computed (and their power iteration advanced, in
+        # training) once for all the pieces, as for a single forward.
+        with parametrize.cached() if self.spectral_norm else contextlib.nullcontext():
+            return self._pieces(x)
+
+    def _pieces(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        out = x.new_empty(n, self.out_channels, h, w)
+        per_sample = self._map_bytes(x) * h * w
+        if per_sample <= self.chunk_bytes:  # groups of whole samples: exactly the batch's result
+            k = self.chunk_bytes // per_sample
+            for i in range(0, n, k):
+                v = self._body_in_place(x[i : i + k])
+                out[i : i + k] = x[i : i + k] - v if self.residual else v
+            return out
+        halo = self.receptive_radius
+        side = max(16, math.isqrt(self.chunk_bytes // (n * self._map_bytes(x))) - 2 * halo)
+        for r0, r1 in _cuts(h, side):
+            R0, R1 = max(0, r0 - halo), min(h, r1 + halo)
+            for c0, c1 in _cuts(w, side):
+                C0, C1 = max(0, c0 - halo), min(w, c1 + halo)
+                v = self._body_in_place(x[..., R0:R1, C0:C1].contiguous())
+                v = v[..., r0 - R0 : r1 - R0, c0 - C0 : c1 - C0]
+                out[..., r0:r1, c0:c1] = x[..., r0:r1, c0:c1] - v if self.residual else v
+        return out
 
     def lipschitz_bound(self, shape: tuple[int, int] = (32, 32), n_iter: int = 100) -> float:
         """Upper bound of the Lipschitz constant of ``net`` (``1 +`` that when ``residual``):
@@ -128,3 +200,10 @@ class DnCNN(nn.Module):
         if not math.isfinite(bound):
             raise ValueError("Lipschitz bound is not finite (weights contain NaN/Inf)")
         return 1.0 + bound if self.residual else bound
+
+
+def _cuts(length: int, size: int) -> list[tuple[int, int]]:
+    """[a, b) intervals of near-equal length (at most ``size``) that partition [0, length)."""
+    n = -(-length // size)
+    edges = [i * length // n for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
