@@ -300,3 +300,24 @@ def test_errors():
             valid.A(torch.rand(1, 1, 4, 9))
     with pytest.raises(ValueError, match="smaller"):
         valid.out_shape((1, 1, 9, 3))
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("shape", [(3, 4), (3, 5, 2)])
+def test_direct_path_in_strips_equals_whole(monkeypatch, padding, shape):
+    # large planes (no autograd, CPU) are convolved in channels-last strips of rows: the same
+    # A (each output row computed as in the whole) and A^T (a valid convolution of the padded
+    # measurement instead of conv_transpose2d) up to rounding
+    gen = torch.Generator().manual_seed(11)
+    op = Blur(_rand_kernel(gen, shape), padding, "direct")
+    x = torch.rand(2, 3, 37, 29, generator=gen)
+    y = torch.rand(op.out_shape(x.shape), generator=gen)
+    with torch.no_grad():
+        whole = op.A(x), op.A_adjoint(y)
+        monkeypatch.setattr(blur_module, "_STRIPS_ABOVE", 0)
+        monkeypatch.setattr(blur_module, "_STRIP_BYTES", 6 * 40 * 4 * 3)  # strips of 3+ rows
+        assert blur_module._in_strips(x)
+        strips = op.A(x), op.A_adjoint(y)
+    assert torch.equal(strips[0], whole[0])
+    torch.testing.assert_close(strips[1], whole[1], rtol=0, atol=1e-6)
+    assert not blur_module._in_strips(x)  # autograd on: never

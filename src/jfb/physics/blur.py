@@ -56,18 +56,61 @@ def _direct_valid(xp: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Valid convolution of (N, C, Hp, Wp) with k (kh, kw) or (C, kh, kw) via conv2d.
 
     Run as one depthwise convolution with groups = N*C on a (1, N*C, Hp, Wp) view: on CPU this
-    is several times faster than a batch of N*C single-channel images or groups = C."""
+    is several times faster than a batch of N*C single-channel images or groups = C. Large
+    planes go in strips (:func:`_in_strips`)."""
     n, c, hp, wp = xp.shape
-    out = F.conv2d(xp.reshape(1, n * c, hp, wp), _depthwise_weight(k, n, c), groups=n * c)
+    planes = xp.reshape(1, n * c, hp, wp)
+    weight = _depthwise_weight(k, n, c)
+    if _in_strips(planes):
+        out = _strip_conv(planes, weight)
+    else:
+        out = F.conv2d(planes, weight, groups=n * c)
     return out.reshape(n, c, out.shape[-2], out.shape[-1])
 
 
 def _direct_valid_adjoint(y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Adjoint of :func:`_direct_valid`: conv_transpose2d, output (Ho + kh - 1, Wo + kw - 1)."""
+    """Adjoint of :func:`_direct_valid`: conv_transpose2d, output (Ho + kh - 1, Wo + kw - 1);
+    for large planes the same as a valid convolution of y padded by (kh - 1, kw - 1) zeros with
+    the unflipped kernel, in strips (:func:`_in_strips`; equal up to rounding)."""
     n, c, ho, wo = y.shape
     w = _depthwise_weight(k, n, c)
-    out = F.conv_transpose2d(y.reshape(1, n * c, ho, wo), w, groups=n * c)
+    planes = y.reshape(1, n * c, ho, wo)
+    if _in_strips(planes):
+        kh, kw = w.shape[-2:]
+        out = _strip_conv(F.pad(planes, (kw - 1, kw - 1, kh - 1, kh - 1)), w.flip(-2, -1))
+    else:
+        out = F.conv_transpose2d(planes, w, groups=n * c)
     return out.reshape(n, c, out.shape[-2], out.shape[-1])
+
+
+#: Planes of more bytes than this are convolved in strips of about ``_STRIP_BYTES`` (CPU, no
+#: autograd). PyTorch's depthwise conv2d on large contiguous planes ran at 2 GFLOP/s on this
+#: project's CPU (a 5x5 blur of a 3 x 3000 x 4000 image: 1.0-1.4 s; a 3 x 866 x 1155 one: 83 ms);
+#: on channels-last strips of about 1 MiB it takes 0.2 s and 14 ms, with the very same result
+#: (docs/BENCHMARKS.md, "Photos").
+_STRIPS_ABOVE = 4 * 2**20
+_STRIP_BYTES = 2**20
+
+
+def _in_strips(planes: torch.Tensor) -> bool:
+    return (planes.device.type == "cpu" and not torch.is_grad_enabled()
+            and planes.numel() * planes.element_size() > _STRIPS_ABOVE)
+
+
+def _strip_conv(xp: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Valid depthwise conv2d of (1, P, Hp, Wp) planes by (P, 1, kh, kw) ``weight``, computed on
+    strips of rows (each widened by kh - 1 rows, so every output row is computed as in the
+    whole), each made channels-last: the layout whose depthwise kernel is fast on CPU."""
+    p, hp, wp = xp.shape[1:]
+    kh, kw = weight.shape[-2:]
+    h, w = hp - kh + 1, wp - kw + 1
+    out = xp.new_empty(1, p, h, w)
+    rows = max(kh, _STRIP_BYTES // (p * wp * xp.element_size()))
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        strip = xp[..., r0 : r1 + kh - 1, :].contiguous(memory_format=torch.channels_last)
+        out[..., r0:r1, :] = F.conv2d(strip, weight, groups=p)
+    return out
 
 
 def _fast_size(n: int) -> int:
