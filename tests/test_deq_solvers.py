@@ -304,3 +304,27 @@ def test_bad_anderson_settings_and_bad_calls_are_rejected():
         fixed_point(lambda x: x, torch.zeros(1, 2, dtype=DT), solver="anderson")
     with pytest.raises(ValueError, match="shape"):
         fixed_point(lambda x: x[:, :1], torch.zeros(2, 3, dtype=DT), solver=Picard())
+
+
+@pytest.mark.parametrize("kw", [dict(m=3), dict(m=5, beta=0.6), dict(m=1), dict(m=4, lam=0.0)])
+def test_anderson_buffers_without_autograd_match_the_autograd_path(kw):
+    # without autograd Anderson keeps its history in rings (newest over oldest) and the Gram
+    # matrix row by row; with autograd it stacks the history out of place: the same iterates
+    f0, x_true, _, _ = affine_problem(n=3, radius=0.97)
+
+    def f(x):  # one sample goes NaN: frozen and reported the same way on both paths
+        out = f0(x)
+        return torch.cat([out[:2], out[2:] * float("nan")])
+
+    solver = Anderson(tol=1e-9, max_iter=60, record_trace=True, **kw)
+    x0 = torch.zeros_like(x_true)
+    with torch.no_grad():
+        xa, sa = solver.solve(f, x0)
+    with torch.enable_grad():
+        xb, sb = solver.solve(f, x0)
+    torch.testing.assert_close(xa, xb, rtol=0, atol=1e-10, equal_nan=True)
+    assert torch.equal(sa.iterations, sb.iterations) and torch.equal(sa.converged, sb.converged)
+    assert sa.nonfinite.tolist() == [False, False, True]
+    torch.testing.assert_close(sa.trace, sb.trace, rtol=1e-6, atol=1e-12, equal_nan=True)
+    if kw["m"] > 1:
+        assert sa.n_evals > 2 * kw["m"]  # the rings wrapped around

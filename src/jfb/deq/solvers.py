@@ -4,8 +4,9 @@ Every solver (Picard, Anderson, Broyden) stops a sample once its relative residu
 r_i = ||T(x)_i - x_i|| / (||T(x)_i|| + eps) falls below ``tol``; the sample is then frozen at
 T(x)_i while the rest of the batch iterates. Freezing is done on the device with ``torch.where``
 (no host sync); whether every sample is done is checked every ``check_every`` iterations (one
-host sync each time). The code is out-of-place, so the same solve is differentiable when run
-with autograd enabled (the ``Unrolled`` strategy uses that).
+host sync each time). With autograd enabled the code is out-of-place, so the solve is
+differentiable (the ``Unrolled`` strategy uses that); without it, Anderson and Broyden keep their
+history in buffers allocated once per solve.
 
 They know nothing of images: ``x`` is any tensor whose first dimension is the batch, and T must act
 on each sample alone (sample i of T(x) depends only on sample i of x).
@@ -282,6 +283,8 @@ class Anderson(Solver):
         check_number("beta", self.beta, low=0, high=1, low_open=True, type_error=TypeError)
 
     def _step(self, x: torch.Tensor, fx: torch.Tensor, memory: dict) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self._step_in_place(x, fx, memory)
         n_batch = x.shape[0]
         keep = self.m - 1  # history kept besides the newest pair
         xs_hist = memory.get("xs", [])[-keep:] if keep else []
@@ -306,12 +309,50 @@ class Anderson(Solver):
             )
         return mixed.reshape(x.shape)
 
+    def _step_in_place(self, x: torch.Tensor, fx: torch.Tensor, memory: dict) -> torch.Tensor:
+        """The same step without autograd, on history buffers that the solve allocates once:
+        T(x_j) and g_j = T(x_j) - x_j live in rings of m slots (N, m, D), the newest written
+        over the oldest, and the Gram matrix keeps its entries, so a step computes one new
+        row of it instead of stacking 2m iterates and forming all of G G^T (on a 12-megapixel
+        photo the stacks were 4 GiB and as many bytes copied per iteration). The weights do not
+        depend on the order of the slots; sums run in another order, so iterates agree with the
+        autograd path up to rounding."""
+        n_batch = x.shape[0]
+        xf, f = x.reshape(n_batch, -1), fx.reshape(n_batch, -1)
+        if "fs" not in memory:
+            memory["fs"] = f.new_empty(n_batch, self.m, f.shape[1])
+            memory["gs"] = f.new_empty(n_batch, self.m, f.shape[1])
+            memory["gram"] = torch.zeros(n_batch, self.m, self.m, dtype=torch.float64,
+                                         device=f.device)
+            memory["k"] = 0
+        fs, gs, gram = memory["fs"], memory["gs"], memory["gram"]
+        k = memory["k"]
+        slot, n = k % self.m, min(k + 1, self.m)
+        memory["k"] = k + 1
+        fs[:, slot] = f
+        g = gs[:, slot]
+        torch.sub(f, xf, out=g)
+        row = torch.bmm(gs[:, :n], g[:, :, None]).squeeze(2).double()  # <g_j, g_new>, (N, n)
+        gram[:, slot, :n] = row
+        gram[:, :n, slot] = row
+        if n == 1:
+            return x + self.beta * (fx - x) if self.beta != 1.0 else fx
+        alpha = _anderson_weights(gram[:, :n, :n], self.lam, newest=slot)
+        ok = torch.isfinite(alpha).all(dim=1)
+        last = torch.zeros_like(alpha)
+        last[:, slot] = 1.0
+        alpha = torch.where(ok[:, None], alpha, last).to(x.dtype)[:, None, :]  # (N, 1, n)
+        mixed = torch.bmm(alpha, fs[:, :n]).squeeze(1)
+        if self.beta != 1.0:  # sum alpha_j x_j = sum alpha_j T(x_j) - sum alpha_j g_j
+            mixed -= (1 - self.beta) * torch.bmm(alpha, gs[:, :n]).squeeze(1)
+        return mixed.reshape(x.shape)
 
-def _anderson_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
+
+def _anderson_weights(gram: torch.Tensor, lam: float, newest: int = -1) -> torch.Tensor:
     """Solve [[0, 1^T], [1, GG^T + lam s I]] [nu; alpha] = [1; 0] per sample -> alpha (N, n),
-    s = ||g_newest||^2 (the last diagonal entry of GG^T)."""
+    s = ||g_newest||^2 (GG^T's diagonal entry ``newest``, by default the last)."""
     n_batch, n, _ = gram.shape
-    scale = gram[:, -1, -1].clamp_min(1e-300)
+    scale = gram[:, newest, newest].clamp_min(1e-300)
     eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
     h = torch.zeros(n_batch, n + 1, n + 1, dtype=gram.dtype, device=gram.device)
     h[:, 0, 1:] = 1.0
