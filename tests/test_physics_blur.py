@@ -321,3 +321,17 @@ def test_direct_path_in_strips_equals_whole(monkeypatch, padding, shape):
     assert torch.equal(strips[0], whole[0])
     torch.testing.assert_close(strips[1], whole[1], rtol=0, atol=1e-6)
     assert not blur_module._in_strips(x)  # autograd on: never
+
+
+def test_power_spectrum_is_cached_and_follows_the_kernel():
+    op = Blur(kernels.gaussian(5, 2.0), "zeros")
+    v = torch.rand(1, 3, 12, 10)
+    first = op.ridge_preconditioner(0.1)(v)
+    assert len(op._spectra) == 1
+    torch.testing.assert_close(op.ridge_preconditioner(0.1)(v), first, rtol=0, atol=0)
+    assert len(op._spectra) == 1  # a new preconditioner (the next x-update) reuses |K|^2
+    with torch.no_grad():
+        op.kernel.mul_(2)  # an in-place change of the kernel is seen
+    torch.testing.assert_close(
+        op.ridge_preconditioner(0.1)(v),
+        Blur(op.kernel.clone(), "zeros").ridge_preconditioner(0.1)(v))
