@@ -189,8 +189,25 @@ def test_blur_preconditioner_takes_a_tensor_rho_and_half_precision():
 
 
 def test_operators_without_a_preconditioner_say_none():
-    assert Composed(Mask(torch.ones(8, 8)), blur("zeros")).ridge_preconditioner(RHO) is None
+    assert Composed(blur("zeros"), Mask(torch.ones(8, 8))).ridge_preconditioner(RHO) is None
+    assert Composed(Downsample(2), blur("zeros")).ridge_preconditioner(RHO) is None
     assert Downsample(2).ridge_preconditioner(RHO) is None
+
+
+def test_a_tile_window_takes_the_inner_preconditioner():
+    # a tile's operator, Mask(window) after the blur: the blur's P, and PCG solves the masked
+    # system exactly (P need only be symmetric positive definite)
+    op = blur("zeros")
+    window = torch.ones(1, 1, 20, 24, dtype=DT)
+    window[..., :2, :] = 0
+    window[..., :, -2:] = 0
+    tile = Composed(Mask(window), op)
+    v = rand(2, 3, 20, 24, seed=3)
+    torch.testing.assert_close(tile.ridge_preconditioner(RHO)(v), op.ridge_preconditioner(RHO)(v))
+    aty, z, u = (rand(2, 3, 20, 24, seed=s) for s in (4, 5, 6))
+    exact, pcg = (admm_x_update(tile, aty, z, u, RHO, x0=z, cg_iters=400, cg_tol=1e-12,
+                                precondition=p) for p in (False, True))
+    torch.testing.assert_close(pcg, exact, rtol=0, atol=1e-8)
 
 
 # ------------------------------------------------------------------------- the x-update

@@ -8,9 +8,12 @@ term makes no assumption about the image outside the tile (see :mod:`jfb.restore
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from jfb.physics.base import LinearOperator
+from jfb.physics.mask import MaskOperator
 
 __all__ = ["Composed"]
 
@@ -37,3 +40,15 @@ class Composed(LinearOperator):
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """x = inner^T(outer^T(y))."""
         return self.inner.A_adjoint(self.outer.A_adjoint(y))
+
+    def ridge_preconditioner(
+        self, rho: float | torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For a mask after an operator (a tile's window, or a blur seen through a mask): the
+        inner operator's preconditioner, which ignores the mask. A^T M A differs from A^T A in
+        the masked rows only (a tile's frame as wide as the blur's reach), and the inner
+        preconditioner is symmetric positive definite whatever it approximates, so CG stays
+        exact and its iterates close to the unmasked ones. None otherwise."""
+        if isinstance(self.outer, MaskOperator):
+            return self.inner.ridge_preconditioner(rho)
+        return None
