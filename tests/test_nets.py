@@ -567,8 +567,9 @@ def test_dncnn_in_pieces_equals_whole(residual: bool, kernel_size: int) -> None:
         net.chunk_bytes = 0
         whole = net(x)
         assert net.receptive_radius == 4 * (kernel_size // 2)
+        # spatial chunks (channels-last), one sample, then groups: equal up to rounding
         for limit in (6 * 4 * 20 * 20, 6 * 4 * 45 * 61, 6 * 4 * 45 * 61 * 2 - 1):
-            net.chunk_bytes = limit  # 20 x 20 pieces (spatial), one sample, then groups
+            net.chunk_bytes = limit
             assert net._in_pieces(x)
             torch.testing.assert_close(net(x), whole, rtol=0, atol=1e-6)
         net.chunk_bytes = 6 * 4 * 45 * 61 * 2  # the whole batch fits: one body call

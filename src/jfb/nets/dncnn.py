@@ -127,8 +127,9 @@ class DnCNN(nn.Module):
         ``chunk_bytes``, the body runs on pieces (:meth:`_forward_in_pieces`): groups of whole
         samples, or, when one sample is too large, spatial chunks widened by the receptive
         radius on every side inside the image (the zero padding at the image's border is the
-        body's own). Pieces give the same result as the whole up to rounding, with memory and
-        cache traffic bounded by the chunk whatever the image size."""
+        body's own), in channels-last layout. Pieces give the whole batch's result up to
+        rounding (the convolution's algorithm may depend on the batch and layout), with memory
+        and cache traffic bounded by the chunk whatever the image size."""
         check_input(x, self.in_channels, "DnCNN")
         if self._in_pieces(x):
             return self._forward_in_pieces(x)
@@ -145,8 +146,11 @@ class DnCNN(nn.Module):
         """Bytes per pixel of the widest feature map."""
         return x.element_size() * max(self.width, self.in_channels, self.out_channels)
 
-    def _body_in_place(self, v: Tensor) -> Tensor:
-        """The body without autograd, its ReLUs in place (one feature map fewer per layer)."""
+    def _body_in_place(self, v: Tensor, channels_last: bool = False) -> Tensor:
+        """The body without autograd, its ReLUs in place (one feature map fewer per layer),
+        optionally on channels-last feature maps."""
+        if channels_last:
+            v = v.contiguous(memory_format=torch.channels_last)
         for module in self.body:
             v = v.relu_() if isinstance(module, nn.ReLU) else module(v)
         return v
@@ -161,7 +165,7 @@ class DnCNN(nn.Module):
         n, _, h, w = x.shape
         out = x.new_empty(n, self.out_channels, h, w)
         per_sample = self._map_bytes(x) * h * w
-        if per_sample <= self.chunk_bytes:  # groups of whole samples: exactly the batch's result
+        if per_sample <= self.chunk_bytes:  # groups of whole samples
             k = self.chunk_bytes // per_sample
             for i in range(0, n, k):
                 v = self._body_in_place(x[i : i + k])
@@ -173,7 +177,9 @@ class DnCNN(nn.Module):
             R0, R1 = max(0, r0 - halo), min(h, r1 + halo)
             for c0, c1 in _cuts(w, side):
                 C0, C1 = max(0, c0 - halo), min(w, c1 + halo)
-                v = self._body_in_place(x[..., R0:R1, C0:C1].contiguous())
+                # channels-last: 12% faster than NCHW on 384 x 384 chunks of 32 channels
+                # (docs/BENCHMARKS.md, "Photos"); equal up to rounding
+                v = self._body_in_place(x[..., R0:R1, C0:C1], channels_last=True)
                 v = v[..., r0 - R0 : r1 - R0, c0 - C0 : c1 - C0]
                 out[..., r0:r1, c0:c1] = x[..., r0:r1, c0:c1] - v if self.residual else v
         return out
