@@ -13,6 +13,7 @@ import torch
 from jfb import bench
 from jfb import cpu_malloc as allocator
 from jfb.deq import JFB, Anderson, Unrolled
+from jfb.nets import DnCNN
 
 HEADER = {
     "scenario", "size", "device", "device_name", "torch", "threads", "date", "command",
@@ -230,9 +231,33 @@ def test_malloc_scenario_default_then_tuned(monkeypatch, tmp_path):
     assert again["results"]["skipped"] is True
 
 
-def test_all_excludes_malloc():
+def test_all_excludes_malloc_and_photo():
     assert "malloc" in bench.SCENARIOS and "malloc" not in bench.ALL
-    assert set(bench.ALL) | {"malloc"} == set(bench.SCENARIOS)
+    assert "photo" in bench.SCENARIOS and "photo" not in bench.ALL
+    assert set(bench.ALL) | {"malloc", "photo"} == set(bench.SCENARIOS)
+
+
+def test_photo_scenario(tmp_path):
+    # jfb deblur's path on a mosaic photo, in a process of its own (no timing asserted)
+    rec = bench.run_scenario("photo", size="tiny", out=tmp_path, threads=1, quiet=True)
+    res = rec["results"]
+    assert not res["skipped"] and res["threads"] == 1
+    (row,) = res["rows"]
+    assert (row["height"], row["width"]) == bench.photo.photo_shape(0.01) == (87, 116)
+    assert row["threads"] == 1 and row["iterations"] and row["denoiser_calls"] >= 1
+    assert row["psnr_db"] > row["input_psnr_db"]
+    assert row["denoiser_gflop"] == pytest.approx(
+        bench.photo.conv_flops_per_pixel(DnCNN(in_channels=3, depth=7, width=32)) / 1e9
+        * row["denoiser_pixels"])
+    assert row["peak_rss_bytes"] > 0 and row["user_s"] > 0
+    assert (tmp_path / "photo_tiny.md").read_text().startswith("## `photo` (tiny)")
+
+
+def test_photo_mosaic_is_a_photo_of_the_size_asked():
+    x = bench.photo.mosaic(70, 90)
+    assert x.shape == (3, 70, 90) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert float(x.std()) > 0.1
+    assert bench.photo.photo_shape(12) == (3000, 4000)
 
 
 # ------------------------------------------------------------------ --checkpoint: a trained model

@@ -20,6 +20,9 @@ with the device, date, torch version, thread count and exact command inside the 
 ``inference``  ms per 128x128 and per 512x512 image, eval mode, no grad.
 ``malloc``     (CPU, run on its own) inference and JFB steps with glibc's default allocator,
                then with :func:`tune_cpu_malloc`, in one process.
+``photo``      (CPU, run on its own) ``jfb deblur`` of 1, 4 and 12-megapixel photos with the
+               default model (or ``--checkpoint``): CPU seconds per megapixel, peak memory,
+               page faults, PSNR, the denoiser's GFLOP/s against its floor; one process per size.
 
 Rules (docs/PROTOCOL.md, "Cost measurements"): warm-up first, synchronise CUDA before every
 clock read, median of repeats, ratios only between numbers of one run. Sizes: ``full`` (the
@@ -32,7 +35,8 @@ Modules, imports pointing down the list only: :mod:`~jfb.bench.memory` (the save
 :mod:`~jfb.bench.common` (size presets, context, clocks, synthetic model and data, the timed
 training step); one module
 per scenario (:mod:`~jfb.bench.step`, :mod:`~jfb.bench.solver`, :mod:`~jfb.bench.floor`,
-:mod:`~jfb.bench.peer`, :mod:`~jfb.bench.inference`, :mod:`~jfb.bench.malloc`);
+:mod:`~jfb.bench.peer`, :mod:`~jfb.bench.inference`, :mod:`~jfb.bench.malloc`,
+:mod:`~jfb.bench.photo`);
 :mod:`~jfb.bench.report` (markdown of a record, no other bench import);
 :mod:`~jfb.bench.runner` (the scenario registry and :func:`run_scenario`);
 :mod:`~jfb.bench.cli` (the parser and :func:`main`). This package re-exports the public names.
@@ -45,6 +49,7 @@ from jfb.bench.inference import scenario_inference
 from jfb.bench.malloc import scenario_malloc
 from jfb.bench.memory import SavedTensorMeter, saved_tensor_bytes
 from jfb.bench.peer import scenario_peer
+from jfb.bench.photo import scenario_photo
 from jfb.bench.report import to_markdown
 from jfb.bench.runner import ALL, SCENARIOS, run_scenario
 from jfb.bench.solver import scenario_solver
@@ -68,6 +73,7 @@ __all__ = [
     "scenario_inference",
     "scenario_malloc",
     "scenario_peer",
+    "scenario_photo",
     "scenario_solver",
     "scenario_step",
     "synthetic_pair",

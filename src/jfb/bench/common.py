@@ -45,6 +45,7 @@ class BenchSize:
         solver_samples, solver_max_iter: samples of the convergence histogram and the budget.
         infer_sizes, infer_batch: inference sides (128 and 512 in ``small``/``full``) and batch.
         repeats, warmup: timed repeats (median reported) and warm-up runs per configuration.
+        photo_megapixels: the photo sizes of the ``photo`` scenario (``jfb deblur`` on them).
     """
 
     depth: int
@@ -65,6 +66,7 @@ class BenchSize:
     tol: float = 1e-4
     max_iter: int = 50
     seed: int = 0
+    photo_megapixels: tuple[float, ...] = (1.0, 4.0, 12.0)
 
 
 SIZES: dict[str, BenchSize] = {
@@ -82,6 +84,7 @@ SIZES: dict[str, BenchSize] = {
         depth=3, width=4, batch=2, image=16, iter_caps=(2, 4), image_sizes=(12, 16),
         sweep_iters=2, floor_iters=3, solver_samples=4, solver_max_iter=10,
         infer_sizes=(16, 32), infer_batch=(2, 1), repeats=1, warmup=1, max_iter=5,
+        photo_megapixels=(0.01,),
     ),
 }
 

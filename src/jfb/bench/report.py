@@ -145,6 +145,29 @@ def to_markdown(record: dict[str, Any]) -> str:
                           ("JFB step ms", lambda r: _ms(r["step_s"])),
                           ("JFB step CPU ms", lambda r: _ms(r["step_cpu_s"])),
                       ]), ""]
+    elif name == "photo":
+        if res["skipped"]:
+            lines += [f"Skipped: {res['reason']}.", ""]
+        else:
+            lines += [f"Model: {res['model']}. Photos: {res['photos']}. Allocator: "
+                      f"{res['allocator']}.", "",
+                      _table(res["rows"], [
+                          ("photo", lambda r: f"{r['width']}x{r['height']}"),
+                          ("threads", lambda r: str(r["threads"])),
+                          ("wall s", lambda r: _num(r["wall_s"], ".1f")),
+                          ("user s", lambda r: _num(r["user_s"], ".1f")),
+                          ("system s", lambda r: _num(r["system_s"], ".1f")),
+                          ("CPU s / MP", lambda r: _num(r["cpu_s_per_megapixel"], ".1f")),
+                          ("peak RSS GiB", lambda r: _num(r["peak_rss_bytes"] / 2**30, ".2f")),
+                          ("iterations", lambda r: ",".join(map(str, r["iterations"]))),
+                          ("PSNR dB", lambda r: _num(r["psnr_db"], ".2f")),
+                          ("denoiser s (wall)", lambda r: _num(r["denoiser_wall_s"], ".1f")),
+                          ("denoiser GFLOP/s", lambda r: _num(r["denoiser_gflops"], ".1f")),
+                          ("denoiser floor s", lambda r: _num(r["denoiser_floor_s"], ".1f")),
+                      ]), ""]
+            for r in res["rows"]:
+                lines += [f"- {r['width']}x{r['height']}: {note}" for note in r["notes"]]
+            lines.append("")
     ratios = {k: v for k, v in res.items() if k.startswith("ratio")}
     for title, d in ratios.items():
         lines += [f"{title}:", ""] + [f"- {k}: {_num(v, '.3g')}" for k, v in d.items()] + [""]

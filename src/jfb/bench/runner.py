@@ -24,6 +24,7 @@ from jfb.bench.floor import scenario_floor
 from jfb.bench.inference import scenario_inference
 from jfb.bench.malloc import scenario_malloc
 from jfb.bench.peer import scenario_peer
+from jfb.bench.photo import scenario_photo
 from jfb.bench.report import to_markdown
 from jfb.bench.solver import scenario_solver
 from jfb.bench.step import scenario_step
@@ -37,8 +38,10 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "peer": scenario_peer,
     "inference": scenario_inference,
     "malloc": scenario_malloc,
+    "photo": scenario_photo,
 }
-#: What ``--scenario all`` runs (``malloc`` must run on its own, before any tuning).
+#: What ``--scenario all`` runs (``malloc`` must run on its own, before any tuning; ``photo``
+#: takes minutes per 12-megapixel photo and runs when asked for).
 ALL = ("step", "solver", "floor", "peer", "inference")
 
 
