@@ -125,14 +125,21 @@ DEFAULT_MARGIN = 48
 
 def memory_per_pixel(model: torch.nn.Module) -> float:
     """Bytes of working memory per output pixel of an inference solve, an upper estimate: float32
-    state (channels x 2 for DE-ADMM's (z, u)) kept by the solver (2 m + 8 copies for Anderson
-    with memory m, 8 otherwise) plus 6 feature maps of the net's widest layer."""
+    state (channels x 2 for DE-ADMM's (z, u)) times the copies a solve holds at its peak (the
+    2 m slots of Anderson's history with memory m, plus 14 for the iterate, T(x), the next
+    iterate and the temporaries of T, its x-update and the initial estimate: 576 bytes for the
+    default model, whose peak RSS grew by 570 bytes per pixel from 1 to 4 megapixels), plus 6
+    feature maps of the net's widest layer unless the net runs in pieces (a DnCNN on the CPU,
+    whose feature maps stay under its ``chunk_bytes`` whatever the image)."""
     state = CHANNELS * (2 if hasattr(model, "rho") else 1)
     solver = getattr(model, "solver", None)
-    copies = 2 * getattr(solver, "m", 0) + 8 if solver is not None else 2
+    copies = 2 * getattr(solver, "m", 0) + 14 if solver is not None else 2
     width = max((mod.out_channels for mod in model.modules()
                  if isinstance(mod, torch.nn.Conv2d)), default=CHANNELS)
-    return 4.0 * (state * copies + 6 * width)
+    net = getattr(model, "net", None)
+    on_cpu = next(iter(model.parameters()), torch.empty(0)).device.type == "cpu"
+    in_pieces = on_cpu and bool(getattr(net, "chunk_bytes", 0))
+    return 4.0 * (state * copies + (0 if in_pieces else 6 * width))
 
 
 def default_memory_budget(device: torch.device) -> float:
