@@ -51,3 +51,15 @@ def test_baselines_reexport_the_linalg_functions():
     for name in ("conjugate_gradient", "gradient", "gradient_adjoint", "batch_weight"):
         assert getattr(tikhonov, name) is getattr(linalg, name) is getattr(jfb.baselines, name,
                                                                           getattr(linalg, name))
+
+
+def test_differences_without_autograd_are_the_same_bits():
+    # without autograd gradient and its adjoint write into one tensor, in the same order
+    from jfb.linalg import gradient, gradient_adjoint
+
+    x = torch.randn(2, 3, 17, 23, dtype=torch.float32)
+    g = torch.randn(2, 3, 2, 17, 23, dtype=torch.float32)
+    with torch.no_grad():
+        fast = gradient(x), gradient_adjoint(g)
+    slow = (gradient(x.requires_grad_()).detach(), gradient_adjoint(g.requires_grad_()).detach())
+    assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
