@@ -61,14 +61,17 @@ def conjugate_gradient(
                 z, rz_new = _preconditioned(precondition, r, rs_new)
                 safe_rz = torch.where(rz > 0, rz, torch.ones_like(rz))
                 beta = rz_new / safe_rz
-                p = torch.where(batch_view(active, p), z + batch_view(beta, p) * p, p)
+                # p = where(active, z + beta p, p), in place (x, r and p are this solve's own)
+                direction = torch.addcmul(z, batch_view(beta, p), p)
+                torch.where(batch_view(active, p), direction, p, out=p)
+                del direction
                 rz = torch.where(active, rz_new, rz)
             mp = apply(p)
             pmp = batch_dot(p, mp)
             active = ~done & (pmp > 0)
             alpha = torch.where(active, rz / torch.where(active, pmp, torch.ones_like(pmp)), 0.0)
-            x = x + batch_view(alpha, x) * p
-            r = r - batch_view(alpha, r) * mp
+            x.addcmul_(batch_view(alpha, x), p)  # x + alpha p, without the two temporaries
+            r.addcmul_(batch_view(-alpha, r), mp)
             rs_new = batch_dot(r, r)
             rs = torch.where(active, rs_new, rs)
             n_iter = n_iter + active.long()
