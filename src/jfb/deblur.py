@@ -279,6 +279,9 @@ def _noise_level(model: torch.nn.Module, cfg: Config, op: LinearOperator, y: tor
         return get_task(cfg.task).noise_sigma * math.sqrt(getattr(model, "rho_factor", 1.0))
     if isinstance(noise, str):
         raise DataError(f"noise must be a number or 'auto', got {noise!r}")
+    if not noise > 0 and not float(getattr(model, "noise_floor", lambda: 0.0)()) > 0:
+        raise DataError(f"noise must be a positive number for this model (it has no noise "
+                        f"floor), got {noise!r}")
     if not takes_noise(model):
         raise DataError(f"the noise level applies to DE-ADMM models (their rho follows "
                         f"sigma^2) and nets on a Wiener estimate; this one is {cfg.model.kind}")

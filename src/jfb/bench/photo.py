@@ -113,14 +113,14 @@ def _measure(megapixels: float, checkpoint: str | None, threads: int, tune: bool
     net.forward = timed
     notes: list[str] = []
     iterations: list[int] = []
-    model_forward = model.forward
+    model_solve = model.solve
 
-    def counted(v: torch.Tensor) -> torch.Tensor:
-        out = model_forward(v)
-        iterations.extend(model.last_stats.iterations.tolist())
-        return out
+    def counted(v: torch.Tensor, physics=None, **budget):  # restore_tensor's calls
+        out, stats = model_solve(v, physics, **budget)
+        iterations.extend(stats.iterations.tolist())
+        return out, stats
 
-    model.forward = counted
+    model.solve = counted
     start = _usage()
     x = restore_tensor(model, cfg, y, report=notes.append, warn=notes.append)
     end = _usage()

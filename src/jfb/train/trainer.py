@@ -10,14 +10,11 @@ sharded over ranks), :mod:`~jfb.train.pretrain` (pre-training R), :mod:`~jfb.tra
 :mod:`~jfb.train.signals`, :mod:`~jfb.train.cost` (budgets and cost fields of ``val`` records),
 :mod:`~jfb.train.log` and :mod:`~jfb.train.distributed`.
 
-The trainer never builds a model or a dataset: it takes a model (any ``nn.Module`` mapping a
-measurement batch ``y`` to ``x_hat``, optionally exposing ``last_stats`` with per-sample
-``iterations``/``converged``/``residual``, ``pretrain_forward(y)``, ``feedforward(v)``,
-``contraction(x*, y)`` and ``jacobian_frobenius(x*, y)``), a training set and a validation set
-of ``(x, y)`` pairs (the validation set with fixed noise), and how to batch their items. Items
-may carry more: ``(x, y, *conditions)``, e.g. the physics of each batch
-(:class:`jfb.physics.Physics`: one kernel and one noise level per sample), which the trainer
-moves to the device and passes on, ``model(y, *conditions)``.
+The trainer never builds a model or a dataset: it takes a model (an ``nn.Module`` mapping ``y``
+to ``x_hat``, maybe with ``last_stats`` (per-sample ``iterations``/``converged``/``residual``),
+``pretrain_forward``, ``feedforward``, ``contraction`` and ``jacobian_frobenius``), training and
+validation sets of ``(x, y)`` pairs, or ``(x, y, physics)`` for ``model(y, physics)`` (the
+validation set with fixed noise), and how to batch their items.
 
 Steps. Global step ``g`` counts batches consumed, pre-training steps first: steps ``[0, P)``
 pre-train (P = ``pretrain_steps``, when the model can); steps ``[P, P + steps)`` train
@@ -201,7 +198,6 @@ class Trainer:
         self._seconds_before = 0.0  # training time of the runs this one resumes
         self._fit_start: float | None = None
 
-    # The divergence guard's counters (saved in checkpoints), as attributes of the trainer.
     bad_streak = property(lambda self: self.guard.bad_streak, doc="Bad steps in a row now.")
     skipped_steps = property(lambda self: self.guard.skipped_steps, doc="Bad steps so far.")
     rollbacks = property(lambda self: self.guard.rollbacks, doc="Rollbacks so far.")
@@ -212,10 +208,9 @@ class Trainer:
         """lr(g) / peak lr: the schedule times the rollbacks' reductions. A bound method, so
         that the scheduler's state dict (in checkpoints) holds nothing of it."""
         tc = self.config.train
-        return self.guard.lr_scale * phase_lr_factor(
-            g, pretrain_steps=self.pretrain_steps, steps=tc.steps, warmup=tc.warmup_steps,
-            schedule=tc.schedule,
-        )
+        return self.guard.lr_scale * phase_lr_factor(g, pretrain_steps=self.pretrain_steps,
+                                                     steps=tc.steps, warmup=tc.warmup_steps,
+                                                     schedule=tc.schedule)
 
     def _seed_rank_streams(self) -> None:
         """Under DDP: this rank's global RNGs from (seed, step, rank), at start, on resume and
@@ -223,10 +218,8 @@ class Trainer:
         seed_global_rngs(mix_seed(self.config.train.seed, self.step, self.dist.rank))
 
     def _to_device(self, t: Any) -> Any:
-        if not isinstance(t, torch.Tensor):  # a condition such as a Physics: its own .to
-            return t.to(self.device)
-        t = t.to(self.device, non_blocking=True)
-        if self.channels_last and t.dim() == 4:
+        t = t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t.to(self.device)
+        if self.channels_last and torch.is_tensor(t) and t.dim() == 4:  # not a Physics
             t = t.contiguous(memory_format=torch.channels_last)
         return t
 
@@ -254,8 +247,7 @@ class Trainer:
         tc = self.config.train
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            x_hat = (self._pretrain_output(x, y, cond) if pretrain
-                     else self.forward_module(y, *cond))
+            x_hat = self._pretrain_output(x, y, cond) if pretrain else self.forward_module(y, *cond)
         stats = None if pretrain else getattr(self.model, "last_stats", None)
         divergence = solver_divergence(
             stats, max_residual=tc.diverge_residual, max_unconverged=tc.diverge_unconverged
@@ -338,9 +330,8 @@ class Trainer:
 
         def output(x: torch.Tensor, y: torch.Tensor, i: int, *cond: Any) -> torch.Tensor:
             with self._autocast():
-                if pretrain:
-                    return self._pretrain_output(x, y, cond, val_batch=i)
-                return self.model(y, *cond)
+                return (self._pretrain_output(x, y, cond, val_batch=i) if pretrain
+                        else self.model(y, *cond))
 
         return validate(self.model, batches, output, device=self.device, solver_stats=not pretrain)
 
