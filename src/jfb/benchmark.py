@@ -30,6 +30,7 @@ from jfb.baselines.pnp import pnp_admm, pnp_hqs
 from jfb.baselines.tv import tv_reconstruct
 from jfb.baselines.wiener import wiener
 from jfb.data.open import open_dataset
+from jfb.deblur import shipped_checkpoint, takes_noise
 from jfb.errors import ConfigError, DataError
 from jfb.metrics import psnr, ssim
 from jfb.physics import Blur, Physics, kernels
@@ -101,9 +102,10 @@ def checkpoint_method(path: str, *, tol: float | None, max_iter: int | None
     model, cfg, _ = load_model(path, eval_tol=tol, eval_max_iter=max_iter)
     n = sum(p.numel() for p in model.parameters())
 
+    told = takes_noise(model)
+
     def run(y: torch.Tensor, physics: Physics) -> torch.Tensor:
-        noise_told = getattr(model, "noise_ref", None) is not None or model.init == "wiener"
-        x, _ = model.solve(y, physics if noise_told else Physics(physics.op))
+        x, _ = model.solve(y, physics if told else Physics(physics.op))
         return x
 
     return run, n, f"{cfg.model.kind}, task {cfg.task}"
@@ -193,8 +195,6 @@ def make_method(spec: str, *, tol: float | None, max_iter: int | None
 def resolve_methods(text: str) -> list[tuple[str, str]]:
     """``--methods`` -> (name, spec) pairs: ``NAME=SPEC`` or a SPEC named after itself;
     ``default`` and ``natural`` are the shipped models."""
-    from jfb.deblur import shipped_checkpoint
-
     out = []
     for item in (t.strip() for t in text.split(",")):
         if not item:
