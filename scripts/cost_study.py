@@ -48,7 +48,7 @@ BUDGET_MINUTES = 30  # configs/cost/deadmm-jfb.toml's train.max_cpu_minutes
 SHIPPED = f"{OUT}/previous-default.safetensors"
 SHIPPED_FROM = "5bf9818:src/jfb/weights/default.safetensors"
 #: The default shipped now, at its own test-time settings: a point of the Pareto plot.
-DEFAULT = Path("src/jfb/weights/default.safetensors")
+DEFAULT = Path("src/jfb/weights/faces.safetensors")
 ITERATION_IMAGES = 50  # PSNR against test-time iterations of the implicit models
 ITERATIONS = "2,3,4,5,6,8,12"
 BUDGETS_MINUTES = (5, 10, 15, 20, 30)

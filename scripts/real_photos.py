@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from jfb.data import load_image, save_image
-from jfb.deblur import DEFAULT_MARGIN, default_checkpoint, memory_per_pixel
+from jfb.deblur import DEFAULT_MARGIN, memory_per_pixel, shipped_checkpoint
 from jfb.metrics import psnr
 from jfb.physics import Blur, GaussianNoise, kernels
 from jfb.pipeline import load_model
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/real-photos")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", default=",".join(PHOTOS))
-    parser.add_argument("--checkpoint", default=str(default_checkpoint()),
+    parser.add_argument("--checkpoint", default=str(shipped_checkpoint("faces")),
                         help="the model to restore with (default: the shipped default)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -31,7 +31,7 @@ from jfb.models import DEADMM
 from jfb.pipeline import EVAL_SEED, load_model
 from jfb.tasks import get_task
 
-DEFAULT = "src/jfb/weights/default.safetensors"
+DEFAULT = "src/jfb/weights/faces.safetensors"
 
 
 def floats(text: str) -> list[float]:

@@ -1,12 +1,12 @@
-"""Write a trained checkpoint as the shipped default model (``src/jfb/weights/default.safetensors``
-by default): its weights, step, config and the trainer's ``extra`` (no optimiser or RNG state), with
+"""Write a trained checkpoint as a shipped model (the default model,
+``src/jfb/weights/natural.safetensors``, unless ``--out`` names another): its weights, step, config and the trainer's ``extra`` (no optimiser or RNG state), with
 test-time settings of its config replaced (``--set``, as ``jfb train`` takes them).
 
     python scripts/ship_default.py runs/cost/deadmm-jfb/best.safetensors \
         --set model.solver.eval_max_iter=5 --set model.cg_iters=3 \
-        [--out src/jfb/weights/default.safetensors]
+        [--out src/jfb/weights/faces.safetensors]
 
-The model card (``src/jfb/weights/default.md``) is written by hand: say what changed and why.
+The model card (``src/jfb/weights/<name>.md``) is written by hand: say what changed and why.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from jfb.config import Config
 from jfb.pipeline import load_model
 from jfb.train.checkpoint import save_checkpoint
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/jfb/weights/default.safetensors"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/jfb/weights/natural.safetensors"
 
 
 def ship(src: Path, out: Path, overrides: list[str]) -> Config:

@@ -42,7 +42,7 @@ def cpu_seconds(fn) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", nargs="?", default="src/jfb/weights/default.safetensors")
+    p.add_argument("checkpoint", nargs="?", default="src/jfb/weights/faces.safetensors")
     p.add_argument("--task", default="celeba-gauss5")
     p.add_argument("--images", type=int, default=16)
     p.add_argument("--repeats", type=int, default=10)

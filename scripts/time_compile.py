@@ -20,7 +20,7 @@ import torch
 from jfb.config import load_config
 from jfb.pipeline import EVAL_SEED, initial_model, load_run
 
-DEFAULT = "src/jfb/weights/default.safetensors"
+DEFAULT = "src/jfb/weights/faces.safetensors"
 
 
 def cpu_ms_per_image(model: torch.nn.Module, y: torch.Tensor, repeats: int) -> float:

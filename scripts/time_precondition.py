@@ -123,7 +123,7 @@ def measure(model: DEADMM, pairs, cg_iters: int, precondition: bool) -> Row:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", nargs="?", default="src/jfb/weights/default.safetensors")
+    p.add_argument("checkpoint", nargs="?", default="src/jfb/weights/faces.safetensors")
     p.add_argument("--images", type=int, default=50)
     p.add_argument("--cg-iters", type=int, nargs="+", default=[20, 5, 3])
     p.add_argument("--rounds", type=int, default=3)

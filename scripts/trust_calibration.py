@@ -13,7 +13,7 @@ import math
 import torch
 
 from jfb.data.builtin import natural_images
-from jfb.deblur import default_checkpoint
+from jfb.deblur import shipped_checkpoint
 from jfb.diagnose import data_misfit
 from jfb.metrics import psnr
 from jfb.physics import Blur, GaussianNoise, estimate_noise_std, kernels, quantisation_step
@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=192)
     args = parser.parse_args()
-    model, cfg, _ = load_model(default_checkpoint())
+    model, cfg, _ = load_model(shipped_checkpoint("faces"))
     op = model.op
     for name, x in natural_images(["astronaut", "coffee", "grass"]):
         x = x[:, : args.size, : args.size]

@@ -68,11 +68,15 @@ def test_load_model_returns_a_named_result_that_still_unpacks_as_three(tiny):
 
 # ------------------------------------------------------------------------ load_pretrained
 def test_load_pretrained_gives_the_shipped_model_ready_for_inference():
-    loaded = jfb.load_pretrained()
+    loaded = jfb.load_pretrained()  # the natural model: it has no blur of its own
     assert isinstance(loaded, LoadedModel)
     assert not loaded.model.training
-    assert loaded.config.task == "celeba-gauss5" and loaded.config.model.kind == "deadmm"
-    assert loaded.info["step"] > 0
+    assert loaded.config.task == "natural-anyblur" and loaded.config.model.kind == "deadmm"
+    assert loaded.info["step"] > 0 and loaded.model.op is None
+    told = jfb.load_pretrained(kernel="gaussian:9:2.0")
+    assert told.model.op.kernel.shape[-1] == 9
+    faces = jfb.load_pretrained("faces")  # the other shipped model, by name
+    assert faces.config.task == "celeba-gauss5" and faces.model.op.kernel.shape[-1] == 5
 
 
 def test_load_pretrained_options_reach_the_model(tiny):
@@ -140,9 +144,11 @@ def test_restore_image_defaults_to_the_shipped_model_and_loads_a_checkpoint(tiny
     image = x.permute(1, 2, 0).numpy()
     tiny_out = jfb.restore_image(image, checkpoint=tiny)
     assert np.abs(tiny_out - _reference(tiny, x).permute(1, 2, 0).numpy()).max() < 1e-5
-    shipped = jfb.load_pretrained(max_iter=3)
+    shipped = jfb.load_pretrained(max_iter=3, kernel="gaussian:5:1.0")
     default_out = jfb.restore_image(image, model=shipped)
     assert np.abs(default_out - tiny_out).max() > 1e-3
+    with pytest.raises(DataError, match="--kernel"):  # the default model must be told the blur
+        jfb.restore_image(image, model=jfb.load_pretrained(max_iter=3))
 
 
 def test_restore_image_options_reach_the_restoration(tiny):

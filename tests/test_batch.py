@@ -18,7 +18,7 @@ from jfb.batch import is_batch, plan_outputs
 from jfb.cli import main
 from jfb.errors import DataError, TrustWarning
 
-FAST = ["--max-iter", "2", "--quiet"]  # the shipped model, two iterations: ~0.3 s an image
+FAST = ["--checkpoint", "faces", "--max-iter", "2", "--quiet"]  # two iterations: ~0.3 s an image
 
 
 def _photo(path, shift=0, size=(24, 32)):
@@ -142,7 +142,7 @@ def test_one_progress_bar_over_the_files_and_their_tiles(folder, tmp_path, monke
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setattr(sys, "stderr", FakeTTY())
     assert main(["restore", str(folder), "-o", f"{tmp_path / 'out'}/", "--max-iter", "2",
-                 "--tile", "16", "--margin", "8", "--noise", "0.005"]) == 0
+                 "--tile", "16", "--margin", "8", "--noise", "0.005", "--checkpoint", "faces"]) == 0
     shown = sys.stderr.getvalue()
     assert "restoring a.png, file 0/2" in shown and "tile 1/" in shown
     assert "file 2/2" in shown and "done in" in shown
@@ -154,14 +154,15 @@ def test_the_python_api_returns_what_was_done(folder, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = jfb.restore_images([folder / "bad.png", folder / "a.png"], tmp_path / "o",
-                                    max_iter=2, error=lines.append)
+                                    max_iter=2, error=lines.append, checkpoint="faces")
     assert all(str(w.message).startswith("a.png: ") for w in caught
                if issubclass(w.category, TrustWarning))  # each warning names its file
     assert result.written == [tmp_path / "o" / "a.png"] and result.skipped == []
     assert [src for src, _ in result.failed] == [folder / "bad.png"]
     assert lines == [result.failed[0][1]] and "bad.png" in lines[0]
     assert result.summary() == "1 done, 0 skipped, 1 failed"
-    again = jfb.restore_images(folder / "a.png", tmp_path / "o", max_iter=2, warn=print)
+    again = jfb.restore_images(folder / "a.png", tmp_path / "o", max_iter=2, warn=print,
+                               checkpoint="faces")
     assert again.skipped == [tmp_path / "o" / "a.png"] and again.written == []
 
 

@@ -301,8 +301,10 @@ def test_compare_writes_one_table_for_classical_and_trained_methods(trained, cap
 
 
 def test_deblur_uses_the_shipped_default_model(capsys, tmp_path):
-    """No --checkpoint: the model shipped inside the package restores a blurred face-like image
-    better than the blurred input itself."""
+    """No --checkpoint: the natural model shipped inside the package. Not told the blur, it
+    refuses in one line and writes nothing; told a blur it was not trained on (a face, the
+    faces protocol's 5x5 Gaussian), it restores far better than the blurred input; the face
+    model (--checkpoint faces) needs no kernel: it knows its one blur."""
     from jfb.errors import DataError
     from jfb.metrics import psnr
     from jfb.tasks import get_task
@@ -316,9 +318,15 @@ def test_deblur_uses_the_shipped_default_model(capsys, tmp_path):
     src, dst = tmp_path / "y.png", tmp_path / "x.png"
     save_image(y[0], src, bits=16)
     code, _, err = run(["deblur", str(src), "-o", str(dst), "--device", "cpu"], capsys)
-    assert code == 0, err
-    out = load_image(dst)[None]
-    assert float(psnr(out, x)) > float(psnr(y.clamp(0, 1), x)) + 2.0
+    assert code != 0 and "--kernel" in err and len(err.strip().splitlines()) == 1
+    assert not dst.exists()
+    for extra in (["--kernel", "gaussian:5:5.0", "--padding", "zeros", "--noise", "0.005"],
+                  ["--checkpoint", "faces"]):
+        code, _, err = run(["deblur", str(src), "-o", str(dst), "--device", "cpu", "--force",
+                            *extra], capsys)
+        assert code == 0, err
+        out = load_image(dst)[None]
+        assert float(psnr(out, x)) > float(psnr(y.clamp(0, 1), x)) + 2.0, extra
 
 
 def test_bench_subcommand_takes_its_own_options(tmp_path, capsys):

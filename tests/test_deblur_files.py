@@ -25,7 +25,8 @@ def blurred():
 
 
 def _run(argv, capsys):
-    code = main(argv)
+    """``jfb deblur ARGV`` with the face model, whose own blur made ``blurred``."""
+    code = main([*argv, "--checkpoint", "faces"])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -59,7 +59,7 @@ def test_the_table_has_every_row_in_order_and_the_files_exist(demo_out):
     for r in rows:
         assert f"| {r['method']} |" in report
     names = {r["key"]: r["method"] for r in rows}
-    assert "CelebA" in names["default"] and "feedforward" in names["feedforward"]
+    assert "BSDS" in names["default"] and "feedforward" in names["feedforward"]
     assert names["implicit"].startswith("DE-ADMM + JFB")
     for name in ("figure.png", "curve.png", "implicit/config.json",
                  "feedforward/config.json", f"implicit/{demo.HANDOVER}"):

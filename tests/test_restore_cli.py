@@ -98,10 +98,10 @@ def test_restore_options_take_effect(models, clean, tmp_path, capsys):
         assert code == 0, err
         outs.append(load_image(tmp_path / f"r{i}.png"))
     assert float((outs[0] - outs[1]).abs().mean()) > 1e-3
-    solved = []  # --tol (the shipped model): a loose tolerance stops the solve early
+    solved = []  # --tol (the shipped face model): a loose tolerance stops the solve early
     for name, tol in (("loose", "0.5"), ("tight", "1e-5")):
-        code, err = _run(["deblur", str(clean), "-o", str(tmp_path / f"{name}.png"), "--tol", tol],
-                         capsys)
+        code, err = _run(["deblur", str(clean), "-o", str(tmp_path / f"{name}.png"), "--tol", tol,
+                          "--checkpoint", "faces"], capsys)
         assert code == 0, err
         solved.append(load_image(tmp_path / f"{name}.png"))
     assert float((solved[0] - solved[1]).abs().mean()) > 1e-3

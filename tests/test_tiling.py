@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jfb.deblur import default_checkpoint, memory_per_pixel, restore_tensor
+from jfb.deblur import memory_per_pixel, restore_tensor, shipped_checkpoint
 from jfb.metrics import psnr
 from jfb.physics import Blur, Downsample, GaussianNoise, Identity, Mask, kernels
 from jfb.physics.compose import Composed
@@ -132,7 +132,7 @@ def test_tile_for_budget():
 
 @pytest.fixture(scope="module")
 def default_model():
-    model, cfg, _ = load_model(default_checkpoint())
+    model, cfg, _ = load_model(shipped_checkpoint("faces"))
     return model, cfg
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from jfb.data import load_image
 from jfb.data.builtin import natural_images
-from jfb.deblur import default_checkpoint, restore_file, restore_tensor
+from jfb.deblur import restore_file, restore_tensor, shipped_checkpoint
 from jfb.diagnose import data_misfit, trust_warnings
 from jfb.errors import TrustWarning
 from jfb.metrics import psnr
@@ -72,7 +72,7 @@ def test_a_kernel_without_a_stop_band_falls_back_to_the_haar_estimate():
 
 @pytest.fixture(scope="module")
 def default_model():
-    model, cfg, _ = load_model(default_checkpoint())
+    model, cfg, _ = load_model(shipped_checkpoint("faces"))
     return model, cfg
 
 
@@ -148,12 +148,13 @@ def test_a_palette_photo_is_restored_with_its_estimated_noise(tmp_path):
     src = tmp_path / "pal.png"
     Image.fromarray(rgb).quantize(256, dither=Image.Dither.FLOYDSTEINBERG).save(src)
     said = []
-    dst = restore_file(src, tmp_path / "out", report=said.append, device="cpu")
+    dst = restore_file(src, tmp_path / "out", report=said.append, device="cpu",
+                       checkpoint="faces")
     assert dst == tmp_path / "out.png"
     assert any("palette image" in s for s in said) and any("estimated noise std" in s
                                                             for s in said), said
     given = restore_file(src, tmp_path / "plain.png", noise=0.005, device="cpu",
-                         warn=lambda s: None)
+                         warn=lambda s: None, checkpoint="faces")
     out, plain = load_image(dst)[None], load_image(given)[None]
     palette_in = load_image(src)[None]
     assert float(psnr(out, photo[None])) > float(psnr(palette_in, photo[None])) + 1
@@ -161,7 +162,7 @@ def test_a_palette_photo_is_restored_with_its_estimated_noise(tmp_path):
 
 
 def test_a_model_told_the_noise_when_loaded_assumes_that_noise(photo):
-    model, cfg, _ = load_model(default_checkpoint(), noise=0.02)
+    model, cfg, _ = load_model(shipped_checkpoint("faces"), noise=0.02)
     y = _measure(photo, GAUSS5, 0.02)
     said = []
     restore_tensor(model, cfg, y, warn=said.append)

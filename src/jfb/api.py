@@ -1,9 +1,9 @@
 """The main job from Python: load a trained model, restore an image held in memory.
 
     import jfb
-    loaded = jfb.load_pretrained()                   # the shipped model, eval mode, on the CPU
-    sharp = jfb.restore_image(blurred, model=loaded)  # same shape and dtype as ``blurred``
-    done = jfb.restore_images(["a.png", "photos/"], "sharp/")  # files: jfb.batch
+    loaded = jfb.load_pretrained(kernel="gaussian:25:1.6")  # the shipped model, told the blur
+    sharp = jfb.restore_image(blurred, model=loaded)        # same shape and dtype as ``blurred``
+    done = jfb.restore_images(["a.png", "photos/"], "sharp/", kernel="motion:15:3")  # files
 
 Images are numpy arrays (H, W) or (H, W, C), or torch tensors (H, W) or (C, H, W), C = 1 or 3,
 of uint8 or uint16 (full range) or floats (nominally in [0, 1]). The conversion to and from
@@ -41,8 +41,9 @@ def load_pretrained(
     max_iter: int | None = None,
     tol: float | None = None,
 ) -> LoadedModel:
-    """The shipped default model (its model card: ``src/jfb/weights/default.md``), or the jfb
-    checkpoint ``checkpoint``, in eval mode on ``device`` (``"auto"``: CUDA when there is one),
+    """The shipped default model (trained across blurs: it must be told the kernel; its model
+    card: ``src/jfb/weights/natural.md``), another shipped model by name (``"faces"``), or the
+    jfb checkpoint ``checkpoint``, in eval mode on ``device`` (``"auto"``: CUDA when there is one),
     as a :class:`jfb.pipeline.LoadedModel` ``(model, config, info)``.
 
     ``kernel``, a blur spec such as ``"gaussian:5:5.0"`` (the specs of ``jfb deblur --kernel``),
@@ -50,14 +51,14 @@ def load_pretrained(
     DE-ADMM model (:func:`jfb.pipeline.adapt_noise`); ``max_iter`` and ``tol`` are the test-time
     iteration budget and relative-residual tolerance of an implicit model.
     """
-    from jfb.deblur import default_checkpoint
+    from jfb.deblur import checkpoint_path
     from jfb.device import resolve_device
     from jfb.pipeline import load_model, replace_blur
 
     if isinstance(noise, str):
         raise ConfigError(f"noise must be a number here, got {noise!r} (restore_image takes "
                           "noise='auto', which needs the image)")
-    path = default_checkpoint() if checkpoint is None else checkpoint
+    path = checkpoint_path(checkpoint)
     try:
         return load_model(path, op=None if kernel is None else replace_blur(kernel),
                           device=resolve_device(device), eval_max_iter=max_iter, eval_tol=tol,

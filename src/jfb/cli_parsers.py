@@ -233,16 +233,20 @@ def _deblur_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "deblur",
         help="deblur image files",
-        description="Deblur images with a trained model (the shipped default "
-        "model when --checkpoint is not given). An image whose solve does not "
-        "fit --max-memory is processed in overlapping tiles. " + BATCH,
+        description="Deblur images, told their blur (--kernel), with a trained model: the "
+        "shipped model 'natural' (trained across blurs and noise levels on natural photos) "
+        "unless --checkpoint names another. An image whose solve does not fit --max-memory "
+        "is processed in overlapping tiles. " + BATCH,
     )
     _add_inputs(p, "blurred images (png, jpg, bmp, tif), or folders of them")
-    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model)")
+    p.add_argument("--checkpoint",
+                   help="a checkpoint file or a shipped model: natural (default), faces (CelebA "
+                   "faces, its own 5x5 Gaussian blur)")
     p.add_argument(
         "--kernel",
-        help="blur kernel: gaussian:SIZE:SIGMA, motion:SIZE[:SEED], "
-        "disk:RADIUS or file:PATH (.npy or image); default: the model's task kernel",
+        help="the blur: gaussian:SIZE:SIGMA, motion:SIZE[:SEED], disk:RADIUS, or the path of "
+        "a PSF image or .npy array (normalised to sum 1); required by the default model; "
+        "default for a model trained on one blur: that blur",
     )
     p.add_argument(
         "--padding",
@@ -362,10 +366,10 @@ def _benchmark_parser(sub: argparse._SubParsersAction) -> None:
         "markdown table (published rows beside ours).",
     )
     p.add_argument("problem", choices=["deblur"], help="the benchmark (deblur)")
-    p.add_argument("--methods", default="natural,default,wiener,tv",
-                   help="comma-separated: checkpoint paths, 'default' / 'natural' (the shipped "
-                   "models), wiener, tv, pnp-admm:CKPT, hqs:CKPT; NAME=SPEC names a row "
-                   "(default: natural,default,wiener,tv)")
+    p.add_argument("--methods", default="natural,faces,wiener,tv",
+                   help="comma-separated: checkpoint paths, the shipped models 'natural' (the "
+                   "default) and 'faces', wiener, tv, pnp-admm:CKPT, hqs:CKPT; NAME=SPEC names "
+                   "a row (default: natural,faces,wiener,tv)")
     p.add_argument("--settings", default="gauss-1.6,gauss-2.0,levin-0.01,levin-0.03",
                    help="comma-separated settings (default: all four)")
     p.add_argument("--images", type=_positive_int, help="the first N photos (default: all 68)")

@@ -38,24 +38,26 @@ from jfb.physics import (
 )
 from jfb.physics.compose import Composed
 from jfb.physics.mask import MaskOperator
-from jfb.pipeline import CHANNELS, LoadedModel, load_model, replace_blur
+from jfb.pipeline import CHANNELS, NO_BLUR, LoadedModel, load_model, replace_blur
 from jfb.progress import progress_bar
 from jfb.restore import operator_reach, plan_tiles, restore_tiled, tile_for_budget
 from jfb.tasks import Task, get_task
 
-#: The models shipped inside the package (trained by the project; model cards beside them),
-#: by the names ``--checkpoint`` takes: ``default`` (the model of ``jfb deblur``, trained on
-#: CelebA faces for one blur) and ``natural`` (trained across blurs and noise levels on BSDS
-#: photos: it must be told the kernel).
-SHIPPED = {"default": "default.safetensors", "natural": "natural.safetensors"}
-DEFAULT_MODEL = SHIPPED["default"]
+#: The models shipped inside the package (trained by the project; model cards beside them), by
+#: the names ``--checkpoint`` takes: ``natural`` (the default: trained across blurs and noise
+#: levels on BSDS photos, it must be told the kernel) and ``faces`` (trained on CelebA faces for
+#: the faces protocol's one blur, a 5x5 Gaussian: the model of the faces tables). ``default``
+#: names :data:`DEFAULT_NAME`.
+SHIPPED = {"natural": "natural.safetensors", "faces": "faces.safetensors"}
+DEFAULT_NAME = "natural"
 
 
 def shipped_checkpoint(name: str) -> Path:
-    """Path of the shipped model ``name`` (a key of :data:`SHIPPED`)."""
+    """Path of the shipped model ``name`` (a key of :data:`SHIPPED`, or ``"default"``)."""
+    name = DEFAULT_NAME if name == "default" else name
     if name not in SHIPPED:
         raise DataError(f"no shipped model {name!r}; the shipped models are "
-                        f"{', '.join(SHIPPED)}")
+                        f"{', '.join(SHIPPED)} (default: {DEFAULT_NAME})")
     path = Path(str(resources.files("jfb") / "weights" / SHIPPED[name]))
     if not path.is_file():
         raise DataError(f"the shipped model {name!r} is missing at {path}; pass --checkpoint")
@@ -63,17 +65,17 @@ def shipped_checkpoint(name: str) -> Path:
 
 
 def default_checkpoint() -> Path:
-    """Path of the default model shipped inside the package."""
-    return shipped_checkpoint("default")
+    """Path of the default model shipped inside the package (:data:`DEFAULT_NAME`)."""
+    return shipped_checkpoint(DEFAULT_NAME)
 
 
 def checkpoint_path(checkpoint: str | os.PathLike[str] | None) -> Path:
-    """A checkpoint file, or a shipped model's name (``default``, ``natural``) when no such file
-    exists; None: the default model."""
+    """A checkpoint file, or a shipped model's name (``natural``, ``faces``, ``default``) when no
+    such file exists; None: the default model."""
     if checkpoint is None:
         return default_checkpoint()
     path = Path(checkpoint)
-    if not path.exists() and str(checkpoint) in SHIPPED:
+    if not path.exists() and (str(checkpoint) in SHIPPED or str(checkpoint) == "default"):
         return shipped_checkpoint(str(checkpoint))
     return path
 
@@ -109,7 +111,7 @@ def solve_under(model: torch.nn.Module, y: torch.Tensor, op: LinearOperator,
                 sigma: float) -> torch.Tensor:
     """x_hat of ``y`` under the operator ``op`` and noise std ``sigma``, passed with the call
     (the model is not changed); the noise only for a model that takes it."""
-    noise = torch.tensor([float(sigma)]) if takes_noise(model) else None
+    noise = float(sigma) if takes_noise(model) else None  # the same std for every sample
     x_hat, _stats = model.solve(y, Physics(op, noise))
     return x_hat
 
@@ -211,8 +213,7 @@ def restore_tensor(
     dev = next(iter(model.parameters())).device
     op = op if op is not None else model.op
     if op is None:
-        raise DataError("this model deblurs any blur and has none of its own: tell it the blur "
-                        "(--kernel SPEC or a PSF image)")
+        raise DataError(NO_BLUR)
     if mask is not None and not isinstance(op, MaskOperator):
         raise DataError(f"--mask applies to inpainting models; this one measures with "
                         f"{type(op).__name__}")
@@ -446,12 +447,16 @@ def load_restorer(
     device: str,
 ) -> LoadedModel:
     """The model of ``checkpoint`` (default: the shipped one) for restoring files, on ``device``
-    (``"auto"``: CUDA when there is one), with ``op`` and the test-time budget given."""
+    (``"auto"``: CUDA when there is one), with ``op`` and the test-time budget given; a
+    DataError when it has no operator (a model trained across blurs, not told one)."""
     from jfb.device import resolve_device
 
     ckpt = checkpoint_path(checkpoint)
-    return load_model(ckpt, device=resolve_device(device), eval_max_iter=max_iter,
-                      eval_tol=tol, op=op)
+    loaded = load_model(ckpt, device=resolve_device(device), eval_max_iter=max_iter,
+                        eval_tol=tol, op=op)
+    if loaded.model.op is None:  # said once, before any file is read
+        raise DataError(NO_BLUR)
+    return loaded
 
 
 def restore_to_file(

@@ -203,6 +203,11 @@ def load_run(
     return LoadedRun(model, cfg, info, parsed[0] if parsed else get_task(cfg.task))
 
 
+#: What a model trained across blurs says when it is not told one.
+NO_BLUR = ("this model deblurs any blur and has none of its own: tell it the blur (--kernel "
+           "gaussian:25:1.6, motion:15:3, disk:4 or the path of a PSF image; kernel= in Python)")
+
+
 def replace_blur(kernel: str | None = None,
                  padding: str | None = None) -> Callable[[Task], LinearOperator]:
     """The ``op`` for :func:`load_model` that gives a blur model the blur of its own task with
@@ -215,8 +220,7 @@ def replace_blur(kernel: str | None = None,
         if base.op_kind != "blur":
             raise DataError(f"kernel/padding apply to blur models; this one is op={base.op}")
         if base.is_family and kernel is None:
-            raise DataError("this model deblurs any blur and has none of its own: give the "
-                            "kernel (--kernel gaussian:25:1.6, motion:15:3, disk:4 or a PSF image)")
+            raise DataError(NO_BLUR)
         spec = kernel or base.kernel
         if spec is not None and ":" not in spec and Path(spec).is_file():
             spec = f"file:{spec}"  # a PSF image or .npy given by its path

@@ -83,7 +83,7 @@ def _measure(megapixels: float, checkpoint: str | None, threads: int, tune: bool
              seed: int) -> dict[str, Any]:
     """One size, in the current (fresh) process: the row of :func:`scenario_photo`."""
     from jfb import cpu_malloc
-    from jfb.deblur import default_checkpoint, restore_tensor
+    from jfb.deblur import restore_tensor, shipped_checkpoint
     from jfb.metrics import psnr
     from jfb.pipeline import load_model
     from jfb.tasks import get_task
@@ -91,7 +91,7 @@ def _measure(megapixels: float, checkpoint: str | None, threads: int, tune: bool
     if tune:
         cpu_malloc.tune_cpu_malloc()
     torch.set_num_threads(threads)
-    path = checkpoint or str(default_checkpoint())
+    path = checkpoint or str(shipped_checkpoint("faces"))
     model, cfg, _ = load_model(path)
     task = get_task(cfg.task)
     h, w = photo_shape(megapixels)
