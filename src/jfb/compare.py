@@ -304,9 +304,14 @@ def _prepare_checkpoint(spec: str, task: Task, op, device, adapt_rho: bool) -> P
 
 
 def _run_name(checkpoint: str) -> str:
-    """The folder of a checkpoint (its run: "c5" for runs/c5/best.safetensors), else its stem."""
+    """The folder of a file the trainer writes (its run: "c5" for runs/c5/best.safetensors),
+    else the file's stem ("default" for src/jfb/weights/default.safetensors)."""
+    from jfb.train.run_checkpoints import BEST, LAST, PRETRAINED
+
     path = Path(checkpoint)
-    return path.parent.name or path.stem
+    if path.name in (BEST, LAST, PRETRAINED) and path.parent.name:
+        return path.parent.name
+    return path.stem
 
 
 def _unique_names(prepared: list[Prepared]) -> list[Prepared]:
