@@ -205,8 +205,8 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="evaluate a checkpoint on a task's evaluation images",
-        description="PSNR/SSIM (PROTOCOL.md) of a checkpoint on a task's "
-        "evaluation split with seeded noise; writes results.json, results.md, "
+        description="PSNR/SSIM (PROTOCOL.md), and the metrics of --metrics, of a checkpoint on "
+        "a task's evaluation split with seeded noise; writes results.json, results.md, "
         "per_image.csv and a figure grid.",
     )
     p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint written by `jfb train`")
