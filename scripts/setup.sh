@@ -36,3 +36,12 @@ if [ ! -f "$deepinv_stamp" ] || [ "$(cat "$deepinv_stamp")" != "$deepinv_pkg $de
   .venv/bin/python -m pip install -q --no-deps "$deepinv_pkg"
   echo "$deepinv_pkg $deepinv_deps" > "$deepinv_stamp"
 fi
+# piq, for the HaarPSI, GMSD and FSIM of `--metrics` (jfb.quality, docs/questions/metrics.md).
+# Installed with --no-deps: it declares torchvision, which has no build for this CPU-only torch.
+# Its package __init__ imports torchvision (for FID and LPIPS, which jfb does not use), so
+# jfb.quality loads its pure-torch metric modules without that __init__; they need only torch
+# and numpy.
+piq_pkg="piq==0.8.0"
+if ! .venv/bin/python -c "from importlib.metadata import version; assert version('piq') == '${piq_pkg#piq==}'" >/dev/null 2>&1; then
+  .venv/bin/python -m pip install -q --no-deps "$piq_pkg"
+fi

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import jfb.compare
+import jfb.compare_report
 import jfb.report
-from jfb.compare import Row, write_comparison
+from jfb.compare import Row
+from jfb.compare_report import write_comparison
 from jfb.evaluate import EvalResult
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -79,7 +80,7 @@ def test_compare_figure_titles_columns_with_short_names_and_captions_the_rest(mo
 
 
 def test_iterations_plot_has_short_labels_and_its_legend_outside_the_axes(monkeypatch, tmp_path):
-    figures = drawn(monkeypatch, jfb.compare)
+    figures = drawn(monkeypatch, jfb.compare_report)
     write_comparison(comparison(), tmp_path, command="jfb compare", device="cpu", date="today")
     ((fig, renderer),) = figures
     (ax,) = fig.axes

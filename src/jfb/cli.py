@@ -154,9 +154,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from jfb.evaluate import evaluate
     from jfb.pipeline import EVAL_SEED, adapt_noise, load_model, load_run
     from jfb.progress import progress_bar
+    from jfb.quality import check_images, parse_metrics
     from jfb.report import write_evaluation
     from jfb.tasks import get_task
 
+    metrics = parse_metrics(args.metrics)  # unknown names and missing packages first
     device = resolve_device(args.device)
     other = get_task(args.task) if args.task else None  # evaluate under that task's physics
     if (args.checkpoint is None) == (args.config is None):
@@ -182,6 +184,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--contraction needs an implicit model; {source} holds a "
                           f"{type(model).__name__}")
     pairs = task.val_pairs(seed=EVAL_SEED, limit=args.max_images)
+    if len(pairs):
+        check_images(metrics, pairs[0][0].shape)
     with progress_bar(len(pairs), f"eval {source.name} on {task.name}", unit="image") as bar:
         res = evaluate(
             model,
@@ -192,6 +196,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             keep=4,
             contraction=args.contraction,
             progress=bar,
+            metrics=metrics,
         )
     row = res.summary()
     row.update(
@@ -209,7 +214,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = Path(cfg.train.out_dir) / f"eval-untrained-{task.name}"
     else:
         out = source.parent / f"eval-{task.name}"
-    print(write_evaluation(out, row, res, pairs), end="")
+    notes = [f"Metrics: {'; '.join(m.describe() for m in metrics)}."]
+    print(write_evaluation(out, row, res, pairs, notes), end="")
     print(f"written: {out}")
     return 0
 
@@ -257,11 +263,14 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import datetime
 
-    from jfb.compare import COLUMNS, compare, write_comparison
+    from jfb.compare import compare
+    from jfb.compare_report import columns, ranking_notes, rankings, write_comparison
     from jfb.device import device_name, resolve_device
+    from jfb.quality import parse_metrics
     from jfb.report import markdown_table
     from jfb.tasks import get_task
 
+    metrics = parse_metrics(args.metrics)  # unknown names and missing packages first
     device = resolve_device(args.device)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     budgets = [int(k) for k in args.iterations.split(",") if k.strip()]
@@ -275,6 +284,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         iteration_budgets=budgets,
         adapt_rho=args.adapt_noise,
         progress=not args.quiet,
+        metrics=metrics,
     )
     table = write_comparison(
         out,
@@ -283,7 +293,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         device=device_name(device),
         date=datetime.date.today().isoformat(),
     )
-    print(markdown_table(table, COLUMNS), end="")
+    print(markdown_table(table, columns(metrics)), end="")
+    for line in ranking_notes(rankings(out["rows"], metrics)):
+        print(line)
     print(f"written: {args.out}")
     return 0
 

@@ -29,6 +29,20 @@ def _add_compute_options(p: argparse.ArgumentParser) -> None:
                    help="no progress display (progress goes to stderr, on a terminal only)")
 
 
+#: ``--metrics`` of `eval` and `compare` (jfb.quality names them; a test keeps the two in step).
+METRICS_HELP = (
+    "comma-separated metrics reported beside PSNR and SSIM (always reported): ms-ssim (5 "
+    "scales, images of at least 176 px; ms-ssim:K for K < 5 scales), vif, haarpsi, gmsd, fsim "
+    "(needs piq: pip install --no-deps piq==0.8.0), lpips:PATH, dists:PATH (PATH: a network "
+    "exported with torch.export.save, see docs/questions/metrics.md); default psnr,ssim"
+)
+
+
+def _add_metrics_option(p: argparse.ArgumentParser) -> None:
+    """``--metrics`` (``jfb.quality.parse_metrics`` reads it)."""
+    p.add_argument("--metrics", default="psnr,ssim", metavar="LIST", help=METRICS_HELP)
+
+
 def _positive_int(text: str) -> int:
     """An integer >= 1 (``--threads``)."""
     try:
@@ -191,8 +205,8 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="evaluate a checkpoint on a task's evaluation images",
-        description="PSNR/SSIM (PROTOCOL.md) of a checkpoint on a task's "
-        "evaluation split with seeded noise; writes results.json, results.md, "
+        description="PSNR/SSIM (PROTOCOL.md), and the metrics of --metrics, of a checkpoint on "
+        "a task's evaluation split with seeded noise; writes results.json, results.md, "
         "per_image.csv and a figure grid.",
     )
     p.add_argument("checkpoint", nargs="?", help="a .safetensors checkpoint written by `jfb train`")
@@ -224,6 +238,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         help="DE-ADMM models: scale the learned rho by (task noise / training noise)^2, "
         "plug-and-play's rule, for a --task noisier or cleaner than the training one",
     )
+    _add_metrics_option(p)
     _add_compute_options(p)
     _add_common(p)
 
@@ -332,6 +347,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--out", required=True, help="output folder")
+    _add_metrics_option(p)
     _add_compute_options(p)
     _add_common(p)
 

@@ -20,7 +20,9 @@ on the images the table reports; for operators with ||A||^2 far from 1 (super-re
 tomography) the grid is scaled by ||A||^2, so that it brackets the data term's scale (the PnP-PGD
 step is always in units of 1 / ||A||^2). Both PnP methods run exactly PNP_ITERS iterations from
 A^T y (no early stop; ADMM's x-update by at most PNP_CG_ITERS CG steps). Implicit models are also
-evaluated at several test-time iteration budgets (PSNR versus fixed-point iterations).
+evaluated at several test-time iteration budgets (PSNR versus fixed-point iterations). Every
+row is scored by PSNR, SSIM and the metrics asked for (:mod:`jfb.quality`); the files are written
+by :mod:`jfb.compare_report`.
 """
 
 from __future__ import annotations
@@ -36,14 +38,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from jfb.atomic import write_text
 from jfb.baselines.direct import direct_inverse
 from jfb.data import DegradedDataset
 from jfb.errors import ConfigError, DataError, JFBError
 from jfb.evaluate import EvalResult, evaluate
 from jfb.pipeline import EVAL_SEED, adapt_noise, load_model, load_run, read_config
 from jfb.progress import ProgressBar, progress_bar
-from jfb.report import figure_grid, legend_outside, markdown_table, save_figure, write_json
+from jfb.quality import Metric, check_images
 from jfb.tasks import Task, get_task
 
 #: A reconstruction method: y -> x_hat.
@@ -70,18 +71,6 @@ PNP_NAMES = {"pnp-admm": ("PnP-ADMM", "rho"), "pnp-pgd": ("PnP-PGD", "step")}
 #: PnP iterations (all run: no early stop) and CG steps at most per ADMM x-update.
 PNP_ITERS = 40
 PNP_CG_ITERS = 20
-COLUMNS = [
-    "method",
-    "psnr",
-    "psnr_std",
-    "ssim",
-    "ssim_std",
-    "params",
-    "train_seconds",
-    "mean_solver_iters",
-    "infer_ms_per_image",
-    "n_images",
-]
 
 
 @dataclass
@@ -315,9 +304,14 @@ def _prepare_checkpoint(spec: str, task: Task, op, device, adapt_rho: bool) -> P
 
 
 def _run_name(checkpoint: str) -> str:
-    """The folder of a checkpoint (its run: "c5" for runs/c5/best.safetensors), else its stem."""
+    """The folder of a file the trainer writes (its run: "c5" for runs/c5/best.safetensors),
+    else the file's stem ("default" for src/jfb/weights/default.safetensors)."""
+    from jfb.train.run_checkpoints import BEST, LAST, PRETRAINED
+
     path = Path(checkpoint)
-    return path.parent.name or path.stem
+    if path.name in (BEST, LAST, PRETRAINED) and path.parent.name:
+        return path.parent.name
+    return path.stem
 
 
 def _unique_names(prepared: list[Prepared]) -> list[Prepared]:
@@ -348,18 +342,23 @@ def compare(
     keep: int = 4,
     adapt_rho: bool = False,
     progress: bool = True,
+    metrics: Sequence[Metric] = (),
 ) -> dict[str, Any]:
     """Evaluate ``methods`` on ``task``'s evaluation split; returns rows and curves.
 
     Every method is built (and refused, naming it) before any evaluation
     (:func:`prepare_methods`). ``adapt_rho``: DE-ADMM checkpoints scale their rho to the task's
     noise (:func:`jfb.pipeline.adapt_noise`); their row names say by how much. ``progress``:
-    a progress bar per method and phase (tuning, evaluation, iteration budgets) on a terminal."""
+    a progress bar per method and phase (tuning, evaluation, iteration budgets) on a terminal.
+    ``metrics`` (:func:`jfb.quality.parse_metrics`) score every row beside PSNR and SSIM; one
+    that cannot score the task's images is refused before any work. Weights are tuned and
+    iteration budgets measured by PSNR whatever the metrics."""
     for spec in methods:  # unknown specs first, before reading any data
         method_kind(spec)
     val = task.val_pairs(seed=EVAL_SEED, limit=max_images)
     if len(val) == 0:
         raise DataError(f"task {task.name} has no evaluation images")
+    check_images(metrics, tuple(val[0][0].shape))
     op = task.operator().to(device)
     prepared = prepare_methods(task, methods, op, tuple(val[0][1].shape), device=device,
                                adapt_rho=adapt_rho)
@@ -386,14 +385,15 @@ def compare(
             method, name = make(weight), label(weight)
         with progress_bar(len(val), desc, unit="image", enabled=progress) as bar:
             res = evaluate(method, val, name=name, keep=keep, batch_size=batch_size,
-                           device=device, progress=bar)
+                           device=device, progress=bar, metrics=metrics)
         rows.append(Row(res, m.info, m.short))
         if m.kind == "checkpoint" and res.iterations is not None and iteration_budgets:
             with progress_bar(len(iteration_budgets) * len(val), f"{desc}, iteration budgets",
                               unit="image", enabled=progress) as bar:
                 curves[name] = _budget_curve(method, val, iteration_budgets, batch_size, device,
                                              bar)
-    return {"task": task.name, "rows": rows, "curves": curves, "tuning": tuning, "val": val}
+    return {"task": task.name, "rows": rows, "curves": curves, "tuning": tuning, "val": val,
+            "metrics": list(metrics)}
 
 
 def counted(method: Method, bar: ProgressBar) -> Method:
@@ -498,77 +498,3 @@ def _budget_curve(model, val, budgets, batch_size, device, progress: ProgressBar
     finally:
         model.solver = saved
     return out
-
-
-def write_comparison(
-    out: dict[str, Any], out_dir: str | Path, *, command: str, device: str, date: str
-) -> list[dict[str, Any]]:
-    """results.json, results.md, figure.png (same images across methods), iterations.png."""
-    out_dir = Path(out_dir)
-    table = []
-    for row in out["rows"]:
-        rec = row.result.summary()
-        rec.update({k: v for k, v in row.info.items() if v is not None})
-        rec.update(device=device, date=date, command=command)
-        table.append(rec)
-    write_json(
-        out_dir / "results.json",
-        {
-            "task": out["task"],
-            "rows": table,
-            "iterations_curves": out["curves"],
-            "tuning": out["tuning"],
-        },
-    )
-    md = [
-        f"# Comparison on `{out['task']}`\n",
-        f"{date}, {device}. Command: `{command}`\n",
-        markdown_table(table, COLUMNS),
-    ]
-    write_text(out_dir / "results.md", "\n".join(md))
-    rows = out["rows"]
-    short = {r.result.method: r.short or r.result.method for r in rows}  # row names are unique
-    n = min(len(r.result.examples) for r in rows) if rows else 0
-    if n:
-        val = out["val"]
-        images = [[val[i][0]] + [r.result.examples[i] for r in rows] for i in range(n)]
-        labels = [[""] + [f"{float(r.result.psnr[i]):.2f} dB" for r in rows] for i in range(n)]
-        figure_grid(
-            out_dir / "figure.png",
-            ["ground truth"] + [r.short or r.result.method for r in rows],
-            images,
-            labels,
-            caption=_legend(rows),
-        )
-    if out["curves"]:
-        _plot_curves(out_dir / "iterations.png",
-                     {short.get(name, name): pts for name, pts in out["curves"].items()})
-    return table
-
-
-def _legend(rows: Sequence[Row]) -> list[str]:
-    """One line per figure column whose short name hides details: "short: row name [checkpoint]"."""
-    lines = []
-    for r in rows:
-        full = r.result.method
-        if "checkpoint" in r.info:
-            full += f" [{r.info['checkpoint']}]"
-        if r.short and r.short != full:
-            lines.append(f"{r.short}: {full}")
-    return lines
-
-
-def _plot_curves(path: Path, curves: dict[str, list[dict[str, float]]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for name, pts in curves.items():
-        ax.plot([p["iterations"] for p in pts], [p["psnr"] for p in pts], marker="o", label=name)
-    ax.set_xlabel("test-time fixed-point iterations")
-    ax.set_ylabel("PSNR (dB)")
-    ax.grid(alpha=0.3)
-    legend_outside(ax)
-    save_figure(fig, path)

@@ -1,7 +1,9 @@
 """Evaluate any reconstruction method y -> x_hat on (x, y) pairs with PROTOCOL.md's metrics.
 
 Outputs are clamped to [0, 1] before PSNR (data range 1) and SSIM (Gaussian window 11, sigma 1.5),
-both averaged over images; the spread is the std over images. Evaluation noise comes from the
+both averaged over images; the spread is the std over images. More metrics (:mod:`jfb.quality`:
+MS-SSIM, VIF, HaarPSI, GMSD, FSIM, LPIPS, DISTS) are scored on the same clamped outputs when
+asked for; their time is not counted in the method's. Evaluation noise comes from the
 dataset (``DegradedDataset(..., seed=...)``), so two evaluations see identical measurements.
 With ``contraction=True`` an implicit model's local contraction factor ||J_T(x*)||_2 is measured
 at every reconstruction (power iteration, seeded) and summarised as mean and max over images.
@@ -10,7 +12,7 @@ at every reconstruction (power iteration, seeded) and summarised as mean and max
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ from jfb.metrics import psnr, ssim
 
 if TYPE_CHECKING:
     from jfb.progress import ProgressBar
+    from jfb.quality import Metric
 
 Method = Callable[[torch.Tensor], torch.Tensor]
 
@@ -37,6 +40,7 @@ class EvalResult:
     iterations: torch.Tensor | None = None
     examples: list[torch.Tensor] = field(default_factory=list)
     contraction: torch.Tensor | None = None  # ||J_T(x*)||_2 per image, when measured
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)  # more metrics, per image
 
     @property
     def n_images(self) -> int:
@@ -50,6 +54,11 @@ class EvalResult:
             "psnr_std": round(float(self.psnr.std(unbiased=False)), 4),
             "ssim": round(float(self.ssim.mean()), 5),
             "ssim_std": round(float(self.ssim.std(unbiased=False)), 5),
+        }
+        for name, values in self.scores.items():
+            out[name] = round(float(values.mean()), 5)
+            out[f"{name}_std"] = round(float(values.std(unbiased=False)), 5)
+        out |= {
             "n_images": self.n_images,
             "infer_ms_per_image": round(1000.0 * self.seconds / max(self.n_images, 1), 3),
         }
@@ -73,6 +82,7 @@ def evaluate(
     contraction: bool = False,
     contraction_iters: int = 10,
     progress: ProgressBar | None = None,
+    metrics: Sequence[Metric] = (),
 ) -> EvalResult:
     """Run ``method`` on every (x, y) pair; ``keep`` first reconstructions are returned too.
 
@@ -81,7 +91,9 @@ def evaluate(
     ``contraction=True`` (implicit models only: a ``contraction(x*, y)`` method) also measures
     ||J_T(x*)||_2 per image with ``contraction_iters`` power iterations from a seeded start;
     this time is not counted in ``seconds``. ``progress`` (a :func:`jfb.progress.progress_bar`)
-    advances by the images of each batch and shows the mean PSNR so far.
+    advances by the images of each batch and shows the mean PSNR so far. ``metrics``
+    (:func:`jfb.quality.parse_metrics`) are scored too, into ``scores``; PSNR and SSIM always
+    are, into their own fields.
     """
     if contraction and not callable(getattr(method, "contraction", None)):
         raise ValueError(
@@ -97,6 +109,8 @@ def evaluate(
     )
     if isinstance(method, torch.nn.Module):
         method.eval()
+    extra = [m for m in metrics if m.name not in ("psnr", "ssim")]
+    scores: dict[str, list[torch.Tensor]] = {m.name: [] for m in extra}
     psnrs, ssims, iters, examples, factors = [], [], [], [], []
     seconds = 0.0
     with torch.no_grad():
@@ -113,6 +127,8 @@ def evaluate(
             x_hat = x_hat.clamp(0.0, 1.0)
             psnrs.append(psnr(x_hat, x).cpu())
             ssims.append(ssim(x_hat, x).cpu())
+            for m in extra:
+                scores[m.name].append(m(x_hat, x).cpu())
             stats = getattr(method, "last_stats", None)
             if stats is not None:
                 iters.append(stats.iterations.cpu())
@@ -130,4 +146,5 @@ def evaluate(
         iterations=torch.cat(iters) if iters else None,
         examples=examples,
         contraction=torch.cat(factors).double() if factors else None,
+        scores={name: torch.cat(v).double() for name, v in scores.items()},
     )

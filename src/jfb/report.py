@@ -33,26 +33,36 @@ EVAL_COLUMNS = ("method", "task", "psnr", "psnr_std", "ssim", "ssim_std", "mean_
                 "infer_ms_per_image", "n_images")
 
 
+def with_metrics(columns: Sequence[str], names: Sequence[str]) -> list[str]:
+    """``columns`` with a mean and a std column for each metric of ``names`` after "ssim_std"
+    (the ``--metrics`` beyond PSNR and SSIM)."""
+    at = list(columns).index("ssim_std") + 1
+    extra = [c for name in names for c in (name, f"{name}_std")]
+    return [*columns[:at], *extra, *columns[at:]]
+
+
 def write_evaluation(out: str | os.PathLike[str], row: dict[str, Any], result: Any,
-                     pairs: Any) -> str:
+                     pairs: Any, notes: Sequence[str] = ()) -> str:
     """Write one method's evaluation into the folder ``out``: ``results.json`` (``row``),
-    ``results.md`` (its table), ``per_image.csv`` (PSNR, SSIM, iterations and, when measured,
-    the contraction of each image) and ``figure.png`` (ground truth / measurement /
-    reconstruction of the examples ``result`` kept, ``pairs`` the (x, y) dataset); returns the
-    table."""
+    ``results.md`` (its table, then ``notes``, e.g. what each metric is), ``per_image.csv``
+    (PSNR, SSIM, the other metrics of ``result.scores``, iterations and, when measured, the
+    contraction of each image) and ``figure.png`` (ground truth / measurement / reconstruction of
+    the examples ``result`` kept, ``pairs`` the (x, y) dataset); returns the table."""
     from pathlib import Path
 
     out = Path(out)
     write_json(out / "results.json", row)
-    cols = list(EVAL_COLUMNS)
+    cols = with_metrics(EVAL_COLUMNS, list(result.scores))
     if result.contraction is not None:
         cols += ["contraction_mean", "contraction_max"]
     table = markdown_table([row], cols)
-    write_text(out / "results.md", table)
-    lines = ["index,psnr,ssim,iterations" + ("" if result.contraction is None else ",contraction")]
+    write_text(out / "results.md", table + "".join(f"\n{line}\n" for line in notes))
+    head = ["index", "psnr", "ssim", *result.scores, "iterations"]
+    lines = [",".join(head) + ("" if result.contraction is None else ",contraction")]
     for i in range(result.n_images):
         it = "" if result.iterations is None else int(result.iterations[i])
-        line = f"{i},{float(result.psnr[i]):.4f},{float(result.ssim[i]):.5f},{it}"
+        scores = "".join(f"{float(v[i]):.5f}," for v in result.scores.values())
+        line = f"{i},{float(result.psnr[i]):.4f},{float(result.ssim[i]):.5f},{scores}{it}"
         if result.contraction is not None:
             line += f",{float(result.contraction[i]):.5f}"
         lines.append(line)
