@@ -32,7 +32,7 @@ from jfb.quality import METRICS, check_images, parse_metrics
 
 needs_piq = pytest.mark.skipif(find_spec("piq") is None,
                                reason="piq not installed (pip install --no-deps piq==0.8.0)")
-DEFAULT_MODEL = "src/jfb/weights/default.safetensors"
+DEFAULT_MODEL = "src/jfb/weights/faces.safetensors"
 #: A small blur task on 64-px crops of the built-in photos (cheap; MS-SSIM needs ms-ssim:3).
 TASK = ("op=blur,kernel=gaussian:5:1.0,padding=zeros,noise=0.01,train=natural:patches:32,"
         "val=natural:crops:64,name=b")

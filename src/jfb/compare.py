@@ -305,7 +305,7 @@ def _prepare_checkpoint(spec: str, task: Task, op, device, adapt_rho: bool) -> P
 
 def _run_name(checkpoint: str) -> str:
     """The folder of a file the trainer writes (its run: "c5" for runs/c5/best.safetensors),
-    else the file's stem ("default" for src/jfb/weights/default.safetensors)."""
+    else the file's stem ("faces" for src/jfb/weights/faces.safetensors)."""
     from jfb.train.run_checkpoints import BEST, LAST, PRETRAINED
 
     path = Path(checkpoint)
