@@ -39,14 +39,23 @@ from jfb.progress import progress_bar
 
 __all__ = ["PUBLISHED", "SETTINGS", "Setting", "benchmark_deblur", "write_benchmark"]
 
-#: Published PSNRs on CBSD68 (25x25 Gaussian, noise 0.01), as tabulated by Hu et al., "A
-#: Restoration Network as an Implicit Prior" (DRP, ICLR 2024), Table 1 (copied into
-#: ../shared/PROTOCOL.md; DPIR's DRUNet has 32.6M parameters).
+#: Published PSNRs on CBSD68 (25x25 Gaussian, noise 0.01), Hu et al., "A Restoration Network as
+#: an Implicit Prior" (DRP, ICLR 2024), Table 1, checked against the paper's text (all five
+#: columns; DPIR's DRUNet has 32.6M parameters). The paper uses the two 25x25 Gaussian kernels
+#: of Zhang et al. (2019) and AWGN 2.55/255, tunes its hyperparameters on Set5, and does not say
+#: how the blur treats the border, whether the measurements are quantised, or whether PSNR
+#: crops a border. Our choices are those of DPIR's main_dpir_deblur.py: circular ('wrap')
+#: blur, float measurements, no border crop; DPIR also crops images to a multiple of 8, rounds
+#: its output to 8 bits before the PSNR and applies all 8 Levin kernels to every image.
 PUBLISHED = {
-    "gauss-1.6": {"IRCNN+": 26.86, "DPIR": 28.86, "PnP-ADMM (DRP's)": 28.90, "DRP": 29.10},
-    "gauss-2.0": {"IRCNN+": 25.97, "DPIR": 27.52, "PnP-ADMM (DRP's)": 27.45, "DRP": 27.46},
+    "gauss-1.6": {"SD-RED": 25.78, "IRCNN+": 26.86, "DPIR": 28.86, "PnP-ADMM (DRP's)": 28.90,
+                  "DRP": 29.10},
+    "gauss-2.0": {"SD-RED": 24.43, "IRCNN+": 25.97, "DPIR": 27.52, "PnP-ADMM (DRP's)": 27.45,
+                  "DRP": 27.46},
 }
-PUBLISHED_SOURCE = "Hu et al., DRP, ICLR 2024, Table 1 (CBSD68, 25x25 Gaussian, noise 2.55/255)"
+PUBLISHED_SOURCE = ("Hu et al., DRP, ICLR 2024, Table 1 (CBSD68, 25x25 Gaussian kernels of "
+                    "Zhang et al. 2019, noise 2.55/255; border handling, quantisation and "
+                    "border crop not stated)")
 
 
 @dataclass(frozen=True)
