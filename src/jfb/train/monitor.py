@@ -10,8 +10,8 @@ So <g_ift, g_jfb> = <u, M M^T u> - <u, M M^T J^T u> >= (lam_min - gamma lam_max)
 gamma = ||J||_2 and lam the extreme eigenvalues of M M^T: -g_jfb is a descent direction when
 gamma < 1 / kappa(M M^T) (M M^T definite needs at least as many parameters as state entries),
 and then cos(g_jfb, g_ift) >= (1 / kappa - gamma) / (1 + gamma), at best (1 - gamma) /
-(1 + gamma). This is the condition of Fung et al. (AAAI 2022, arXiv 2103.12803, Theorem 3.1
-with Assumptions 2.1-2.2): T gamma-contractive in x, and dT/dtheta well enough conditioned for
+(1 + gamma). This is the condition of Fung et al. (AAAI 2022, arXiv 2103.12803: their descent
+theorem): T gamma-contractive in x, and dT/dtheta well enough conditioned for
 that gamma (docs/questions/descent.md).
 
 Every ``every`` steps of the fixed-point phase, on the step's batch and before the update,
@@ -134,6 +134,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cond: tuple[Any,
         "dloss": moved - loss,
         "dloss_pred": -t * float(g_ift.norm()) * cosine,
         "line_step": t,
+        "tol": tol,
         "fp_residual": float(fwd.residual.max()),
         "fp_iters": int(fwd.iterations.max()),
         "ift_residual": float(bwd.backward["residual"].max()),
