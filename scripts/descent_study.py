@@ -10,6 +10,7 @@ one run at a time.
     python scripts/descent_study.py command NAME    # the jfb train command of a run
     python scripts/descent_study.py run [NAME...]   # run them in turn (all by default; nohup it)
     python scripts/descent_study.py collect         # the table and the figure
+    python scripts/descent_study.py linescan NAME   # the line search at several step sizes
 
 ``run`` skips a finished run (its ``summary`` record), continues an interrupted one with
 ``--resume``, and writes the run's CPU seconds (the child process, monitor included) to
@@ -27,6 +28,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 OUT = Path("runs/descent")
 DOCS = Path("docs/questions")
@@ -95,12 +98,17 @@ def run(names: list[str]) -> None:
         print(f"{name}: {cpu:.0f} CPU-s", flush=True)
 
 
+def fraction(checks: list[dict], key: str) -> list[int]:
+    """[how many of ``checks`` have ``key`` true, how many checks]."""
+    return [sum(bool(r[key]) for r in checks), len(checks)]
+
+
 def row(name: str) -> dict:
     """The table row of a run: its monitor records summarised."""
     mon = records(name, "monitor")
     cos = [r["cosine"] for r in mon]
     gam = [r["gamma"] for r in mon]
-    solved = [r for r in mon if r["fp_residual"] <= r["tol"] and r["ift_residual"] <= r["tol"]]
+    good = [r for r in mon if solved(r)]
     val = records(name, "val")
     cpu_path = OUT / name / "cpu.json"
     return {
@@ -111,17 +119,39 @@ def row(name: str) -> dict:
         "gamma_min": min(gam), "gamma_max": max(gam),
         "contractive": sum(r["contractive"] for r in mon) / len(mon),
         "descent": sum(r["descent"] for r in mon) / len(mon),
-        "solved": len(solved) / len(mon),
-        "descent_solved": (sum(r["descent"] for r in solved) / len(solved)) if solved else None,
+        "solved": len(good) / len(mon),
+        "descent_solved": fraction(good, "descent"),
+        "descent_if_contractive": fraction([r for r in mon if r["contractive"]], "descent"),
+        "descent_if_not": fraction([r for r in mon if not r["contractive"]], "descent"),
         "val_psnr": val[-1]["psnr"] if val else None,
         "cpu_seconds": json.loads(cpu_path.read_text())["cpu_seconds"] if cpu_path.exists()
         else None,
     }
 
 
+#: One colour per variant (the part of the run's name after the model).
+COLORS = {"sn": "tab:blue", "free": "tab:orange", "jac": "tab:green", "red": "tab:red"}
+
+
+def pretrain_steps(name: str) -> int:
+    """The run's pre-training steps (where its ``pretrain_val`` record is)."""
+    return next((r["step"] for r in records(name, "pretrain_val")), 0)
+
+
+#: A check's exact gradient counts as reached when GMRES's relative residual is below this (in
+#: float32 it stops near 1e-5, above the tenth of ``tol`` it aims at).
+IFT_SOLVED = 1e-4
+
+
+def solved(r: dict) -> bool:
+    """Whether a check reached its fixed point (residual <= tol) and its exact gradient."""
+    return r["fp_residual"] <= r["tol"] and r["ift_residual"] <= IFT_SOLVED
+
+
 def figure(names: list[str], path: Path) -> None:
-    """Cosine and gamma against the step, DE-GRAD and DE-ADMM side by side; a cross marks a
-    check whose line search found no descent."""
+    """Cosine and gamma against the step, DE-GRAD and DE-ADMM side by side: a filled dot is a
+    check that reached its fixed point and exact gradient, a hollow one a check that did not,
+    a cross a check whose line search found no descent."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,20 +161,24 @@ def figure(names: list[str], path: Path) -> None:
     for col, model in enumerate(("degrad", "deadmm")):
         for name in (n for n in names if n.startswith(model)):
             mon = records(name, "monitor")
-            steps = [r["step"] for r in mon]
+            start = pretrain_steps(name)
+            steps = [r["step"] - start for r in mon]
             for ax, key in zip(axes[:, col], ("cosine", "gamma"), strict=True):
-                (line,) = ax.plot(steps, [r[key] for r in mon], marker="o", ms=3,
-                                  label=RUNS[name][0])
-                bad = [(r["step"], r[key]) for r in mon if not r["descent"]]
-                if bad:
-                    ax.plot(*zip(*bad, strict=True), "x", color=line.get_color(), ms=9)
+                color = COLORS[name.split("-")[1]]
+                ax.plot(steps, [r[key] for r in mon], lw=1, color=color, label=RUNS[name][0])
+                for step, r in zip(steps, mon, strict=True):
+                    ax.plot(step, r[key], "o", ms=4, color=color,
+                            mfc=color if solved(r) else "none")
+                    if not r["descent"]:
+                        ax.plot(step, r[key], "x", ms=8, color=color)
         axes[0, col].set_title("DE-GRAD" if model == "degrad" else "DE-ADMM")
         axes[1, col].axhline(1.0, color="k", lw=0.8, ls="--")
-        axes[1, col].set_xlabel("global step (pre-training first)")
+        axes[1, col].set_xlabel("JFB step (after pre-training)")
         axes[0, col].legend(fontsize=8)
     axes[0, 0].set_ylabel("cos(g_jfb, g_ift)")
     axes[1, 0].set_ylabel("gamma = max_i ||J_T(x*_i)||_2")
-    fig.suptitle("JFB against the exact gradient every 10 steps (x: loss rose along -g_jfb)")
+    fig.suptitle("JFB against the exact gradient every 10 steps (filled: fixed point and exact "
+                 "gradient reached; x: the loss rose along -g_jfb)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -159,6 +193,28 @@ def collect() -> None:
         print(json.dumps(r))
 
 
+def linescan(name: str) -> None:
+    """The line search of the monitor at several steps t = s ||theta|| (s = 1e-5 ... 1e-2), on
+    the run's final weights and one fixed batch of 8 training crops: the loss change along
+    -g_jfb against the first-order prediction -t ||g_ift|| cos."""
+    from torch.utils.data import default_collate
+
+    from jfb.config import Config
+    from jfb.pipeline import build_run, load_model
+    from jfb.train.monitor import measure
+
+    cfg = Config.from_dict(json.loads((OUT / name / "config.json").read_text()))
+    pairs = build_run(cfg).train_pairs
+    torch.manual_seed(0)
+    x, y = default_collate([pairs[i] for i in range(cfg.data.batch_size)])
+    model = load_model(OUT / name / "last.safetensors").model
+    for s in (1e-5, 1e-4, 1e-3, 1e-2):
+        r = measure(model, x, y, line_step=s)
+        print(json.dumps({"run": name, "line_step": s, **{k: r[k] for k in (
+            "cosine", "gamma", "loss", "dloss", "dloss_pred", "descent", "fp_residual",
+            "ift_residual")}}), flush=True)
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["command"]:
         print(" ".join(command(argv[1])))
@@ -166,6 +222,9 @@ def main(argv: list[str]) -> None:
         run(argv[1:] or list(RUNS))
     elif argv[:1] == ["collect"]:
         collect()
+    elif argv[:1] == ["linescan"]:
+        for name in argv[1:]:
+            linescan(name)
     else:
         raise SystemExit(__doc__)
 
