@@ -226,6 +226,7 @@ CASES: list[Case] = [
     Case("train.rollback_lr_factor", "0.25", _train_config("rollback_lr_factor"), 0.25),
     Case("train.log_contraction", "false", _train_config("log_contraction"), False),
     Case("train.jacobian_penalty", "0.1", lambda b: b.trainer.jacobian_on, True),
+    Case("train.monitor_jfb_every", "5", lambda b: b.trainer.monitor.every, 5),
     Case("train.tensorboard", "true", lambda b: b.trainer.logger._tb is not None
          or bool(b.trainer.logger.warning), True),
 ]

@@ -260,6 +260,9 @@ class TrainConfig:
     rollback_lr_factor: float = _f(0.5, gt=0, le=1, doc="learning-rate multiplier per rollback")
     log_contraction: bool = _f(True, doc="log ||J_T(x*)||_2 every log_every steps (implicit)")
     jacobian_penalty: float = _f(0.0, ge=0, doc="weight of the ||J_T(x*)||_F^2 / d penalty")
+    monitor_jfb_every: int = _f(
+        0, ge=0, doc="every N steps: JFB vs IFT gradient cosine, gamma, line search (0: off)"
+    )
     tensorboard: bool = _f(False, doc="also log to TensorBoard (if installed)")
 
 

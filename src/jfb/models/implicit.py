@@ -286,17 +286,17 @@ class ImplicitModel(nn.Module):
     def contraction(
         self, x_star: torch.Tensor, y: torch.Tensor,
         physics: Physics | LinearOperator | None = None, *, n_iter: int = 5,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, method: str = "power",
     ) -> torch.Tensor:
-        """||J_T(s*)||_2 per sample at the state of the output ``x_star`` (power iteration on
-        J^T J, ``n_iter`` steps): the local contraction factor. T is frozen (no power step of
-        spectral norm) and no parameter gradient is built; draws only from ``generator`` (else
-        the global RNG)."""
+        """||J_T(s*)||_2 per sample at the state of the output ``x_star`` (``n_iter`` steps of
+        power iteration or Lanczos on J^T J, :func:`jfb.deq.contraction_estimate`): the local
+        contraction factor. T is frozen (no power step of spectral norm) and no parameter
+        gradient is built; draws only from ``generator`` (else the global RNG)."""
         ctx = self.context(y, self.physics_of(physics))
         with torch.no_grad(), self.fixed_map(advance=False):
             return contraction_estimate(
                 lambda s: self.T_with(s, ctx), self.state_at(x_star.detach(), y, ctx.physics),
-                n_iter=n_iter, generator=generator,
+                n_iter=n_iter, generator=generator, method=method,
             )
 
     def jacobian_frobenius(

@@ -28,17 +28,21 @@ _SALT_CONTRACTION, _SALT_JACOBIAN = 0xC0417, 0x7AC0B
 
 
 def contraction_factor(model: nn.Module, x_hat: torch.Tensor, y: torch.Tensor,
-                       cond: tuple[Any, ...] = (), *, seed: int, step: int) -> torch.Tensor:
-    """||J_T(x*)||_2 of the first ``CONTRACTION_SAMPLES`` samples at the fixed point ``x_hat``
-    (detached; no gradient), one value per sample; ``cond``: the batch's physics, if any."""
-    k = min(CONTRACTION_SAMPLES, x_hat.shape[0])
-    if cond:  # the physics of those samples
+                       cond: tuple[Any, ...] = (), *, seed: int, step: int,
+                       samples: int = CONTRACTION_SAMPLES, n_iter: int = CONTRACTION_ITERS,
+                       method: str = "power") -> torch.Tensor:
+    """||J_T(x*)||_2 of the first ``samples`` samples at the fixed point ``x_hat`` (detached; no
+    gradient; ``n_iter`` steps of ``method``, power iteration or Lanczos), one value per sample;
+    ``cond``: the batch's physics, if any."""
+    k = min(samples, x_hat.shape[0])
+    if cond and k < x_hat.shape[0]:  # the physics of those samples
         cond = (cond[0].select(torch.arange(k, device=x_hat.device)), *cond[1:])
     return model.contraction(
         x_hat.detach()[:k].to(y.dtype),
         y[:k],
         *cond,
-        n_iter=CONTRACTION_ITERS,
+        n_iter=n_iter,
+        method=method,
         generator=step_generator(seed, step, _SALT_CONTRACTION),
     )
 

@@ -6,6 +6,7 @@ The parts have modules of their own, and none imports the trainer: :mod:`~jfb.tr
 (learning rate), :mod:`~jfb.train.seeding` and :mod:`~jfb.train.loading` (reproducible batches
 sharded over ranks), :mod:`~jfb.train.pretrain` (pre-training R), :mod:`~jfb.train.guard`
 (divergence and rollback), :mod:`~jfb.train.diagnostics` (contraction and Jacobian),
+:mod:`~jfb.train.monitor` (the JFB direction against the exact gradient),
 :mod:`~jfb.train.validation`, :mod:`~jfb.train.run_checkpoints` (``last``/``best``),
 :mod:`~jfb.train.signals`, :mod:`~jfb.train.cost` (budgets and cost fields of ``val`` records),
 :mod:`~jfb.train.log` and :mod:`~jfb.train.distributed`.
@@ -74,6 +75,7 @@ from jfb.train.loading import (
     validation_batches,
 )
 from jfb.train.log import MetricLogger, Progress, StepWindow, typical_step_ms
+from jfb.train.monitor import monitor_for
 from jfb.train.pretrain import can_pretrain, pretrain_output
 from jfb.train.run_checkpoints import BEST, LAST, RunCheckpoints
 from jfb.train.schedule import lr_factor, phase_lr_factor, reset_lr
@@ -195,6 +197,8 @@ class Trainer:
         self.last_val: dict[str, float] | None = None
         self.stop = StopSignals()
         self.cost = CostMeter(tc.max_cpu_minutes, tc.max_minutes)
+        self.monitor = monitor_for(self.model, tc.monitor_jfb_every, self.logger, self.notes,
+                                   self.cost.excluded, tc.seed, self.pretrain_steps)
         self._seconds_before = 0.0  # training time of the runs this one resumes
         self._fit_start: float | None = None
 
@@ -266,6 +270,7 @@ class Trainer:
         ):  # at the map whose fixed point x_hat is: before the update
             contraction = contraction_factor(self.model, x_hat, y, cond, seed=tc.seed,
                                              step=self.step)
+        self.monitor(self.model, x, y, cond, self.params, self.step)  # when due: JFB vs IFT
         if pretrain and self.dist.distributed:  # pre-training bypasses DDP's gradient hooks
             for p in self.params:
                 if p.grad is not None:
@@ -585,14 +590,8 @@ class Trainer:
         if rec is None:
             return
         self.logger.log("train", self.step, **rec)
-        self.progress.update(
-            self.step,
-            force=True,
-            loss=rec["loss"],
-            psnr=rec["psnr"],
-            iters=rec.get("iters"),
-            step_ms=rec["step_ms"],
-        )
+        self.progress.update(self.step, force=True, loss=rec["loss"], psnr=rec["psnr"],
+                             iters=rec.get("iters"), step_ms=rec["step_ms"])
 
     def _sum_over_ranks(self, values: Sequence[float]) -> list[float]:
         t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
