@@ -329,7 +329,9 @@ def _solve_in_pieces(
         return solve_under(model, tiles if masks is None else tiles * masks,
                            Composed(Mask(window), inner), sigma)
 
-    boxes = plan_tiles(*y.shape[-2:], tile, margin)
+    # circular padding measures each border from the opposite one: the tiles wrap around
+    periodic = observed is None and getattr(op, "padding", None) == "circular"
+    boxes = plan_tiles(*y.shape[-2:], tile, margin, periodic=periodic)
     n = len(boxes)
     if report is not None:
         h, w = max(b.r1 - b.r0 for b in boxes), max(b.c1 - b.c0 for b in boxes)
@@ -345,7 +347,7 @@ def _solve_in_pieces(
                 on_tile(done, n)
 
         return restore_tiled(solve, y, tile=tile, margin=margin, guard=guard, aux=observed,
-                             on_tile=tiles_done)
+                             on_tile=tiles_done, periodic=periodic)
 
 
 def restore_file(
