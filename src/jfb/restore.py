@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Box", "operator_reach", "plan_tiles", "restore_tiled", "tile_for_budget", "window_for"]
+__all__ = ["MIN_MARGIN", "Box", "deconvolution_reach", "operator_reach", "plan_tiles",
+           "restore_tiled", "tile_for_budget", "tile_margin", "window_for"]
 
 #: A tile method: (y tiles (n, C, h, w), window (1, 1, h, w), aux tiles or None) -> outputs
 #: (n, C', s h, s w). y is zero where the window is.
@@ -212,6 +213,63 @@ def operator_reach(op: Callable[[torch.Tensor], torch.Tensor], *, channels: int 
             return reach
         probe *= 2
     raise ValueError(f"the operator's reach exceeds {limit} pixels: it cannot be tiled")
+
+
+#: The least margin (measurement pixels): what tiles get when the operator has no kernel to
+#: measure (denoising, super-resolution, masks), and enough for the prior's own reach where it
+#: has a small one (scripts/tile_reach.py: at most 16 pixels for 5x5 blurs).
+MIN_MARGIN = 48
+
+
+def tile_margin(guard: int, reach: int, prior: int = 0) -> int:
+    """The margin a tile needs: max(:data:`MIN_MARGIN`, ceil(4/3 (guard + 2 reach + prior)))
+    for an operator of reach ``guard`` (:func:`operator_reach`) whose ridge inverse reaches
+    ``reach`` pixels (:func:`deconvolution_reach`), with a prior (a network) of receptive
+    radius ``prior``. A border changed the solve by 1e-3 or more (a mean over a band of
+    columns) up to about guard + 2 reach + prior pixels into the context, for Gaussian and
+    motion blurs of 5 to 31 pixels and the shipped models (scripts/tile_reach.py,
+    docs/BENCHMARKS.md "Tiles"); the blend uses the outputs up to a quarter of the margin
+    outside each core, hence the 4/3."""
+    if min(guard, reach, prior) < 0:
+        raise ValueError(f"need guard, reach and prior >= 0, got {guard}, {reach}, {prior}")
+    return max(MIN_MARGIN, math.ceil(4 * (guard + 2 * reach + prior) / 3))
+
+
+@torch.no_grad()
+def deconvolution_reach(kernel: torch.Tensor, rho: float, *, spill: float = 0.01,
+                        largest: int = 2048) -> int:
+    """How far one measured pixel reaches in the ridge inverse of a blur: the smallest R such
+    that at most ``spill`` of sum |h| lies farther than R pixels (Chebyshev distance) from
+    the centre, h = F^-1[conj(K) / (|K|^2 + rho)] the impulse response of (A^T A + rho I)^-1
+    A^T for the ``kernel`` (kh, kw), or (C, kh, kw) per channel (the widest). Computed by FFT
+    on periodic grids of at least 4 kernel widths, doubled until R is under a quarter of the
+    grid (or the grid is ``largest`` pixels). Grows with the kernel's width and with how
+    ill-posed it is (motion blurs reach far farther than Gaussians of the same size); shrinks
+    as rho grows."""
+    if not rho > 0:
+        raise ValueError(f"rho must be positive, got {rho}")
+    k = kernel.detach().to("cpu", torch.float64)
+    k = k.reshape(-1, *k.shape[-2:])
+    kh, kw = k.shape[-2:]
+    n = 64
+    while True:
+        n *= 2
+        if n < 4 * max(kh, kw) and n < largest:
+            continue
+        grid = k.new_zeros(k.shape[0], n, n)
+        grid[:, :kh, :kw] = k
+        spectrum = torch.fft.rfft2(grid.roll((-(kh // 2), -(kw // 2)), (-2, -1)))
+        h = torch.fft.irfft2(spectrum.conj() / (spectrum.abs() ** 2 + rho), s=(n, n))
+        h = h.roll((n // 2, n // 2), (-2, -1)).abs()  # the centre at (n/2, n/2)
+        offset = (torch.arange(n) - n // 2).abs()
+        distance = torch.maximum(offset[:, None], offset[None, :]).flatten()
+        reach = 0
+        for hc in h.flatten(1):
+            mass = torch.bincount(distance, weights=hc, minlength=n // 2 + 1)
+            beyond = mass.sum() - mass.cumsum(0)  # mass farther than each distance
+            reach = max(reach, int((beyond <= spill * mass.sum()).nonzero()[0]))
+        if reach < n // 4 or n >= largest:
+            return reach
 
 
 @torch.no_grad()
