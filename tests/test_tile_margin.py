@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jfb.deblur import margin_for, prior_reach, shipped_checkpoint
-from jfb.physics import Blur, Identity, kernels
+from jfb.deblur import margin_for, prior_reach, restore_tensor, shipped_checkpoint
+from jfb.metrics import psnr
+from jfb.physics import Blur, GaussianNoise, Identity, kernels
 from jfb.pipeline import load_model
 from jfb.restore import MIN_MARGIN, deconvolution_reach, operator_reach, tile_margin
 
@@ -53,3 +54,28 @@ def test_margin_for_follows_the_kernel_the_net_and_the_noise_of_the_call(natural
     # less noise: a smaller rho by the model's noise rule, a wider inverse, a wider margin
     assert margin_for(model, large, 0.0025, operator_reach(large.A)) > at_one_percent
     assert margin_for(model, Identity(), 0.01, 0) == MIN_MARGIN
+
+
+def test_forced_tiles_equal_the_whole_image_on_a_25x25_blur(natural_model):
+    """The natural model, a 25x25 camera-shake blur with circular padding (the whole-image solve
+    converges in about 20 iterations), 64x256 pixels of a built-in photo, forced 128-pixel
+    tiles: with the margin of the rule (218 pixels: the strip is too narrow to be cut along
+    its length, its two sides joined as the whole image's) the result is the whole image's to
+    0.1 dB; with the fixed margin of 48 it was 0.4 dB below (0.27 on a CBSD68 crop;
+    docs/BENCHMARKS.md, "Tiles")."""
+    from jfb.data.builtin import natural_images
+
+    model, cfg = natural_model
+    x = natural_images(["astronaut"])[0][1][:, 224:288, 128:384]
+    op = Blur(kernels.motion(25, seed=0, intensity=0.5), padding="circular")
+    y = GaussianNoise(0.01)(op.A(x[None]), generator=torch.Generator().manual_seed(0))[0]
+
+    def loss(tile: int, margin: int | None) -> float:  # dB below the whole image
+        tiled = restore_tensor(model, cfg, y, op=op, noise=0.01, tile=tile, margin=margin,
+                               warn=lambda _line: None)
+        return float(psnr(whole[None], x[None]) - psnr(tiled[None], x[None]))
+
+    whole = restore_tensor(model, cfg, y, op=op, noise=0.01, tile=100_000,
+                           warn=lambda _line: None)
+    assert abs(loss(128, None)) < 0.1
+    assert loss(128, 48) > 0.2
