@@ -32,14 +32,8 @@ import torch
 from jfb.data import load_image
 from jfb.data.builtin import ALL_IMAGES, natural_images
 from jfb.data.datasets import shared_data
-from jfb.deblur import (
-    margin_for,
-    prior_reach,
-    restore_tensor,
-    ridge_weight,
-    shipped_checkpoint,
-    solve_under,
-)
+from jfb.deblur import call_physics, restore_tensor, shipped_checkpoint, solve_under
+from jfb.margins import margin_for, prior_reach, ridge_weight
 from jfb.physics import Blur, GaussianNoise, LinearOperator, Mask, kernels
 from jfb.physics.compose import Composed
 from jfb.pipeline import load_model
@@ -122,13 +116,14 @@ def run_profiles(args: argparse.Namespace) -> None:
                                           args.width)
                     reach, floor = reach_of(prof)
                     guard = operator_reach(op.A)
-                    ridge = deconvolution_reach(op.kernel, ridge_weight(model, op, args.sigma))
+                    physics = call_physics(model, op, args.sigma)
+                    ridge = deconvolution_reach(op.kernel, ridge_weight(model, physics))
                     net = prior_reach(model)
                     marks = " ".join(f"{float(v):.0e}" for v in prof[::2])
                     print(f"{name} {kind}:{size} {padding}: reach {reach} px, floor {floor:.0e}; "
                           f"guard {guard} + 2 x ridge {ridge} + net {net} = "
                           f"{guard + 2 * ridge + net} px, "
-                          f"margin {margin_for(model, op, args.sigma, guard)}; "
+                          f"margin {margin_for(model, physics, guard)}; "
                           f"{time.process_time() - start:.0f} CPU s; mean |diff| at 0, "
                           f"{2 * BAND}, {4 * BAND}, ... px: {marks}", flush=True)
 
@@ -147,7 +142,8 @@ def run_tiles(args: argparse.Namespace) -> None:
                     whole = solve(tile=100_000)
                     line = f"{name} {kind}:{size} {padding}: whole {psnr(whole, x):.2f} dB"
                     for given in args.margins:
-                        margin = (margin_for(model, op, args.sigma, operator_reach(op.A))
+                        margin = (margin_for(model, call_physics(model, op, args.sigma),
+                                             operator_reach(op.A))
                                   if given == "auto" else int(given))
                         tiled = solve(tile=args.tile, margin=margin)
                         line += (f"; margin {margin}{' (auto)' * (given == 'auto')}: "

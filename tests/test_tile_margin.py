@@ -1,5 +1,5 @@
 """The margin of a tile, from the kernel and the model (jfb.restore.tile_margin,
-jfb.restore.deconvolution_reach, jfb.deblur.margin_for): the rule, and forced tiles that equal
+jfb.restore.deconvolution_reach, jfb.margins): the rule, and forced tiles that equal
 the whole image with the natural model on a 25x25 blur where the old fixed margin of 48 did not."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jfb.deblur import margin_for, prior_reach, restore_tensor, shipped_checkpoint
+from jfb.deblur import call_physics, restore_tensor, shipped_checkpoint
+from jfb.margins import margin_for, prior_reach
 from jfb.metrics import psnr
 from jfb.physics import Blur, GaussianNoise, Identity, kernels
 from jfb.pipeline import load_model
@@ -48,12 +49,16 @@ def test_margin_for_follows_the_kernel_the_net_and_the_noise_of_the_call(natural
     model, _ = natural_model
     assert prior_reach(model) == 7  # a DnCNN of 7 3x3 layers
     small, large = (Blur(kernels.gaussian(s, (s - 1) / 6), padding="reflect") for s in (5, 25))
-    assert margin_for(model, small, 0.01, operator_reach(small.A)) == MIN_MARGIN
-    at_one_percent = margin_for(model, large, 0.01, operator_reach(large.A))
+
+    def margin(op, sigma):
+        return margin_for(model, call_physics(model, op, sigma), operator_reach(op.A))
+
+    assert margin(small, 0.01) == MIN_MARGIN
+    at_one_percent = margin(large, 0.01)
     assert 80 <= at_one_percent <= 105  # 92: (guard 12 + 2 x 25 + 7) x 4/3
     # less noise: a smaller rho by the model's noise rule, a wider inverse, a wider margin
-    assert margin_for(model, large, 0.0025, operator_reach(large.A)) > at_one_percent
-    assert margin_for(model, Identity(), 0.01, 0) == MIN_MARGIN
+    assert margin(large, 0.0025) > at_one_percent
+    assert margin(Identity(), 0.01) == MIN_MARGIN
 
 
 def test_forced_tiles_equal_the_whole_image_on_a_25x25_blur(natural_model):

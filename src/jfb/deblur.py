@@ -27,6 +27,7 @@ from jfb.data import (
 )
 from jfb.diagnose import input_noise, noise_estimable, trust_warnings
 from jfb.errors import ConfigError, DataError, TrustWarning
+from jfb.margins import margin_for
 from jfb.physics import (
     Blur,
     Downsample,
@@ -40,15 +41,7 @@ from jfb.physics.compose import Composed
 from jfb.physics.mask import MaskOperator
 from jfb.pipeline import CHANNELS, LoadedModel, load_model, replace_blur
 from jfb.progress import progress_bar
-from jfb.restore import (
-    MIN_MARGIN,
-    deconvolution_reach,
-    operator_reach,
-    plan_tiles,
-    restore_tiled,
-    tile_for_budget,
-    tile_margin,
-)
+from jfb.restore import MIN_MARGIN, operator_reach, plan_tiles, restore_tiled, tile_for_budget
 from jfb.tasks import Task, get_task
 
 #: The models shipped inside the package (trained by the project; model cards beside them),
@@ -117,9 +110,13 @@ def solve_under(model: torch.nn.Module, y: torch.Tensor, op: LinearOperator,
                 sigma: float) -> torch.Tensor:
     """x_hat of ``y`` under the operator ``op`` and noise std ``sigma``, passed with the call
     (the model is not changed); the noise only for a model that takes it."""
-    noise = torch.tensor([float(sigma)]) if takes_noise(model) else None
-    x_hat, _stats = model.solve(y, Physics(op, noise))
+    x_hat, _stats = model.solve(y, call_physics(model, op, sigma))
     return x_hat
+
+
+def call_physics(model: torch.nn.Module, op: LinearOperator, sigma: float) -> Physics:
+    """The physics of a call: ``op``, and the noise std ``sigma`` for a model that takes it."""
+    return Physics(op, torch.tensor([float(sigma)]) if takes_noise(model) else None)
 
 
 #: The smallest noise std ``noise="auto"`` gives a model (a clean, smooth image reads 0, which
@@ -129,44 +126,6 @@ NOISE_FLOOR = 1e-3
 #: Context pixels each tile gets beyond its core when the operator has no kernel (denoising,
 #: super-resolution, masks), and the least any gets (:data:`jfb.restore.MIN_MARGIN`).
 DEFAULT_MARGIN = MIN_MARGIN
-
-#: The ridge weight rho whose inverse sets a blur's margin for a model without one of its own
-#: (the face model's learned rho is 0.027-0.030; a smaller rho reaches farther).
-DEFAULT_RIDGE = 0.03
-
-
-def ridge_weight(model: torch.nn.Module, op: LinearOperator, sigma: float) -> float:
-    """The rho of a call under ``op`` at noise ``sigma``: a DE-ADMM's, by its noise rule
-    (:meth:`jfb.models.DEADMM.rho_of`), else :data:`DEFAULT_RIDGE`."""
-    rho = DEFAULT_RIDGE
-    if callable(getattr(model, "rho_of", None)):
-        noise = torch.tensor([float(sigma)]) if takes_noise(model) else None
-        rho = float(model.rho_of(Physics(op, noise), torch.zeros(1)).detach().min())
-    return rho if math.isfinite(rho) and rho > 0 else DEFAULT_RIDGE  # NaN: no norm estimated
-
-
-def prior_reach(model: torch.nn.Module) -> int:
-    """The receptive radius of ``model``'s network (:func:`jfb.restore.operator_reach` of
-    ``model.net``: 7 for a DnCNN of 7 3x3 layers); 0 without one, 256 past that."""
-    net = getattr(model, "net", None)
-    if not isinstance(net, torch.nn.Module):
-        return 0
-    dev = next(iter(net.parameters()), torch.empty(0)).device
-    try:
-        return operator_reach(lambda x: net(x.to(dev)).cpu(), channels=CHANNELS)
-    except ValueError:  # not local (global pooling)
-        return 256
-
-
-def margin_for(model: torch.nn.Module, op: LinearOperator, sigma: float, guard: int) -> int:
-    """The context a tile needs (:func:`jfb.restore.tile_margin`) for an operator of reach
-    ``guard``: for a blur, from the reach of its ridge inverse at :func:`ridge_weight` and the
-    network's (:func:`prior_reach`); :data:`DEFAULT_MARGIN` or more for other operators."""
-    if not isinstance(op, Blur):
-        return tile_margin(guard, 0)
-    ridge = deconvolution_reach(op.kernel, ridge_weight(model, op, sigma))
-    return tile_margin(guard, ridge, prior_reach(model))
-
 
 def memory_per_pixel(model: torch.nn.Module) -> float:
     """Bytes of working memory per output pixel of an inference solve, an upper estimate: float32
@@ -244,14 +203,14 @@ def restore_tensor(
     when its working memory (:func:`memory_per_pixel`) fits ``max_memory`` bytes (default: half
     the free memory), else in tiles (:func:`jfb.restore.restore_tiled`) of ``tile`` pixels
     (default: the largest that fits) with ``margin`` pixels of context (default:
-    :func:`margin_for`, from the kernel and the model), whose borders assume nothing about the
-    outside (a circular blur's tiles wrap around the image). Masks with a fixed pattern and
-    tomography take the whole measurement. One-channel measurements are replicated to RGB for
-    the model and the result is averaged back. ``report`` receives one-line notes; ``warn``
-    one-line warnings that the result may not be trusted (:func:`jfb.diagnose.trust_warnings`;
-    default: Python warnings of category :class:`jfb.errors.TrustWarning`); ``progress`` shows
-    a progress bar; ``on_tile`` is told (tiles done, tiles in all) after each piece solved (1
-    for the whole image).
+    :func:`jfb.margins.margin_for`, from the kernel and the model), whose borders assume nothing
+    about the outside (a circular blur's tiles wrap around the image). Masks with a fixed
+    pattern and tomography take the whole measurement. One-channel measurements are replicated
+    to RGB for the model and the result is averaged back. ``report`` receives one-line notes;
+    ``warn`` one-line warnings that the result may not be trusted
+    (:func:`jfb.diagnose.trust_warnings`; default: Python warnings of category
+    :class:`jfb.errors.TrustWarning`); ``progress`` shows a progress bar; ``on_tile`` is told
+    (tiles done, tiles in all) after each piece solved (1 for the whole image).
     """
     if y.dim() != 3 or y.shape[0] not in (1, CHANNELS):
         raise DataError(f"expected a (1 or {CHANNELS}, H, W) measurement, got {tuple(y.shape)}")
@@ -290,7 +249,7 @@ def restore_tensor(
         scale = 1 if observed is not None else _scale_of(op, y[0])
         reach = operator_reach(op.A, scale=scale) if observed is None else 0
         if margin is None:
-            margin = margin_for(model, op, sigma, reach)
+            margin = margin_for(model, call_physics(model, op, sigma), reach)
         x = _solve_in_pieces(model, y, op, sigma, observed, scale=scale, guard=reach,
                              tile=tile,
                              margin=margin, max_memory=max_memory, report=report,
