@@ -202,15 +202,15 @@ def restore_tensor(
     missing. Blur, denoising, super-resolution and given masks are solved on the whole image
     when its working memory (:func:`memory_per_pixel`) fits ``max_memory`` bytes (default: half
     the free memory), else in tiles (:func:`jfb.restore.restore_tiled`) of ``tile`` pixels
-    (default: the largest that fits) with ``margin`` pixels of context (default:
-    :func:`jfb.margins.margin_for`, from the kernel and the model), whose borders assume nothing
-    about the outside (a circular blur's tiles wrap around the image). Masks with a fixed
-    pattern and tomography take the whole measurement. One-channel measurements are replicated
-    to RGB for the model and the result is averaged back. ``report`` receives one-line notes;
-    ``warn`` one-line warnings that the result may not be trusted
-    (:func:`jfb.diagnose.trust_warnings`; default: Python warnings of category
-    :class:`jfb.errors.TrustWarning`); ``progress`` shows a progress bar; ``on_tile`` is told
-    (tiles done, tiles in all) after each piece solved (1 for the whole image).
+    (default: the largest that fits) with ``margin`` pixels of context, whose borders assume
+    nothing about the outside. Masks with a fixed pattern and tomography take the whole
+    measurement. One-channel measurements are replicated to RGB for the model and the result is
+    averaged back. ``report`` receives one-line notes; ``warn`` one-line warnings that the result
+    may not be trusted (:func:`jfb.diagnose.trust_warnings`; default: Python warnings of
+    category :class:`jfb.errors.TrustWarning`); ``progress`` shows a progress bar; ``on_tile``
+    is told (tiles done, tiles in all) after each piece solved (1 for the whole image).
+    ``margin`` defaults to :func:`jfb.margins.margin_for` (from the blur's kernel and the
+    model); the tiles of a circular blur wrap around the image.
     """
     if y.dim() != 3 or y.shape[0] not in (1, CHANNELS):
         raise DataError(f"expected a (1 or {CHANNELS}, H, W) measurement, got {tuple(y.shape)}")
