@@ -36,36 +36,71 @@ def test_plan_partitions_the_image_and_contexts_stop_at_its_borders():
     assert len(plan_tiles(30, 30, 32, 8)) == 1
 
 
+def test_periodic_contexts_wrap_around_the_image_or_take_a_whole_dimension():
+    boxes = plan_tiles(70, 40, 32, 8, periodic=True)
+    assert len(boxes) == 3 * 2
+    first = boxes[0]
+    assert (first.R0, first.R1, first.C0, first.C1) == (-8, 31, -8, 28)
+    # it holds rows 0..30 and 62..69, in the image's order: open in the middle, not at its ends
+    rows, cols = first.layout(70, 40)
+    assert list(rows) == [*range(31), *range(62, 70)] and list(cols) == [*range(28), *range(32, 40)]
+    assert first.open_cuts(70, 40) == ((31,), (28,))
+    assert boxes[2].open_cuts(70, 40) == ((0, 40), (28,))  # rows 15..54: open at both ends
+    covered = torch.zeros(70, 40, dtype=torch.int64)
+    for b in boxes:
+        covered[b.r0 : b.r1, b.c0 : b.c1] += 1
+    assert bool((covered == 1).all())
+    # 2 columns of 20 with 2 x 12 of margin would cover all 40: that dimension is not cut
+    narrow = plan_tiles(70, 40, 32, 12, periodic=True)
+    assert len(narrow) == 3 and all((b.c0, b.c1, b.C0, b.C1) == (0, 40, 0, 40) for b in narrow)
+    assert narrow[0].open_cuts(70, 40) == ((35,), ())
+    assert len(plan_tiles(30, 30, 32, 8, periodic=True)) == 1
+
+
 def test_window_is_unobserved_only_on_sides_inside_the_image():
     boxes = plan_tiles(64, 64, 32, 8)
     first = boxes[0]  # top-left: open at the bottom and on the right
     w = window_for(first, 64, 64, 3)[0, 0]
-    assert first.open_sides(64, 64) == (False, True, False, True)
+    assert first.open_cuts(64, 64) == ((40,), (40,))
     assert bool((w[-3:, :] == 0).all()) and bool((w[:, -3:] == 0).all())
     assert bool((w[:-3, :-3] == 1).all())
     assert bool((window_for(first, 64, 64, 0) == 1).all())
 
 
-@pytest.mark.parametrize("guard", [0, 3])
-def test_pixelwise_methods_are_exact_and_upscaling_places_tiles(guard):
+@pytest.mark.parametrize(("guard", "periodic"), [(0, False), (3, False), (3, True)])
+def test_pixelwise_methods_are_exact_and_upscaling_places_tiles(guard, periodic):
     torch.manual_seed(0)
     y = torch.rand(3, 70, 90)
-    out = restore_tiled(_pixelwise, y, tile=32, margin=8, guard=guard)
+    out = restore_tiled(_pixelwise, y, tile=32, margin=8, guard=guard, periodic=periodic)
     assert torch.allclose(out, 2 * y + 1, atol=1e-6)
 
     def up4(t, window, aux):
         return t.repeat_interleave(4, -2).repeat_interleave(4, -1)
 
-    up = restore_tiled(up4, y, tile=32, margin=8, guard=guard)
+    up = restore_tiled(up4, y, tile=32, margin=8, guard=guard, periodic=periodic)
     assert torch.allclose(up, y.repeat_interleave(4, -2).repeat_interleave(4, -1), atol=1e-6)
+
+
+def test_periodic_tiles_see_the_opposite_border_as_a_circular_blur_does():
+    torch.manual_seed(0)
+    y = torch.rand(3, 70, 90)
+    blur = Blur(kernels.gaussian(5, 1.0), padding="circular")  # reach 2 < margin - feather
+
+    def blurred(periodic):
+        return restore_tiled(lambda t, w, a: blur.A(t), y, tile=32, margin=8, periodic=periodic)
+
+    assert torch.allclose(blurred(True), blur.A(y[None])[0], atol=1e-5)
+    assert not torch.allclose(blurred(False), blur.A(y[None])[0], atol=1e-2)
 
 
 def test_aux_tiles_follow_their_contexts_and_bad_arguments_are_refused():
     torch.manual_seed(0)
     y = torch.rand(3, 70, 90)
     mask = (torch.rand(1, 1, 70, 90) > 0.5).float()
-    out = restore_tiled(lambda t, w, m: t * m, y, tile=32, margin=8, aux=mask)
-    assert torch.allclose(out, y * mask[0], atol=1e-6)  # each tile saw its own part of the mask
+    for periodic in (False, True):
+        out = restore_tiled(lambda t, w, m: t * m, y, tile=32, margin=8, aux=mask,
+                            periodic=periodic)
+        assert torch.allclose(out, y * mask[0], atol=1e-6)  # each tile saw its part of the mask
     with pytest.raises(ValueError, match="aux must be"):
         restore_tiled(lambda t, w, m: t, y, tile=32, margin=8, aux=mask[..., :-1])
     with pytest.raises(ValueError, match="guard"):

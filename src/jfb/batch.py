@@ -18,7 +18,6 @@ from pathlib import Path
 
 from jfb.data import IMAGE_EXTENSIONS, IMAGE_SUFFIXES, output_suffix, resolve_output
 from jfb.deblur import (
-    DEFAULT_MARGIN,
     blur_operator,
     load_restorer,
     read_mask,
@@ -146,7 +145,7 @@ def restore_images(
     noise: float | str | None = None,
     max_memory: float | None = None,
     tile: int | None = None,
-    margin: int = DEFAULT_MARGIN,
+    margin: int | None = None,
     device: str = "auto",
     force: bool = False,
     report: Callable[[str], None] | None = None,

@@ -75,9 +75,10 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
                    help="restore in tiles of this many pixels a side, whatever the memory "
                    "(default: the whole image when it fits --max-memory, else the largest tiles "
                    "that fit)")
-    p.add_argument("--margin", type=int, default=48, metavar="PIXELS",
-                   help="context pixels each tile gets beyond its borders (default 48: wider "
-                   "than the 24-44 pixels over which a border changed the models measured)")
+    p.add_argument("--margin", type=int, metavar="PIXELS",
+                   help="context pixels each tile gets beyond its borders (default: from the "
+                   "blur's kernel and the model, 48 at least; e.g. 83 for gaussian:25:4 with "
+                   "the natural model at noise 0.01)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--force", action="store_true",
                    help="overwrite an existing output file (several inputs: redo the outputs "

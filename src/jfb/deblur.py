@@ -27,6 +27,7 @@ from jfb.data import (
 )
 from jfb.diagnose import input_noise, noise_estimable, trust_warnings
 from jfb.errors import ConfigError, DataError, TrustWarning
+from jfb.margins import margin_for
 from jfb.physics import (
     Blur,
     Downsample,
@@ -40,7 +41,7 @@ from jfb.physics.compose import Composed
 from jfb.physics.mask import MaskOperator
 from jfb.pipeline import CHANNELS, NO_BLUR, LoadedModel, load_model, replace_blur
 from jfb.progress import progress_bar
-from jfb.restore import operator_reach, plan_tiles, restore_tiled, tile_for_budget
+from jfb.restore import MIN_MARGIN, operator_reach, plan_tiles, restore_tiled, tile_for_budget
 from jfb.tasks import Task, get_task
 
 #: The models shipped inside the package (trained by the project; model cards beside them), by
@@ -111,19 +112,23 @@ def solve_under(model: torch.nn.Module, y: torch.Tensor, op: LinearOperator,
                 sigma: float) -> torch.Tensor:
     """x_hat of ``y`` under the operator ``op`` and noise std ``sigma``, passed with the call
     (the model is not changed); the noise only for a model that takes it."""
-    noise = float(sigma) if takes_noise(model) else None  # the same std for every sample
-    x_hat, _stats = model.solve(y, Physics(op, noise))
+    x_hat, _stats = model.solve(y, call_physics(model, op, sigma))
     return x_hat
+
+
+def call_physics(model: torch.nn.Module, op: LinearOperator, sigma: float) -> Physics:
+    """The physics of a call: ``op``, and the noise std ``sigma`` (the same for every sample of
+    the batch) for a model that takes it."""
+    return Physics(op, float(sigma) if takes_noise(model) else None)
 
 
 #: The smallest noise std ``noise="auto"`` gives a model (a clean, smooth image reads 0, which
 #: would switch the prior off).
 NOISE_FLOOR = 1e-3
 
-#: Context pixels each tile gets beyond its core, on every side inside the image: wider than
-#: the distance over which a tile border still changes the solve (docs/RESULTS.md, "real photos").
-DEFAULT_MARGIN = 48
-
+#: Context pixels each tile gets beyond its core when the operator has no kernel (denoising,
+#: super-resolution, masks), and the least any gets (:data:`jfb.restore.MIN_MARGIN`).
+DEFAULT_MARGIN = MIN_MARGIN
 
 def memory_per_pixel(model: torch.nn.Module) -> float:
     """Bytes of working memory per output pixel of an inference solve, an upper estimate: float32
@@ -182,7 +187,7 @@ def restore_tensor(
     mask: torch.Tensor | None = None,
     max_memory: float | None = None,
     tile: int | None = None,
-    margin: int = DEFAULT_MARGIN,
+    margin: int | None = None,
     report: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
     progress: bool = False,
@@ -207,6 +212,8 @@ def restore_tensor(
     may not be trusted (:func:`jfb.diagnose.trust_warnings`; default: Python warnings of
     category :class:`jfb.errors.TrustWarning`); ``progress`` shows a progress bar; ``on_tile``
     is told (tiles done, tiles in all) after each piece solved (1 for the whole image).
+    ``margin`` defaults to :func:`jfb.margins.margin_for` (from the blur's kernel and the
+    model); the tiles of a circular blur wrap around the image.
     """
     if y.dim() != 3 or y.shape[0] not in (1, CHANNELS):
         raise DataError(f"expected a (1 or {CHANNELS}, H, W) measurement, got {tuple(y.shape)}")
@@ -243,6 +250,8 @@ def restore_tensor(
             raise DataError(f"the input is too small ({y.shape[-1]}x{y.shape[-2]} pixels)")
         scale = 1 if observed is not None else _scale_of(op, y[0])
         reach = operator_reach(op.A, scale=scale) if observed is None else 0
+        if margin is None:
+            margin = margin_for(model, call_physics(model, op, sigma), reach)
         x = _solve_in_pieces(model, y, op, sigma, observed, scale=scale, guard=reach,
                              tile=tile,
                              margin=margin, max_memory=max_memory, report=report,
@@ -330,7 +339,9 @@ def _solve_in_pieces(
         return solve_under(model, tiles if masks is None else tiles * masks,
                            Composed(Mask(window), inner), sigma)
 
-    boxes = plan_tiles(*y.shape[-2:], tile, margin)
+    # circular padding measures each border from the opposite one: the tiles wrap around
+    periodic = observed is None and getattr(op, "padding", None) == "circular"
+    boxes = plan_tiles(*y.shape[-2:], tile, margin, periodic=periodic)
     n = len(boxes)
     if report is not None:
         h, w = max(b.r1 - b.r0 for b in boxes), max(b.c1 - b.c0 for b in boxes)
@@ -346,7 +357,7 @@ def _solve_in_pieces(
                 on_tile(done, n)
 
         return restore_tiled(solve, y, tile=tile, margin=margin, guard=guard, aux=observed,
-                             on_tile=tiles_done)
+                             on_tile=tiles_done, periodic=periodic)
 
 
 def restore_file(
@@ -363,7 +374,7 @@ def restore_file(
     noise: float | str | None = None,
     max_memory: float | None = None,
     tile: int | None = None,
-    margin: int = DEFAULT_MARGIN,
+    margin: int | None = None,
     device: str = "auto",
     force: bool = False,
     report: Callable[[str], None] | None = None,

@@ -12,6 +12,15 @@ carries information across the tile) decays with distance, and the margin is cho
 that reach (docs/RESULTS.md, "real photos"). At the image's own borders the context stops and
 the operator's boundary condition applies, as in the whole-image solve.
 
+An operator with a periodic boundary (circular padding) measures the pixels next to one border
+of the image from those next to the opposite border: the image is a torus. Its tiles are
+``periodic``: the context of a core next to a border wraps around the image, and the tile holds
+its pixels in the image's order (:meth:`Box.layout`): the image with the pixels between the
+context's two ends left out. The image's border then stays at the tile's border, where the
+tile's own periodic operator joins the two sides as the whole image's does and a network pads as
+it pads the whole image, and the tile is open in its middle, where the left-out pixels were. A
+dimension whose contexts would cover it is not cut (its context is all of it).
+
 Outputs are blended with weights that are 1 on the core and fall linearly to 0 over the first
 ``feather`` pixels of the margin, normalised, so a pixelwise method gives exactly its untiled
 result. A method may upscale by an integer factor s (super-resolution): measurement pixel (i, j)
@@ -27,17 +36,23 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Box", "operator_reach", "plan_tiles", "restore_tiled", "tile_for_budget", "window_for"]
+__all__ = ["MIN_MARGIN", "Box", "deconvolution_reach", "operator_reach", "plan_tiles",
+           "restore_tiled", "tile_for_budget", "tile_margin", "window_for"]
 
 #: A tile method: (y tiles (n, C, h, w), window (1, 1, h, w), aux tiles or None) -> outputs
 #: (n, C', s h, s w). y is zero where the window is.
 TileMethod = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
+Positions = range | list[int]
+
+
 @dataclass(frozen=True)
 class Box:
     """One tile: its core [r0, r1) x [c0, c1) and its context [R0, R1) x [C0, C1) (measurement
-    pixels, the context contains the core)."""
+    pixels, the context contains the core). ``wrap`` (rows, columns): the context wraps around
+    the image along that dimension (periodic tiles: its bounds lie outside the image, pixel i
+    being pixel i mod n; see :meth:`layout`)."""
 
     r0: int
     r1: int
@@ -47,14 +62,44 @@ class Box:
     R1: int
     C0: int
     C1: int
-
-    def open_sides(self, h: int, w: int) -> tuple[bool, bool, bool, bool]:
-        """(top, bottom, left, right): whether the context ends inside the image there."""
-        return (self.R0 > 0, self.R1 < h, self.C0 > 0, self.C1 < w)
+    wrap: tuple[bool, bool] = (False, False)
 
     @property
     def context_shape(self) -> tuple[int, int]:
         return (self.R1 - self.R0, self.C1 - self.C0)
+
+    def layout(self, h: int, w: int) -> tuple[Positions, Positions]:
+        """The image rows and columns of the context, in the order the tile holds them
+        (:func:`_context_positions`)."""
+        return _context_positions(self.R0, self.R1, h), _context_positions(self.C0, self.C1, w)
+
+    def open_cuts(self, h: int, w: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(rows, columns): where the context is open (:func:`_open_cuts`), e.g. ((), (W,)) for
+        a context that ends inside the image on its right only."""
+        rows, cols = self.layout(h, w)
+        return _open_cuts(rows, h), _open_cuts(cols, w)
+
+
+def _context_positions(start: int, end: int, length: int) -> Positions:
+    """The image positions of a context [start, end) along a dimension of ``length`` pixels, in
+    increasing order: [start, end) inside the image; for a context that wraps around it, its
+    positions modulo ``length`` sorted: the image with the pixels between the context's two
+    ends left out, so that the image's own border (which a periodic operator joins) stays at
+    the context's border, and the context is open in its middle."""
+    if 0 <= start and end <= length:
+        return range(start, end)
+    return sorted({i % length for i in range(start, end)})
+
+
+def _open_cuts(positions: Positions, length: int) -> tuple[int, ...]:
+    """Where a context laid out as ``positions`` is open: the indices i in [0, L] such that its
+    pixels i - 1 and i are not neighbours in the image (i = 0 when it starts after the image's
+    first pixel, i = L when it ends before its last, and every jump in between)."""
+    n = len(positions)
+    jumps = [] if isinstance(positions, range) else [
+        i for i in range(1, n) if positions[i] != positions[i - 1] + 1]
+    return (*([0] if positions[0] > 0 else []), *jumps,
+            *([n] if positions[-1] < length - 1 else []))
 
 
 def _cuts(length: int, tile: int) -> list[tuple[int, int]]:
@@ -64,44 +109,78 @@ def _cuts(length: int, tile: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
-def plan_tiles(h: int, w: int, tile: int, margin: int) -> list[Box]:
+def _spans(length: int, tile: int, margin: int, periodic: bool
+           ) -> tuple[list[tuple[int, int, int, int]], bool]:
+    """([(core start, core end, context start, context end)], whether the contexts wrap) along
+    one dimension (see :func:`plan_tiles`)."""
+    cuts = _cuts(length, tile)
+    if not periodic:
+        return [(a, b, max(0, a - margin), min(length, b + margin)) for a, b in cuts], False
+    if len(cuts) == 1 or max(b - a for a, b in cuts) + 2 * margin >= length:
+        return [(0, length, 0, length)], False
+    return [(a, b, a - margin, b + margin) for a, b in cuts], True
+
+
+def plan_tiles(h: int, w: int, tile: int, margin: int, *, periodic: bool = False) -> list[Box]:
     """Cores of at most ``tile`` x ``tile`` pixels partitioning an h x w image, each with its
-    context: the core widened by ``margin`` on every side, clipped to the image."""
+    context: the core widened by ``margin`` on every side, clipped to the image; or, with
+    ``periodic``, wrapping around it (a dimension whose contexts would cover it is not cut)."""
     if tile < 1 or margin < 0:
         raise ValueError(f"need tile >= 1 and margin >= 0, got tile={tile}, margin={margin}")
-    return [
-        Box(r0, r1, c0, c1, max(0, r0 - margin), min(h, r1 + margin),
-            max(0, c0 - margin), min(w, c1 + margin))
-        for r0, r1 in _cuts(h, tile) for c0, c1 in _cuts(w, tile)
-    ]
+    rows, wrap_rows = _spans(h, tile, margin, periodic)
+    cols, wrap_cols = _spans(w, tile, margin, periodic)
+    return [Box(r0, r1, c0, c1, R0, R1, C0, C1, wrap=(wrap_rows, wrap_cols))
+            for r0, r1, R0, R1 in rows for c0, c1, C0, C1 in cols]
+
+
+def _scaled(positions: Positions, scale: int) -> Positions:
+    """The positions on a grid ``scale`` times finer (measurement pixel i: pixels s i .. s i +
+    s - 1)."""
+    if isinstance(positions, range):
+        return range(scale * positions.start, scale * positions.stop)
+    return [scale * p + k for p in positions for k in range(scale)]
+
+
+def _index(rows: Positions, cols: Positions, device) -> tuple:
+    """The index of the pixels rows x cols of a tensor (..., H, W): slices, or index tensors
+    (rows (n, 1), columns (1, m))."""
+    if isinstance(rows, range) and isinstance(cols, range):
+        return (..., slice(rows.start, rows.stop), slice(cols.start, cols.stop))
+    rows_t, cols_t = (torch.as_tensor(list(p), device=device) for p in (rows, cols))
+    return (..., rows_t[:, None], cols_t[None, :])
+
+
+def _window_1d(n: int, cuts: tuple[int, ...], guard: int, device, dtype) -> torch.Tensor:
+    """1 over a context of n pixels but within ``guard`` pixels of its open ``cuts``."""
+    wnd = torch.ones(n, device=device, dtype=dtype)
+    for cut in cuts:
+        wnd[max(0, cut - guard) : cut + guard] = 0
+    return wnd
 
 
 def window_for(box: Box, h: int, w: int, guard: int, *, device=None,
                dtype=torch.float32) -> torch.Tensor:
-    """The (1, 1, H, W) 0/1 window of a context: 0 on its outer ``guard`` pixels along every
-    side that lies inside the image (those pixels are unobserved), 1 elsewhere."""
-    wnd = torch.ones(1, 1, *box.context_shape, device=device, dtype=dtype)
-    if guard > 0:
-        top, bottom, left, right = box.open_sides(h, w)
-        if top:
-            wnd[..., :guard, :] = 0
-        if bottom:
-            wnd[..., -guard:, :] = 0
-        if left:
-            wnd[..., :, :guard] = 0
-        if right:
-            wnd[..., :, -guard:] = 0
-    return wnd
+    """The (1, 1, H, W) 0/1 window of a context: 0 within ``guard`` pixels of where it is open
+    (:meth:`Box.open_cuts`; those pixels are unobserved), 1 elsewhere."""
+    (height, width), (rows, cols) = box.context_shape, box.open_cuts(h, w)
+    return (_window_1d(height, rows, guard, device, dtype)[:, None]
+            * _window_1d(width, cols, guard, device, dtype))[None, None]
 
 
-def _blend_weight(n: int, before: int, after: int, feather: int, device, dtype) -> torch.Tensor:
-    """1-D weight over a context of n pixels whose core starts ``before`` pixels in and ends
-    ``after`` pixels before its end: 1 on the core, (1 - d / (feather + 1)) at d pixels outside
-    it (d <= feather), 0 further out."""
-    d = torch.zeros(n, device=device, dtype=dtype)
-    idx = torch.arange(n, device=device, dtype=dtype)
-    d = torch.maximum(d, before - idx)
-    d = torch.maximum(d, idx - (n - 1 - after))
+def _blend_weight(positions: Positions, core: tuple[int, int], length: int, feather: int,
+                  periodic: bool, device, dtype) -> torch.Tensor:
+    """1-D weight of a context's pixels at image ``positions`` (a dimension of ``length``),
+    core [a, b): 1 on the core, (1 - d / (feather + 1)) at distance d <= feather from it (on
+    the circle of ``length`` pixels if ``periodic``), 0 further out."""
+    p = torch.as_tensor(list(positions), device=device, dtype=dtype)
+    a, b = core
+
+    def distance(q: torch.Tensor) -> torch.Tensor:
+        return (a - q).clamp(min=0) + (q - (b - 1)).clamp(min=0)
+
+    d = distance(p)
+    if periodic:
+        d = torch.minimum(d, torch.minimum(distance(p - length), distance(p + length)))
     return (1 - d / (feather + 1)).clamp(min=0)
 
 
@@ -136,6 +215,63 @@ def operator_reach(op: Callable[[torch.Tensor], torch.Tensor], *, channels: int 
     raise ValueError(f"the operator's reach exceeds {limit} pixels: it cannot be tiled")
 
 
+#: The least margin (measurement pixels): what tiles get when the operator has no kernel to
+#: measure (denoising, super-resolution, masks), and enough for the prior's own reach where it
+#: has a small one (scripts/tile_reach.py: at most 16 pixels for 5x5 blurs).
+MIN_MARGIN = 48
+
+
+def tile_margin(guard: int, reach: int, prior: int = 0) -> int:
+    """The margin a tile needs: max(:data:`MIN_MARGIN`, ceil(4/3 (guard + 2 reach + prior)))
+    for an operator of reach ``guard`` (:func:`operator_reach`) whose ridge inverse reaches
+    ``reach`` pixels (:func:`deconvolution_reach`), with a prior (a network) of receptive
+    radius ``prior``. A border changed the solve by 1e-3 or more (a mean over a band of
+    columns) up to about guard + 2 reach + prior pixels into the context, for Gaussian and
+    motion blurs of 5 to 31 pixels and the shipped models (scripts/tile_reach.py,
+    docs/BENCHMARKS.md "Tiles"); the blend uses the outputs up to a quarter of the margin
+    outside each core, hence the 4/3."""
+    if min(guard, reach, prior) < 0:
+        raise ValueError(f"need guard, reach and prior >= 0, got {guard}, {reach}, {prior}")
+    return max(MIN_MARGIN, math.ceil(4 * (guard + 2 * reach + prior) / 3))
+
+
+@torch.no_grad()
+def deconvolution_reach(kernel: torch.Tensor, rho: float, *, spill: float = 0.01,
+                        largest: int = 2048) -> int:
+    """How far one measured pixel reaches in the ridge inverse of a blur: the smallest R such
+    that at most ``spill`` of sum |h| lies farther than R pixels (Chebyshev distance) from
+    the centre, h = F^-1[conj(K) / (|K|^2 + rho)] the impulse response of (A^T A + rho I)^-1
+    A^T for the ``kernel`` (kh, kw), or (C, kh, kw) per channel (the widest). Computed by FFT
+    on periodic grids of at least 4 kernel widths, doubled until R is under a quarter of the
+    grid (or the grid is ``largest`` pixels). Grows with the kernel's width and with how
+    ill-posed it is (motion blurs reach far farther than Gaussians of the same size); shrinks
+    as rho grows."""
+    if not rho > 0:
+        raise ValueError(f"rho must be positive, got {rho}")
+    k = kernel.detach().to("cpu", torch.float64)
+    k = k.reshape(-1, *k.shape[-2:])
+    kh, kw = k.shape[-2:]
+    n = 64
+    while True:
+        n *= 2
+        if n < 4 * max(kh, kw) and n < largest:
+            continue
+        grid = k.new_zeros(k.shape[0], n, n)
+        grid[:, :kh, :kw] = k
+        spectrum = torch.fft.rfft2(grid.roll((-(kh // 2), -(kw // 2)), (-2, -1)))
+        h = torch.fft.irfft2(spectrum.conj() / (spectrum.abs() ** 2 + rho), s=(n, n))
+        h = h.roll((n // 2, n // 2), (-2, -1)).abs()  # the centre at (n/2, n/2)
+        offset = (torch.arange(n) - n // 2).abs()
+        distance = torch.maximum(offset[:, None], offset[None, :]).flatten()
+        reach = 0
+        for hc in h.flatten(1):
+            mass = torch.bincount(distance, weights=hc, minlength=n // 2 + 1)
+            beyond = mass.sum() - mass.cumsum(0)  # mass farther than each distance
+            reach = max(reach, int((beyond <= spill * mass.sum()).nonzero()[0]))
+        if reach < n // 4 or n >= largest:
+            return reach
+
+
 @torch.no_grad()
 def restore_tiled(
     method: TileMethod,
@@ -148,6 +284,7 @@ def restore_tiled(
     batch_size: int = 1,
     aux: torch.Tensor | None = None,
     on_tile: Callable[[int], None] | None = None,
+    periodic: bool = False,
 ) -> torch.Tensor:
     """x_hat of a measurement y (C, H, W) or (1, C, H, W), computed tile by tile (see module).
 
@@ -155,7 +292,8 @@ def restore_tiled(
     one window; y is zero where the window is. Contexts are batched ``batch_size`` at a time, so
     memory is that of ``batch_size`` contexts of at most (tile + 2 margin)^2 pixels whatever
     the image size. ``feather`` (default margin // 4) is the width of the blend outside each
-    core. ``on_tile(n)`` is told each time n more tiles are done.
+    core. ``on_tile(n)`` is told each time n more tiles are done. ``periodic``: contexts wrap
+    around the image (:func:`plan_tiles`), for an operator with a periodic boundary.
     """
     if tile < 8:
         raise ValueError(f"tile must be >= 8 pixels, got {tile}")
@@ -173,18 +311,18 @@ def restore_tiled(
     if aux is not None and (aux.dim() != 4 or aux.shape[0] != 1 or aux.shape[-2:] != y.shape[-2:]):
         raise ValueError(f"aux must be (1, K, {h}, {w}), got {tuple(aux.shape)}")
 
-    boxes = plan_tiles(h, w, tile, margin)
+    boxes = plan_tiles(h, w, tile, margin, periodic=periodic)
     groups: dict[tuple, list[Box]] = {}
-    for box in boxes:  # one window per batch: group contexts by shape and open sides
-        groups.setdefault((box.context_shape, box.open_sides(h, w)), []).append(box)
+    for box in boxes:  # one window per batch: group contexts by shape and open cuts
+        groups.setdefault((box.context_shape, box.open_cuts(h, w)), []).append(box)
     acc = norm = None
     s = 0
     for chunk in (g[k : k + batch_size] for g in groups.values()
                   for k in range(0, len(g), batch_size)):
         wnd = window_for(chunk[0], h, w, guard, device=y.device, dtype=y.dtype)
-        tiles = torch.cat([y[..., b.R0 : b.R1, b.C0 : b.C1] for b in chunk]) * wnd
-        aux_tiles = (None if aux is None
-                     else torch.cat([aux[..., b.R0 : b.R1, b.C0 : b.C1] for b in chunk]))
+        where = [_index(*b.layout(h, w), y.device) for b in chunk]
+        tiles = torch.cat([y[i] for i in where]) * wnd
+        aux_tiles = None if aux is None else torch.cat([aux[i] for i in where])
         out = method(tiles, wnd, aux_tiles)
         ch, cw = chunk[0].context_shape
         if acc is None:
@@ -197,14 +335,16 @@ def restore_tiled(
                 f"got {tuple(out.shape)} for {len(chunk)} tiles of {ch}x{cw}"
             )
         for b, o in zip(chunk, out, strict=True):
+            rows, cols = (_scaled(p, s) for p in b.layout(h, w))
             weight = (
-                _blend_weight(s * ch, s * (b.r0 - b.R0), s * (b.R1 - b.r1), s * feather,
+                _blend_weight(rows, (s * b.r0, s * b.r1), s * h, s * feather, b.wrap[0],
                               y.device, y.dtype)[:, None]
-                * _blend_weight(s * cw, s * (b.c0 - b.C0), s * (b.C1 - b.c1), s * feather,
+                * _blend_weight(cols, (s * b.c0, s * b.c1), s * w, s * feather, b.wrap[1],
                                 y.device, y.dtype)
             )
-            acc[..., s * b.R0 : s * b.R1, s * b.C0 : s * b.C1] += weight * o
-            norm[..., s * b.R0 : s * b.R1, s * b.C0 : s * b.C1] += weight
+            i = _index(rows, cols, y.device)
+            acc[i] += weight * o
+            norm[i] += weight
         if on_tile is not None:
             on_tile(len(chunk))
     out = acc / norm
