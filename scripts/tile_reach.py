@@ -11,9 +11,10 @@ everywhere (Anderson's and CG's inner products are global), more where the photo
 The floor is the profile's smallest band; the reach is the distance of the first band below
 max(1e-3, 2 x floor) (1e-3: a quarter of an 8-bit level).
 
-``tiles``: the same photo restored whole and by jfb.deblur.restore_tensor in forced tiles of
-``--tile`` pixels at each margin given: PSNR to the clean image, the difference tiles - whole
-in dB and the largest |difference|.
+``tiles``: the same photo restored whole (with the solve's iterations and final residual: a
+whole image stopped by the iteration cap is no fixed point that tiles could reproduce) and by
+jfb.deblur.restore_tensor in forced tiles of ``--tile`` pixels at each margin given: PSNR to
+the clean image, the difference tiles - whole in dB and the largest |difference|.
 
     python scripts/tile_reach.py profile                      # both models, 5..31 px, 3 paddings
     python scripts/tile_reach.py tiles --sizes 25 --rows 64 --cols 256 --margins 48 auto
@@ -139,8 +140,12 @@ def run_tiles(args: argparse.Namespace) -> None:
                     y = measurement(x, op, args.sigma)
                     solve = functools.partial(restore_tensor, model, cfg, y, op=op,
                                               noise=args.sigma, warn=lambda _line: None)
-                    whole = solve(tile=100_000)
-                    line = f"{name} {kind}:{size} {padding}: whole {psnr(whole, x):.2f} dB"
+                    with torch.no_grad():  # restore_tensor's whole-image path, with its stats
+                        whole, stats = model.solve(y[None], call_physics(model, op, args.sigma))
+                    whole = whole[0].clamp(0, 1)
+                    line = (f"{name} {kind}:{size} {padding}: whole {psnr(whole, x):.2f} dB "
+                            f"({int(stats.iterations.max())} iterations, residual "
+                            f"{float(stats.residual.max()):.1e})")
                     for given in args.margins:
                         margin = (margin_for(model, call_physics(model, op, args.sigma),
                                              operator_reach(op.A))
