@@ -77,7 +77,7 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
                    "that fit)")
     p.add_argument("--margin", type=int, metavar="PIXELS",
                    help="context pixels each tile gets beyond its borders (default: from the "
-                   "blur's kernel and the model, 48 at least; e.g. 83 for gaussian:25:4 with "
+                   "blur's kernel and the model, 48 at least; e.g. 92 for gaussian:25:4 with "
                    "the natural model at noise 0.01)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--force", action="store_true",
