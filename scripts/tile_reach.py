@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import math
 import time
 from pathlib import Path
@@ -104,57 +105,56 @@ def photo(rows: int, cols: int, source: str = PHOTO) -> torch.Tensor:
     return x[:, r0 : r0 + rows, c0 : c0 + cols].contiguous()
 
 
+def cases(args: argparse.Namespace):
+    """(model name, model, config, blur name, blur) for every model, kernel kind, size and
+    padding the arguments ask for, each model loaded once."""
+    for name in args.models:
+        model, cfg, _ = load_model(shipped_checkpoint(name))
+        for kind, size, padding in itertools.product(args.kinds, args.sizes, args.paddings):
+            yield name, model, cfg, f"{kind}:{size} {padding}", blur(kind, size, padding)
+
+
 def run_profiles(args: argparse.Namespace) -> None:
     x = photo(args.rows, args.cols, args.photo)
-    for name in args.models:
-        model, _, _ = load_model(shipped_checkpoint(name))
-        for kind in args.kinds:
-            for size in args.sizes:
-                for padding in args.paddings:
-                    op = blur(kind, size, padding)
-                    start = time.process_time()
-                    prof = border_profile(model, measurement(x, op, args.sigma), op, args.sigma,
-                                          args.width)
-                    reach, floor = reach_of(prof)
-                    guard = operator_reach(op.A)
-                    physics = call_physics(model, op, args.sigma)
-                    ridge = deconvolution_reach(op.kernel, ridge_weight(model, physics))
-                    net = prior_reach(model)
-                    marks = " ".join(f"{float(v):.0e}" for v in prof[::2])
-                    print(f"{name} {kind}:{size} {padding}: reach {reach} px, floor {floor:.0e}; "
-                          f"guard {guard} + 2 x ridge {ridge} + net {net} = "
-                          f"{guard + 2 * ridge + net} px, "
-                          f"margin {margin_for(model, physics, guard)}; "
-                          f"{time.process_time() - start:.0f} CPU s; mean |diff| at 0, "
-                          f"{2 * BAND}, {4 * BAND}, ... px: {marks}", flush=True)
+    for name, model, _cfg, what, op in cases(args):
+        start = time.process_time()
+        prof = border_profile(model, measurement(x, op, args.sigma), op, args.sigma,
+                              args.width)
+        reach, floor = reach_of(prof)
+        guard = operator_reach(op.A)
+        physics = call_physics(model, op, args.sigma)
+        ridge = deconvolution_reach(op.kernel, ridge_weight(model, physics))
+        net = prior_reach(model)
+        marks = " ".join(f"{float(v):.0e}" for v in prof[::2])
+        print(f"{name} {what}: reach {reach} px, floor {floor:.0e}; "
+              f"guard {guard} + 2 x ridge {ridge} + net {net} = "
+              f"{guard + 2 * ridge + net} px, "
+              f"margin {margin_for(model, physics, guard)}; "
+              f"{time.process_time() - start:.0f} CPU s; mean |diff| at 0, "
+              f"{2 * BAND}, {4 * BAND}, ... px: {marks}", flush=True)
 
 
 def run_tiles(args: argparse.Namespace) -> None:
     x = photo(args.rows, args.cols, args.photo)
-    for name in args.models:
-        model, cfg, _ = load_model(shipped_checkpoint(name))
-        for kind in args.kinds:
-            for size in args.sizes:
-                for padding in args.paddings:
-                    op = blur(kind, size, padding)
-                    y = measurement(x, op, args.sigma)
-                    solve = functools.partial(restore_tensor, model, cfg, y, op=op,
-                                              noise=args.sigma, warn=lambda _line: None)
-                    with torch.no_grad():  # restore_tensor's whole-image path, with its stats
-                        whole, stats = model.solve(y[None], call_physics(model, op, args.sigma))
-                    whole = whole[0].clamp(0, 1)
-                    line = (f"{name} {kind}:{size} {padding}: whole {psnr(whole, x):.2f} dB "
-                            f"({int(stats.iterations.max())} iterations, residual "
-                            f"{float(stats.residual.max()):.1e})")
-                    for given in args.margins:
-                        margin = (margin_for(model, call_physics(model, op, args.sigma),
-                                             operator_reach(op.A))
-                                  if given == "auto" else int(given))
-                        tiled = solve(tile=args.tile, margin=margin)
-                        line += (f"; margin {margin}{' (auto)' * (given == 'auto')}: "
-                                 f"{psnr(tiled, x) - psnr(whole, x):+.3f} dB, "
-                                 f"max |diff| {float((tiled - whole).abs().max()):.2g}")
-                    print(line, flush=True)
+    for name, model, cfg, what, op in cases(args):
+        y = measurement(x, op, args.sigma)
+        solve = functools.partial(restore_tensor, model, cfg, y, op=op,
+                                  noise=args.sigma, warn=lambda _line: None)
+        physics = call_physics(model, op, args.sigma)
+        with torch.no_grad():  # restore_tensor's whole-image path, with its stats
+            whole, stats = model.solve(y[None], physics)
+        whole = whole[0].clamp(0, 1)
+        line = (f"{name} {what}: whole {psnr(whole, x):.2f} dB "
+                f"({int(stats.iterations.max())} iterations, residual "
+                f"{float(stats.residual.max()):.1e})")
+        for given in args.margins:
+            margin = (margin_for(model, physics, operator_reach(op.A))
+                      if given == "auto" else int(given))
+            tiled = solve(tile=args.tile, margin=margin)
+            line += (f"; margin {margin}{' (auto)' * (given == 'auto')}: "
+                     f"{psnr(tiled, x) - psnr(whole, x):+.3f} dB, "
+                     f"max |diff| {float((tiled - whole).abs().max()):.2g}")
+        print(line, flush=True)
 
 
 def main() -> None:

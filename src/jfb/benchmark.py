@@ -30,7 +30,7 @@ from jfb.baselines.pnp import pnp_admm, pnp_hqs
 from jfb.baselines.tv import tv_reconstruct
 from jfb.baselines.wiener import wiener
 from jfb.data.open import open_dataset
-from jfb.deblur import SHIPPED, shipped_checkpoint, takes_noise
+from jfb.deblur import is_shipped, shipped_checkpoint, takes_noise
 from jfb.errors import ConfigError, DataError
 from jfb.metrics import psnr, ssim
 from jfb.physics import Blur, Physics, kernels
@@ -210,7 +210,7 @@ def resolve_methods(text: str) -> list[tuple[str, str]]:
             continue
         name, eq, spec = item.partition("=")
         spec = spec if eq else name
-        if spec in SHIPPED or spec == "default":
+        if is_shipped(spec):
             spec = str(shipped_checkpoint(spec))
         out.append((name, spec))
     if not out:

@@ -53,6 +53,11 @@ SHIPPED = {"natural": "natural.safetensors", "faces": "faces.safetensors"}
 DEFAULT_NAME = "natural"
 
 
+def is_shipped(name: str) -> bool:
+    """Whether ``name`` names a shipped model (a key of :data:`SHIPPED`, or ``"default"``)."""
+    return name == "default" or name in SHIPPED
+
+
 def shipped_checkpoint(name: str) -> Path:
     """Path of the shipped model ``name`` (a key of :data:`SHIPPED`, or ``"default"``)."""
     name = DEFAULT_NAME if name == "default" else name
@@ -76,7 +81,7 @@ def checkpoint_path(checkpoint: str | os.PathLike[str] | None) -> Path:
     if checkpoint is None:
         return default_checkpoint()
     path = Path(checkpoint)
-    if not path.exists() and (str(checkpoint) in SHIPPED or str(checkpoint) == "default"):
+    if not path.exists() and is_shipped(str(checkpoint)):
         return shipped_checkpoint(str(checkpoint))
     return path
 
