@@ -80,6 +80,7 @@ def restore_image(
     device: str | torch.device = "cpu",
     max_memory: float | None = None,
     report: Callable[[str], None] | None = None,
+    jpeg_quality: float | None = None,
 ) -> np.ndarray | torch.Tensor:
     """The image restored from the measurement ``image``, in the same type, shape and dtype (and
     for a tensor, on the same device), without gradients.
@@ -91,7 +92,9 @@ def restore_image(
     was loaded with; ``load_pretrained(noise=...)`` sets that). ``mask``
     (the image's H x W, nonzero = observed) gives an inpainting model the missing pixels;
     ``max_memory`` (bytes) bounds the working memory, beyond which the image is restored in
-    tiles; ``report`` receives one-line notes (such as the estimated noise). A result that should
+    tiles; ``jpeg_quality``, the quality of the JPEG the image was read from
+    (``jfb.data.read_photo(path).jpeg_quality``), makes ``"auto"`` count its compression error
+    as noise; ``report`` receives one-line notes (such as the estimated noise). A result that should
     not be trusted as it is (its data misfit or the input's noise far from what the model
     assumes) comes with a :class:`jfb.errors.TrustWarning` through Python's ``warnings``. See
     :func:`jfb.deblur.restore_tensor`.
@@ -109,7 +112,7 @@ def restore_image(
     y, layout = as_measurement(image)
     observed = None if mask is None else _as_mask(mask, layout)
     x = restore_tensor(model.model, model.config, y, noise=noise, mask=observed,
-                       max_memory=max_memory, report=report)
+                       max_memory=max_memory, report=report, jpeg_quality=jpeg_quality)
     return layout.restore(x)
 
 

@@ -62,7 +62,8 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--noise", type=_noise_value, metavar="SIGMA|auto",
         help="noise std of the input, in its value units (0.01 = 1%% of the [0, 1] range), or "
-        "'auto' to estimate it from the input (blur and denoising models); a DE-ADMM model "
+        "'auto' to estimate it from the input (blur and denoising models; a JPEG's compression "
+        "error counts as noise); a DE-ADMM model "
         "scales its learned rho by (SIGMA / its training noise)^2, plug-and-play's rule "
         "(default: the noise it was trained at)",
     )

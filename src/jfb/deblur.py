@@ -197,6 +197,7 @@ def restore_tensor(
     warn: Callable[[str], None] | None = None,
     progress: bool = False,
     on_tile: Callable[[int, int], None] | None = None,
+    jpeg_quality: float | None = None,
 ) -> torch.Tensor:
     """x_hat for the measurement y (C, H, W), C = 1 or 3, with a model loaded by
     :func:`jfb.pipeline.load_model` (trained under ``cfg``); returns (C, H, W) in [0, 1].
@@ -205,7 +206,9 @@ def restore_tensor(
     with). ``noise``, the input's noise std, goes with the physics of the call to a model that
     takes it (:func:`takes_noise`: DE-ADMM's rho rule, a Wiener initial estimate);
     ``"auto"`` estimates it (:func:`jfb.physics.estimate_noise_std` through the model's blur,
-    with the rounding of 8- and 16-bit values taken out; blur and denoising only).
+    with the rounding of 8- and 16-bit values taken out; blur and denoising only), and for a
+    JPEG of ``jpeg_quality`` (:attr:`jfb.data.Photo.jpeg_quality`) adds its compression error as
+    noise (:func:`jfb.diagnose.input_noise`).
     ``mask`` (1, H, W), nonzero = observed, gives an inpainting model the pixels actually
     missing. Blur, denoising, super-resolution and given masks are solved on the whole image
     when its working memory (:func:`memory_per_pixel`) fits ``max_memory`` bytes (default: half
@@ -240,7 +243,7 @@ def restore_tensor(
                         "image")
     step = quantisation_step(y)
     told = noise is not None
-    sigma = _noise_level(model, cfg, op, y, noise, step, report)
+    sigma = _noise_level(model, cfg, op, y, noise, step, jpeg_quality, report)
     grey = y.shape[0] == 1
     y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)[None]
     observed = None if mask is None else (mask.reshape(1, 1, *y.shape[-2:]) != 0).to(y)
@@ -264,7 +267,8 @@ def restore_tensor(
     x = x.clamp(0, 1)
     measured = op if observed is None else Mask(observed)
     for line in trust_warnings(measured, x, y, sigma=sigma, step=step, border=reach,
-                               noise_told=told, can_adapt=takes_noise(model)):
+                               noise_told=told, can_adapt=takes_noise(model),
+                               jpeg_quality=jpeg_quality):
         if warn is not None:
             warn(line)
         else:
@@ -274,21 +278,25 @@ def restore_tensor(
 
 
 def _noise_level(model: torch.nn.Module, cfg: Config, op: LinearOperator, y: torch.Tensor,
-                 noise: float | str | None, step: float,
+                 noise: float | str | None, step: float, jpeg_quality: float | None,
                  report: Callable[[str], None] | None) -> float:
-    """The noise std the model is to assume: ``noise``, estimated for ``"auto"``, else the one it
-    was trained at or told when loaded (a model trained across noise levels is told the
-    estimate unless given one)."""
+    """The noise std the model is to assume: ``noise``, estimated for ``"auto"`` (a JPEG's
+    compression error included), else the one it was trained at or told when loaded (a model
+    trained across noise levels is told the estimate unless given one)."""
     if noise is None and get_task(cfg.task).is_family:
         noise = "auto"
     if noise == "auto":
         if not noise_estimable(op):
             raise DataError(f"--noise auto estimates the noise of blurred or noisy images; this "
                             f"model measures with {type(op).__name__}: give the value")
-        noise = max(input_noise(op, y[None], step), NOISE_FLOOR)
+        noise = max(input_noise(op, y[None], step, jpeg_quality), NOISE_FLOOR)
         if report is not None:
             rounding = {1 / 255: " (8-bit rounding taken out)",
                         1 / 65535: " (16-bit rounding taken out)"}.get(step, "")
+            if jpeg_quality is not None:
+                seen = max(input_noise(op, y[None], step), NOISE_FLOOR)
+                rounding = (f" for a JPEG of quality {jpeg_quality:.0f}: its compression error "
+                            f"counted as noise (the noise alone reads {seen:.3g}{rounding})")
             report(f"estimated noise std: {noise:.4g}{rounding}")
     if noise is None:  # what it was trained at, or was told when loaded (rho_factor = ratio^2)
         return get_task(cfg.task).noise_sigma * math.sqrt(getattr(model, "rho_factor", 1.0))
@@ -497,7 +505,8 @@ def restore_to_file(
         noise = "auto"
         say(f"{src.name}: a palette image: estimating its noise (pass --noise to set it)")
     try:
-        x = restore_tensor(model, cfg, y, noise=noise, mask=mask, **solve)
+        x = restore_tensor(model, cfg, y, noise=noise, mask=mask,
+                           jpeg_quality=None if photo is None else photo.jpeg_quality, **solve)
     except DataError as exc:
         raise DataError(f"{src}: {exc}") from None
     written = write_photo(x, dst, like=photo)

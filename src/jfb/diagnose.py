@@ -8,7 +8,8 @@ smaller one than the photo's blur, a motion blur, no blur at all) or noise well 
 shows as r well above sigma. A kernel larger than the model's does not: the model then fits the
 data at noise level with a result that is still blurred, so the misfit cannot see it. The
 input's own noise, estimated from the frequencies the blur stops
-(:func:`jfb.physics.estimate_noise_std`), is compared with sigma directly.
+(:func:`jfb.physics.estimate_noise_std`), is compared with sigma directly; a JPEG's compression
+error counts as noise in both (:func:`input_noise`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import torch
 
 from jfb.physics import Blur, Identity, LinearOperator, estimate_noise_std
+from jfb.physics.noise import jpeg_noise_std
 
 __all__ = ["MISFIT_RATIO", "NOISE_RATIO", "data_misfit", "input_noise", "noise_estimable",
            "trust_warnings"]
@@ -38,12 +40,17 @@ def noise_estimable(op: LinearOperator) -> bool:
     return isinstance(op, (Blur, Identity))
 
 
-def input_noise(op: LinearOperator, y: torch.Tensor, step: float = 0.0) -> float:
+def input_noise(op: LinearOperator, y: torch.Tensor, step: float = 0.0,
+                jpeg_quality: float | None = None) -> float:
     """The noise std of the measurement y (1, C, H, W) by ``op`` (:func:`noise_estimable`):
     :func:`jfb.physics.estimate_noise_std` through the blur's kernel, ``step`` (the file's
-    quantisation step) taken out."""
+    quantisation step) taken out; for a JPEG of ``jpeg_quality``, the noise that stands for what
+    the estimate reads and the compression error (:func:`jfb.physics.noise.jpeg_noise_std`)."""
     kernel = op.kernel if isinstance(op, Blur) else None
-    return float(estimate_noise_std(y, kernel, step)[0])
+    sigma = float(estimate_noise_std(y, kernel, step)[0])
+    if jpeg_quality is None:
+        return sigma
+    return jpeg_noise_std(sigma, jpeg_quality)
 
 
 @torch.no_grad()
@@ -76,10 +83,12 @@ def trust_warnings(
     observed: torch.Tensor | None = None,
     noise_told: bool = False,
     can_adapt: bool = True,
+    jpeg_quality: float | None = None,
 ) -> list[str]:
     """One-line warnings about the result x of y (both (1, C, H, W)) from a model that assumes
     noise std ``sigma`` (``step``: the file's quantisation step; ``border``: the operator's
-    reach, left out of the misfit). ``noise_told``: sigma is what the user said or what was
+    reach, left out of the misfit; ``jpeg_quality``: the file's, whose compression error counts
+    as noise, :func:`input_noise`). ``noise_told``: sigma is what the user said or what was
     estimated; ``can_adapt``: the model can be told another noise level (DE-ADMM)."""
     said = []
     expected = math.sqrt(sigma * sigma + step * step / 12)
@@ -94,7 +103,7 @@ def trust_warnings(
             "(--kernel) and the noise level (--noise auto)"
         )
     if noise_estimable(op):
-        seen = input_noise(op, y, step)
+        seen = input_noise(op, y, step, jpeg_quality)
         far = seen > NOISE_RATIO * sigma or seen < sigma / NOISE_RATIO
         if far and abs(seen - sigma) > step:
             if not can_adapt:

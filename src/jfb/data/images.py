@@ -16,11 +16,12 @@ as :class:`jfb.errors.DataError` naming the file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ __all__ = [
     "Samples",
     "load_image",
     "as_image",
+    "jpeg_quality",
     "read_samples",
     "samples_to_float",
     "save_image",
@@ -61,6 +63,12 @@ _MODES = ("rgb", "grey", "keep")
 _LUMA = (0.299, 0.587, 0.114)
 _FLOAT_TOLERANCE = 1e-3
 _ORIENTATION_TAG = 0x0112  # EXIF and TIFF tag 274
+#: The IJG's luminance quantisation table at quality 50 (ITU-T T.81, Annex K, Table K.1), in
+#: natural (row-major) order, as Pillow gives a file's tables.
+_IJG_LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+             14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+             18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+             49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,7 +81,8 @@ class Samples:
     ";F"/";I" for float/32-bit integer samples, or the mode converted from: "P", "PA", "1",
     "CMYK", "YCbCr", ...). ``bits`` (8 or 16) is the depth to write the image back at.
     ``notes`` are one-line facts worth telling the user; ``icc_profile`` the colour profile's
-    bytes when it describes ``array``'s colours.
+    bytes when it describes ``array``'s colours. ``jpeg_quality`` is the quality (IJG scale,
+    1-100) of a JPEG's luminance table (:func:`jpeg_quality`), None for other files.
     """
 
     array: np.ndarray
@@ -82,6 +91,7 @@ class Samples:
     bits: int
     notes: tuple[str, ...] = ()
     icc_profile: bytes | None = None
+    jpeg_quality: float | None = None
 
 
 def _check_file(path: Path) -> bytes:
@@ -323,15 +333,31 @@ def _pil_samples(im: Image.Image, path: Path, *, icc: bytes | None, frames: int)
                    _icc_matching(icc, arr.shape[2] - alpha))
 
 
+def jpeg_quality(table: Sequence[int]) -> float:
+    """The IJG quality (1-100, fractional) whose scaling of the standard luminance table is
+    closest to the 64-entry luminance quantisation ``table`` (natural order) of a JPEG: with s
+    = sum(table) / sum(standard), the IJG scale 100 s is 200 - 2 Q for Q >= 50 and 5000 / Q
+    below. Tables of other encoders (cameras, phones) get the quality of their mean step."""
+    if len(table) != 64:
+        raise ValueError(f"a JPEG quantisation table has 64 entries, got {len(table)}")
+    scale = 100.0 * sum(table) / sum(_IJG_LUMA)
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return min(max(quality, 1.0), 100.0)
+
+
 def _read_pil(data: bytes, path: Path) -> Samples:
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must raise, not load grey
     try:
         with _quiet_decoders(), Image.open(io.BytesIO(data)) as im:
             im.load()
-            return _pil_samples(ImageOps.exif_transpose(im), path,
-                                icc=im.info.get("icc_profile"),
-                                frames=getattr(im, "n_frames", 1))
+            samples = _pil_samples(ImageOps.exif_transpose(im), path,
+                                   icc=im.info.get("icc_profile"),
+                                   frames=getattr(im, "n_frames", 1))
+            tables = getattr(im, "quantization", None) if im.format == "JPEG" else None
+            if tables:
+                samples = dataclasses.replace(samples, jpeg_quality=jpeg_quality(tables[0]))
+            return samples
     except UnidentifiedImageError as exc:
         raise DataError(f"not an image (or an unsupported format): {path}") from exc
     except Image.DecompressionBombError as exc:

@@ -49,6 +49,7 @@ class Photo:
         notes: one-line facts worth telling the user (palette quantisation, CMYK conversion,
             extra frames or pages ignored, ...).
         icc_profile: the embedded colour profile when it describes ``pixels``, else None.
+        jpeg_quality: a JPEG's quality (IJG scale 1-100, from its luminance table), else None.
     """
 
     pixels: torch.Tensor
@@ -57,6 +58,7 @@ class Photo:
     source_mode: str
     notes: tuple[str, ...] = ()
     icc_profile: bytes | None = None
+    jpeg_quality: float | None = None
 
 
 def read_photo(path: str | os.PathLike[str]) -> Photo:
@@ -74,7 +76,7 @@ def read_photo(path: str | os.PathLike[str]) -> Photo:
             samples_to_float(alpha[:, :, None], Path(path))
     return Photo(pixels=colour_to_tensor(samples, path), alpha=alpha, bits=samples.bits,
                  source_mode=samples.mode, notes=samples.notes,
-                 icc_profile=samples.icc_profile)
+                 icc_profile=samples.icc_profile, jpeg_quality=samples.jpeg_quality)
 
 
 def output_notes(like: Photo | None, path: str | os.PathLike[str]) -> tuple[str, ...]:

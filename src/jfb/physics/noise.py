@@ -8,7 +8,8 @@ import torch
 
 from jfb.errors import check_number
 
-__all__ = ["STOPBAND", "GaussianNoise", "estimate_noise_std", "quantisation_step"]
+__all__ = ["JPEG_NOISE", "STOPBAND", "GaussianNoise", "estimate_noise_std", "jpeg_noise_std",
+           "quantisation_step"]
 
 
 class GaussianNoise:
@@ -63,6 +64,28 @@ def quantisation_step(y: torch.Tensor) -> float:
         if bool(((scaled - scaled.round()).abs() < 1e-2).all()):
             return 1.0 / levels
     return 0.0
+
+
+#: (c, a, b) of :func:`jpeg_noise_std`: the rule that told the natural model the noise it restored
+#: best with, fitted on BSDS training crops by ``scripts/jpeg_noise.py`` (docs/RESULTS.md,
+#: "JPEG inputs").
+JPEG_NOISE = (1.9, 0.0035, 0.60)
+
+
+def jpeg_noise_std(sigma: float, quality: float) -> float:
+    """The noise std to tell a restoring model for a JPEG of ``quality`` (IJG scale, 1-100) whose
+    noise reads ``sigma`` (:func:`estimate_noise_std`): sqrt((c sigma)^2 + (a (100 - Q)^b)^2),
+    (c, a, b) = :data:`JPEG_NOISE`.
+
+    Why: JPEG zeroes the quantised high frequencies where the estimate looks (noise 0.01 under
+    quality 75 reads 0.004: hence c) and adds its own error where the image lives, in 8x8 blocks
+    and in colour planes at half resolution, structured rather than white (hence a (100 - Q)^b,
+    about twice the error's std). Fitted for the shipped natural model.
+    """
+    q = check_number("quality", quality, low=1, high=100, type_error=TypeError)
+    s = check_number("sigma", sigma, low=0, type_error=TypeError)
+    c, a, b = JPEG_NOISE
+    return math.hypot(c * s, a * (100.0 - q) ** b)
 
 
 def estimate_noise_std(y: torch.Tensor, kernel: torch.Tensor | None = None,
