@@ -60,6 +60,9 @@ def test_the_table_has_every_row_in_order_and_the_files_exist(demo_out):
         assert f"| {r['method']} |" in report
     names = {r["key"]: r["method"] for r in rows}
     assert "BSDS" in names["default"] and "feedforward" in names["feedforward"]
+    iters = {r["key"]: r["mean_solver_iters"] for r in rows}
+    assert iters["default"] > 1 and iters["implicit"] >= 1  # the shipped model's solve, counted
+    assert iters["feedforward"] is None and iters["tv"] is None
     assert names["implicit"].startswith("DE-ADMM + JFB")
     for name in ("figure.png", "curve.png", "implicit/config.json",
                  "feedforward/config.json", f"implicit/{demo.HANDOVER}"):

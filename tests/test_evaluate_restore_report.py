@@ -49,6 +49,21 @@ def test_evaluate_collects_solver_iterations_and_examples():
         evaluate(lambda t: t, TensorDataset(x[:0], y[:0]))
 
 
+def test_evaluate_reads_the_stats_a_method_returns_with_its_result():
+    """A solve given the physics per call returns (x_hat, stats): the iterations come from it,
+    not from a model attribute (the same as the model's own ``last_stats`` here)."""
+    x, _ = pairs(n=3)
+    op = Blur(kernels.gaussian(3, 1.0))
+    model = DEGrad(op, DnCNN(depth=3, width=4, residual=True), solver=Anderson(tol=1e-3))
+    data = TensorDataset(x, op.A(x))
+    ref = evaluate(model, data, batch_size=2)
+    res = evaluate(lambda y: model.solve(y, op, tol=1e-3), data, batch_size=2)
+    assert res.iterations is not None and torch.equal(res.iterations, ref.iterations)
+    assert torch.allclose(res.psnr, ref.psnr)
+    fewer = evaluate(lambda y: model.solve(y, op, max_iter=1), data, batch_size=2)
+    assert torch.equal(fewer.iterations, torch.ones(3, dtype=fewer.iterations.dtype))
+
+
 def test_markdown_table_and_json(tmp_path):
     table = markdown_table([{"method": "a", "psnr": 30.12345}, {"method": "b"}], ["method", "psnr"])
     assert table.splitlines()[0] == "| method | psnr |"

@@ -41,7 +41,7 @@ from torch import nn
 from jfb.atomic import write_text
 from jfb.compare import classical_method, tune_weight, tuning_pairs
 from jfb.config import Config, load_config
-from jfb.deblur import default_checkpoint, solve_under
+from jfb.deblur import call_physics, default_checkpoint
 from jfb.errors import ConfigError
 from jfb.evaluate import EvalResult, evaluate
 from jfb.pipeline import EVAL_SEED, Run, build_run, initial_model, load_model
@@ -276,8 +276,8 @@ def demo_entries(cfg: Config, op, implicit: TrainedRun, twin: TrainedRun,
     shipped, _, info = load_model(default_checkpoint())
     sigma = get_task(cfg.task).noise_sigma
 
-    def default(y: torch.Tensor) -> torch.Tensor:  # told the blur and the noise per call
-        return solve_under(shipped, y, op, sigma)
+    def default(y: torch.Tensor):  # told the blur and the noise per call: (x_hat, stats)
+        return shipped.solve(y, call_physics(shipped, op, sigma))
 
     d_pre = int(info.get("extra", {}).get("pretrain_steps", 0))
     p = implicit.summary["pretrain_steps"]

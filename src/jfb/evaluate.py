@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from jfb.progress import ProgressBar
     from jfb.quality import Metric
 
-Method = Callable[[torch.Tensor], torch.Tensor]
+#: y -> x_hat, or y -> (x_hat, stats) with the solve's statistics (``stats.iterations``).
+Method = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, Any]"]
 
 
 @dataclass
@@ -87,7 +88,9 @@ def evaluate(
     """Run ``method`` on every (x, y) pair; ``keep`` first reconstructions are returned too.
 
     ``method`` may be an ``nn.Module`` (put in eval mode, run without gradients; its
-    ``last_stats`` give per-image solver iterations) or any callable y -> x_hat.
+    ``last_stats`` give per-image solver iterations) or any callable y -> x_hat, or y -> (x_hat,
+    stats) with the stats of its solve (``model.solve(y, physics)``: the iterations counted
+    without reading the model's state).
     ``contraction=True`` (implicit models only: a ``contraction(x*, y)`` method) also measures
     ||J_T(x*)||_2 per image with ``contraction_iters`` power iterations from a seeded start;
     this time is not counted in ``seconds``. ``progress`` (a :func:`jfb.progress.progress_bar`)
@@ -121,6 +124,8 @@ def evaluate(
             x_hat = method(y)
             synchronize(device)
             seconds += time.perf_counter() - start
+            x_hat, stats = x_hat if isinstance(x_hat, tuple) else (
+                x_hat, getattr(method, "last_stats", None))
             if contraction:
                 factors.append(method.contraction(x_hat, y, n_iter=contraction_iters,
                                                   generator=gen).cpu())
@@ -129,7 +134,6 @@ def evaluate(
             ssims.append(ssim(x_hat, x).cpu())
             for m in extra:
                 scores[m.name].append(m(x_hat, x).cpu())
-            stats = getattr(method, "last_stats", None)
             if stats is not None:
                 iters.append(stats.iterations.cpu())
             for img in x_hat[: max(0, keep - len(examples))]:
