@@ -72,12 +72,12 @@ def border_profile(model: torch.nn.Module, y: torch.Tensor, op: LinearOperator, 
     """Mean |x_context - x_whole| by distance from the nearer open side of a ``width``-column
     context in the middle of y (C, H, W), averaged over bands of :data:`BAND` columns."""
     _, h, w = y.shape
-    whole = solve_under(model, y[None], op, sigma)
+    whole, _ = solve_under(model, y[None], op, sigma)
     c0 = (w - width) // 2
     box = Box(0, h, c0, c0 + width, 0, h, c0, c0 + width)
     window = window_for(box, h, w, operator_reach(op.A))
-    part = solve_under(model, y[None, :, :, c0 : c0 + width] * window,
-                       Composed(Mask(window), op), sigma)
+    part, _ = solve_under(model, y[None, :, :, c0 : c0 + width] * window,
+                          Composed(Mask(window), op), sigma)
     err = (part - whole[..., c0 : c0 + width]).abs().mean(dim=(0, 1, 2))
     half = width // 2 // BAND * BAND
     folded = (err[:half] + err.flip(0)[:half]) / 2

@@ -3,6 +3,8 @@ with the files' rounding taken out, and palette images restored with their estim
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -92,6 +94,19 @@ def test_the_right_model_gives_no_warning(default_model, photo):
     said = []
     restore_tensor(model, cfg, y, warn=said.append)
     assert said == []
+
+
+def test_a_solve_stopped_by_its_iteration_cap_is_said_whole_and_in_tiles(photo):
+    """The result of a solve that hit its cap short of the tolerance is not the model's fixed
+    point: one line says so (the right model, blur and noise otherwise give none, above)."""
+    model, cfg, _ = load_model(shipped_checkpoint("faces"), eval_max_iter=2)
+    y = _measure(photo, GAUSS5, 0.005)
+    whole, tiled = [], []
+    restore_tensor(model, cfg, y, warn=whole.append)
+    restore_tensor(model, cfg, y, warn=tiled.append, tile=48, margin=16)
+    assert [s for s in whole if "iteration cap (2)" in s and "tiles" not in s], whole
+    assert [s for s in tiled if re.search(r"iteration cap \(2\) in \d+ of \d+ tiles", s)], tiled
+    assert all("not the model's fixed point" in s for s in whole + tiled if "cap" in s)
 
 
 def test_a_much_noisier_input_is_flagged_with_the_noise_to_give(default_model, photo):

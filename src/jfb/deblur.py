@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,11 +115,11 @@ def takes_noise(model: torch.nn.Module) -> bool:
 
 
 def solve_under(model: torch.nn.Module, y: torch.Tensor, op: LinearOperator,
-                sigma: float) -> torch.Tensor:
-    """x_hat of ``y`` under the operator ``op`` and noise std ``sigma``, passed with the call
-    (the model is not changed); the noise only for a model that takes it."""
-    x_hat, _stats = model.solve(y, call_physics(model, op, sigma))
-    return x_hat
+                sigma: float) -> tuple[torch.Tensor, Any]:
+    """(x_hat, stats) of ``y`` under the operator ``op`` and noise std ``sigma``, passed with the
+    call (the model is not changed); the noise only for a model that takes it. ``stats``: the
+    solve's :class:`jfb.deq.SolverStats`, None for a feedforward model."""
+    return model.solve(y, call_physics(model, op, sigma))
 
 
 def call_physics(model: torch.nn.Module, op: LinearOperator, sigma: float) -> Physics:
@@ -252,7 +253,8 @@ def restore_tensor(
             op.image_shape(y.shape)
         except ValueError as exc:
             raise DataError(str(exc)) from None
-        x, reach = solve_under(model, y, op, sigma), 0
+        x, stats = solve_under(model, y, op, sigma)
+        solves, reach = [stats], 0
     else:
         if min(y.shape[-2:]) < 8:
             raise DataError(f"the input is too small ({y.shape[-1]}x{y.shape[-2]} pixels)")
@@ -260,15 +262,16 @@ def restore_tensor(
         reach = operator_reach(op.A, scale=scale) if observed is None else 0
         if margin is None:
             margin = margin_for(model, call_physics(model, op, sigma), reach)
+        solves = []
         x = _solve_in_pieces(model, y, op, sigma, observed, scale=scale, guard=reach,
-                             tile=tile,
-                             margin=margin, max_memory=max_memory, report=report,
-                             progress=progress, on_tile=on_tile)
+                             tile=tile, margin=margin, max_memory=max_memory, report=report,
+                             progress=progress, on_tile=on_tile, solves=solves)
     x = x.clamp(0, 1)
     measured = op if observed is None else Mask(observed)
     for line in trust_warnings(measured, x, y, sigma=sigma, step=step, border=reach,
                                noise_told=told, can_adapt=takes_noise(model),
-                               jpeg_quality=jpeg_quality):
+                               jpeg_quality=jpeg_quality,
+                               solves=[s for s in solves if s is not None]):
         if warn is not None:
             warn(line)
         else:
@@ -326,9 +329,11 @@ def _solve_in_pieces(
     report: Callable[[str], None] | None,
     progress: bool,
     on_tile: Callable[[int, int], None] | None,
+    solves: list,
 ) -> torch.Tensor:
     """The model's x_hat of y (1, C, H, W) (a tileable operator, or a mask ``observed``), on
-    the whole image when it fits the memory budget, else in tiles (see :func:`restore_tensor`)."""
+    the whole image when it fits the memory budget, else in tiles (see :func:`restore_tensor`);
+    the statistics of every solve (one per call of the model) are appended to ``solves``."""
     if tile is None:
         budget = default_memory_budget(y.device) if max_memory is None else max_memory
         try:
@@ -339,9 +344,10 @@ def _solve_in_pieces(
     if tile is None or tile >= max(y.shape[-2:]):  # the whole image at once
         with progress_bar(1, "restoring the whole image", unit="image", enabled=progress) as bar:
             if observed is None:
-                x = solve_under(model, y, op, sigma)
+                x, stats = solve_under(model, y, op, sigma)
             else:
-                x = solve_under(model, y * observed, Mask(observed), sigma)
+                x, stats = solve_under(model, y * observed, Mask(observed), sigma)
+            solves.append(stats)
             bar.update()
         if on_tile is not None:
             on_tile(1, 1)
@@ -349,8 +355,10 @@ def _solve_in_pieces(
 
     def solve(tiles: torch.Tensor, window: torch.Tensor, masks: torch.Tensor | None):
         inner = op if masks is None else Mask(masks)
-        return solve_under(model, tiles if masks is None else tiles * masks,
-                           Composed(Mask(window), inner), sigma)
+        x, stats = solve_under(model, tiles if masks is None else tiles * masks,
+                               Composed(Mask(window), inner), sigma)
+        solves.append(stats)
+        return x
 
     # circular padding measures each border from the opposite one: the tiles wrap around
     periodic = observed is None and getattr(op, "padding", None) == "circular"

@@ -15,6 +15,8 @@ error counts as noise in both (:func:`input_noise`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -22,7 +24,7 @@ from jfb.physics import Blur, Identity, LinearOperator, estimate_noise_std
 from jfb.physics.noise import jpeg_noise_std
 
 __all__ = ["MISFIT_RATIO", "NOISE_RATIO", "data_misfit", "input_noise", "noise_estimable",
-           "trust_warnings"]
+           "trust_warnings", "unconverged_warning"]
 
 #: r / sigma beyond this is not chance. The default model on three built-in photos
 #: (scripts/trust_calibration.py): 0.88-0.90 measured as it assumes; 3.2-3.3 at noise 0.02;
@@ -72,6 +74,22 @@ def data_misfit(op: LinearOperator, x: torch.Tensor, y: torch.Tensor, *, border:
     return float(r[keep].square().mean().sqrt())
 
 
+def unconverged_warning(solves: Sequence[Any]) -> str | None:
+    """One line when a fixed-point solve (``solves``: their :class:`jfb.deq.SolverStats`, one
+    per tile) stopped at its iteration cap with its residual above its tolerance: the result is
+    then not the model's fixed point, only an iterate on the way. A wrong kernel often does
+    this (docs/RESULTS.md "A wrong kernel"), as can a hard blur with the right one; None when
+    every solve converged."""
+    stuck = [s for s in solves if not bool(s.converged.all())]
+    if not stuck:
+        return None
+    worst = max(float(s.residual.max()) for s in stuck)
+    where = f" in {len(stuck)} of {len(solves)} tiles" if len(solves) > 1 else ""
+    return (f"the solve stopped at its iteration cap ({stuck[0].max_iter}){where} with relative "
+            f"residual {worst:.2g}, above its tolerance {stuck[0].tol:g}: the result is not the "
+            "model's fixed point; a wrong --kernel often does this (else raise --max-iter)")
+
+
 def trust_warnings(
     op: LinearOperator,
     x: torch.Tensor,
@@ -84,13 +102,17 @@ def trust_warnings(
     noise_told: bool = False,
     can_adapt: bool = True,
     jpeg_quality: float | None = None,
+    solves: Sequence[Any] = (),
 ) -> list[str]:
     """One-line warnings about the result x of y (both (1, C, H, W)) from a model that assumes
     noise std ``sigma`` (``step``: the file's quantisation step; ``border``: the operator's
     reach, left out of the misfit; ``jpeg_quality``: the file's, whose compression error counts
     as noise, :func:`input_noise`). ``noise_told``: sigma is what the user said or what was
-    estimated; ``can_adapt``: the model can be told another noise level (DE-ADMM)."""
-    said = []
+    estimated; ``can_adapt``: the model can be told another noise level (DE-ADMM). ``solves``:
+    the statistics (:class:`jfb.deq.SolverStats`) of the solves that made x (one per tile), of
+    which any stopped by its iteration cap short of its tolerance is said
+    (:func:`unconverged_warning`)."""
+    said = [] if (line := unconverged_warning(solves)) is None else [line]
     expected = math.sqrt(sigma * sigma + step * step / 12)
     misfit = data_misfit(op, x, y, border=border, observed=observed)
     if expected > 0 and misfit > MISFIT_RATIO * expected:
