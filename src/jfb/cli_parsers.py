@@ -65,7 +65,8 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
         "'auto' to estimate it from the input (blur and denoising models; a JPEG's compression "
         "error counts as noise); a DE-ADMM model "
         "scales its learned rho by (SIGMA / its training noise)^2, plug-and-play's rule "
-        "(default: the noise it was trained at)",
+        "(default: 'auto' for a model trained across noise levels, as the default model is; "
+        "else the noise it was trained at)",
     )
     p.add_argument(
         "--max-memory", type=_byte_size, metavar="SIZE",
