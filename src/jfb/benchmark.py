@@ -8,7 +8,8 @@ noise 0.01 (DPIR's and DRP's), Levin's eight camera-shake kernels at noise 0.01 
 method is told the kernel and the noise std, and timed per image (CPU seconds of this process).
 
 Methods (``--methods``): a checkpoint path (any jfb model, given the physics per call);
-``wiener`` and ``tv``, whose weight (times sigma^2) is tuned on BSDS training photos;
+``wiener`` and ``tv``, whose weight (times sigma^2) is tuned on BSDS training photos; ``bm3d``
+(BM3D deblurring told the noise, an optional extra: :mod:`jfb.baselines.bm3d`);
 ``pnp-admm:CKPT`` and ``hqs:CKPT``, the net of CKPT used as a plug-and-play denoiser (ADMM to its
 fixed point, and DPIR's half-quadratic splitting with a decreasing noise schedule).
 """
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from jfb.atomic import write_text
+from jfb.baselines.bm3d import bm3d_deblur, require_bm3d
 from jfb.baselines.pnp import pnp_admm, pnp_hqs
 from jfb.baselines.tv import tv_reconstruct
 from jfb.baselines.wiener import wiener
@@ -186,11 +188,25 @@ def tuned_method(name: str, *, tune_images: int = 8) -> tuple[Method, int, str]:
     return run, 0, f"{what}, weight c sigma^2 with c tuned on {tune_images} BSDS training crops"
 
 
+def bm3d_method() -> tuple[Method, int, str]:
+    """BM3D deblurring (:mod:`jfb.baselines.bm3d`, an optional extra), told the noise std."""
+    def run(y: torch.Tensor, physics: Physics) -> torch.Tensor:
+        return bm3d_deblur(physics.op, y, float(physics.noise_std.reshape(-1)[0]))
+
+    return run, 0, "BM3D deblurring (bm3d 4.0.3, profile np, each channel), told the noise"
+
+
 def make_method(spec: str, *, tol: float | None, max_iter: int | None
                 ) -> tuple[Method, int, str]:
     kind, _, arg = spec.partition(":")
     if spec in ("wiener", "tv"):
         return tuned_method(spec)
+    if spec == "bm3d":
+        try:
+            require_bm3d()  # said before any work
+        except ImportError as exc:
+            raise ConfigError(str(exc)) from None
+        return bm3d_method()
     if kind == "pnp-admm" and arg:
         return pnp_admm_method(arg)
     if kind == "hqs" and arg:
@@ -198,7 +214,7 @@ def make_method(spec: str, *, tol: float | None, max_iter: int | None
     if Path(spec).is_file():
         return checkpoint_method(spec, tol=tol, max_iter=max_iter)
     raise ConfigError(f"benchmark method {spec!r}: expected a checkpoint file, wiener, tv, "
-                      "pnp-admm:CKPT or hqs:CKPT")
+                      "bm3d, pnp-admm:CKPT or hqs:CKPT")
 
 
 def resolve_methods(text: str) -> list[tuple[str, str]]:

@@ -387,8 +387,8 @@ def _benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("problem", choices=["deblur"], help="the benchmark (deblur)")
     p.add_argument("--methods", default="natural,faces,wiener,tv",
                    help="comma-separated: checkpoint paths, the shipped models 'natural' (the "
-                   "default) and 'faces', wiener, tv, pnp-admm:CKPT, hqs:CKPT; NAME=SPEC names "
-                   "a row (default: natural,faces,wiener,tv)")
+                   "default) and 'faces', wiener, tv, bm3d (an optional extra), pnp-admm:CKPT, "
+                   "hqs:CKPT; NAME=SPEC names a row (default: natural,faces,wiener,tv)")
     p.add_argument("--settings", default="gauss-1.6,gauss-2.0,levin-0.01,levin-0.03",
                    help="comma-separated settings (default: all four)")
     p.add_argument("--images", type=_positive_int, help="the first N photos (default: all 68)")
