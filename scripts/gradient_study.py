@@ -8,7 +8,8 @@ one thread); validation every 100 steps on val[:20]. ``collect`` draws the train
 validation PSNR against steps and against training CPU-minutes (``docs/questions/gradients.png``)
 and prints the table of ``docs/QUESTIONS.md``, Q7.
 
-    python scripts/gradient_study.py run [NAME...]     # in turn (nohup it: ~1 hour)
+    python scripts/gradient_study.py run [NAME...]     # in turn (nohup it: ~1 hour); without
+                                                       # names, the start's evaluation first
     python scripts/gradient_study.py collect
 """
 
@@ -42,6 +43,14 @@ def command(name: str) -> list[str]:
             "--threads", "1", "--quiet", *sets, "--out", str(OUT / name)]
 
 
+def start_command() -> list[str]:
+    """``jfb eval`` of the common start (the untrained DE-ADMM with R from the denoiser)."""
+    sets = [a for kv in COMMON for a in ("--set", kv)]
+    return [sys.executable, "-m", "jfb", "eval", "--config", "configs/cost/deadmm-jfb.toml",
+            *sets, "--max-images", "20", "--threads", "1", "--quiet", "--out",
+            str(OUT / "start")]
+
+
 def records(name: str) -> tuple[list[dict], list[dict]]:
     rows = [json.loads(line) for line in (OUT / name / "metrics.jsonl").open()]
     return ([r for r in rows if r.get("kind") == "train"],
@@ -55,6 +64,12 @@ def collect() -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    start = OUT / "start" / "results.json"
+    if start.is_file():
+        p0 = json.loads(start.read_text())["psnr"]
+        print(f"the common start (step 0, jfb eval on val[:20]): {p0:.2f} dB")
+        for ax in axes[1]:
+            ax.axhline(p0, color="grey", ls=":", lw=1, label="start")
     print("| backward | steps in 8 CPU-min | CPU s / step | val PSNR at 100 steps | at 300 "
           "| final | best |")
     print("|---|---|---|---|---|---|---|")
@@ -62,22 +77,26 @@ def collect() -> None:
         if not (OUT / name / "metrics.jsonl").is_file():
             continue
         train, val = records(name)
+        if not val:
+            continue
         steps = np.array([v["step"] for v in val], float)
         cpu = np.array([v["cpu_seconds"] for v in val], float) / 60
         psnr = np.array([v["psnr"] for v in val], float)
         t_steps = np.array([t["step"] for t in train], float)
         loss = np.array([t["loss"] for t in train], float)
         t_cpu = np.interp(t_steps, np.r_[0, steps], np.r_[0, cpu])  # CPU-min at each step
-        smooth = np.convolve(loss, np.ones(5) / 5, mode="same")
-        axes[0, 0].semilogy(t_steps, smooth, label=name)
-        axes[0, 1].semilogy(t_cpu, smooth, label=name)
+        w = 5  # a running mean over 5 records (50 steps), drawn at their centre
+        smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+        centre = slice(w // 2, len(loss) - w // 2)
+        axes[0, 0].semilogy(t_steps[centre], smooth, label=name)
+        axes[0, 1].semilogy(t_cpu[centre], smooth, label=name)
         axes[1, 0].plot(steps, psnr, "o-", ms=3, label=name)
         axes[1, 1].plot(cpu, psnr, "o-", ms=3, label=name)
         at = {s: psnr[steps == s][0] if (steps == s).any() else float("nan") for s in (100, 300)}
         per_step = 60 * cpu[-1] / steps[-1]
         print(f"| {name} | {int(steps[-1])} | {per_step:.2f} | {at[100]:.2f} | {at[300]:.2f} "
               f"| {psnr[-1]:.2f} | {psnr.max():.2f} |")
-    for ax, (x, y) in zip(axes.flat, [("steps", "training loss (MSE, 5-point mean)"),
+    for ax, (x, y) in zip(axes.flat, [("steps", "training loss (50-step running mean)"),
                                       ("training CPU-minutes", "training loss"),
                                       ("steps", "val[:20] PSNR dB"),
                                       ("training CPU-minutes", "val[:20] PSNR dB")], strict=True):
@@ -101,6 +120,8 @@ def main() -> int:
     names = args.names or list(RUNS)
     if args.action == "collect":
         collect()
+    if args.action == "run" and not args.names:
+        subprocess.run(start_command(), check=False)
     for name in names if args.action != "collect" else ():
         if args.action == "command":
             print(" ".join(command(name)))
