@@ -40,6 +40,7 @@ from jfb.physics import (
 )
 from jfb.physics.compose import Composed
 from jfb.physics.mask import MaskOperator
+from jfb.physics.noise import jpeg_noise_std
 from jfb.pipeline import CHANNELS, NO_BLUR, LoadedModel, load_model, replace_blur
 from jfb.progress import progress_bar
 from jfb.restore import MIN_MARGIN, operator_reach, plan_tiles, restore_tiled, tile_for_budget
@@ -292,14 +293,16 @@ def _noise_level(model: torch.nn.Module, cfg: Config, op: LinearOperator, y: tor
         if not noise_estimable(op):
             raise DataError(f"--noise auto estimates the noise of blurred or noisy images; this "
                             f"model measures with {type(op).__name__}: give the value")
-        noise = max(input_noise(op, y[None], step, jpeg_quality), NOISE_FLOOR)
+        seen = input_noise(op, y[None], step)  # one estimate (an FFT of the whole image)
+        noise = max(seen if jpeg_quality is None else jpeg_noise_std(seen, jpeg_quality),
+                    NOISE_FLOOR)
         if report is not None:
             rounding = {1 / 255: " (8-bit rounding taken out)",
                         1 / 65535: " (16-bit rounding taken out)"}.get(step, "")
             if jpeg_quality is not None:
-                seen = max(input_noise(op, y[None], step), NOISE_FLOOR)
                 rounding = (f" for a JPEG of quality {jpeg_quality:.0f}: its compression error "
-                            f"counted as noise (the noise alone reads {seen:.3g}{rounding})")
+                            f"counted as noise (the noise alone reads "
+                            f"{max(seen, NOISE_FLOOR):.3g}{rounding})")
             report(f"estimated noise std: {noise:.4g}{rounding}")
     if noise is None:  # what it was trained at, or was told when loaded (rho_factor = ratio^2)
         return get_task(cfg.task).noise_sigma * math.sqrt(getattr(model, "rho_factor", 1.0))
