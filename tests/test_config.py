@@ -259,8 +259,8 @@ def test_model_section_schema():
     m = Config().to_dict()["model"]
     assert set(m) == {"kind", "net", "solver", "backward", "init", "eta", "eta_max", "eta_scale",
                       "rho", "cg_iters", "precondition", "relax", "noise_ref", "noise_floor"}
-    assert {"name", "depth", "width", "spectral_norm", "sn_target", "batch_norm", "residual",
-            "base", "levels"} == set(m["net"])
+    assert {"name", "depth", "width", "spectral_norm", "sn_target", "activation", "batch_norm",
+            "group_norm", "residual", "base", "levels"} == set(m["net"])
     assert {"name", "tol", "max_iter", "eval_max_iter", "eval_tol", "m", "lam", "beta",
             "damping", "check_every", "compact", "on_failure", "record_trace",
             "eps", "train_caps"} == set(m["solver"])

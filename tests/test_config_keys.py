@@ -151,6 +151,10 @@ CASES: list[Case] = [
          FEEDFORWARD + UNET),
     Case("model.net.batch_norm", "true", None, "model.net.batch_norm"),
     Case("model.net.batch_norm", "true", None, "model.net.batch_norm", UNET + ADMM),
+    Case("model.net.activation", "silu", lambda b: _kind(b.model.net.body[1]), "silu"),
+    Case("model.net.activation", "gelu", lambda b: _kind(b.model.net.inc[1]), "gelu", UNET),
+    Case("model.net.group_norm", "true", lambda b: _kind(b.model.net.body[3]), "groupnorm",
+         ("model.net.depth=3",)),
     Case("model.net.residual", "true", _net("residual"), True),
     Case("model.net.residual", "true", _net("residual"), True, UNET),
     Case("model.net.base", "3", _net("base"), 3, UNET),
@@ -303,7 +307,7 @@ ENGINE_SECTIONS: list[tuple[type, type]] = [
 ]
 #: Constructor keywords of the nets that no config key sets (the nets' own defaults apply).
 NET_KEYWORDS_NOT_IN_CONFIGS = {"in_channels", "out_channels", "kernel_size", "bias", "sn_mode",
-                               "activation", "final_scale_init", "up", "pad_mode"}
+                               "final_scale_init", "up", "pad_mode"}
 
 
 @pytest.mark.parametrize(("engine", "section"), ENGINE_SECTIONS,

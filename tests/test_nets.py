@@ -320,6 +320,27 @@ def test_per_sample_independence_and_batch_norm() -> None:
             assert not torch.allclose(net(x)[:1], net(x[:1]), atol=1e-4)
 
 
+def test_group_norm_is_per_sample_but_sees_the_whole_image() -> None:
+    torch.manual_seed(7)
+    net = DnCNN(in_channels=2, depth=3, width=8, group_norm=True).eval()
+    assert sum(isinstance(m, nn.GroupNorm) for m in net.modules()) == 1
+    x = torch.rand(3, 2, 12, 12)
+    with torch.no_grad():
+        full = net(x)
+        for i in range(3):  # per sample: the batch does not matter
+            torch.testing.assert_close(full[i : i + 1], net(x[i : i + 1]))
+        # not local: a change far beyond the receptive radius changes the output
+        far = x.clone()
+        far[:, :, -1, -1] += 1
+        assert not torch.allclose(net(far)[:, :, 0, 0], full[:, :, 0, 0], atol=1e-6)
+        net.chunk_bytes = 64  # pieces take whole samples: the same as the whole batch
+        torch.testing.assert_close(net(x), full)
+    with pytest.raises(ValueError, match="no Lipschitz bound"):
+        net.lipschitz_bound()
+    with pytest.raises(ConfigError, match="choose one"):
+        DnCNN(in_channels=2, depth=3, width=8, group_norm=True, batch_norm=True)
+
+
 def test_residual_flag() -> None:
     x = torch.rand(2, 2, 9, 9)
     for cls, kw in ((DnCNN, dict(depth=3, width=4)), (UNet, dict(base=4, levels=1))):

@@ -73,7 +73,8 @@ def _f(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING
 class NetConfig:
     """The learned network R_theta (``jfb.nets.build_net(name, **kwargs)``).
 
-    ``depth``/``width``/``batch_norm``/``residual`` apply to DnCNN; ``base``/``levels`` to U-Net;
+    ``depth``/``width``/``group_norm`` apply to DnCNN, ``base``/``levels`` to U-Net,
+    ``activation``/``batch_norm``/``residual`` to both;
     ``spectral_norm`` rescales each conv so its spectral norm is at most ``sn_target``.
     """
 
@@ -82,7 +83,10 @@ class NetConfig:
     width: int = _f(64, ge=1, doc="channels of the hidden layers (DnCNN)")
     spectral_norm: bool = _f(True, doc="spectral normalisation of every conv")
     sn_target: float = _f(1.0, gt=0, doc="target spectral norm per layer")
+    activation: Literal["relu", "leaky_relu", "elu", "tanh", "softplus", "gelu", "silu"] = _f(
+        "relu", doc="activation of the hidden layers")
     batch_norm: bool = _f(False, doc="BatchNorm layers (breaks per-sample fixed points)")
+    group_norm: bool = _f(False, doc="GroupNorm layers, 8 groups (DnCNN; per sample, not local)")
     residual: bool = _f(False, doc="predict x - R(x) instead of R(x)")
     base: int = _f(32, ge=1, doc="channels at the first level (U-Net)")
     levels: int = _f(3, ge=1, doc="number of resolution levels (U-Net)")

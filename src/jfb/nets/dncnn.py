@@ -1,13 +1,17 @@
 """DnCNN-style convolutional net: the learned regulariser ``R_theta`` of implicit models.
 
-Architecture (Zhang et al. 2017): ``conv+act, (depth-2) x [conv(+BN)+act], conv``, all
+Architecture (Zhang et al. 2017): ``conv+act, (depth-2) x [conv(+norm)+act], conv``, all
 ``kernel_size x kernel_size`` with "same" zero padding.  ``residual=False`` returns ``net(x)``
 (the ``R(x)`` term of ``T(x) = x - eta (A^T(Ax - y) + R(x))``); ``residual=True`` returns
-``x - net(x)`` (a feedforward denoiser/deblurrer that predicts the residual).
+``x - net(x)`` (a feedforward denoiser/deblurrer that predicts the residual). The optional norm
+is BatchNorm (statistics over the batch) or GroupNorm (``GROUPS`` groups of channels, statistics
+over each sample alone, so a per-sample map; but no longer a local one: an output pixel depends
+on the whole image).
 
 Without autograd on the CPU, a large input goes through the body in pieces (whole samples, else
 spatial chunks widened by the receptive radius, so the result is the same up to rounding): no
-feature map exceeds :attr:`DnCNN.chunk_bytes` (see :meth:`DnCNN.forward`).
+feature map exceeds :attr:`DnCNN.chunk_bytes` (see :meth:`DnCNN.forward`), except that a net
+with GroupNorm takes whole samples only.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ __all__ = ["ACTIVATIONS", "DnCNN", "make_activation"]
 #: allocation, each faulted in and zeroed: 55% of a 1-megapixel forward's time was system time),
 #: and near the 384 x 384 chunks of 32 channels that ran fastest (docs/BENCHMARKS.md, "Photos").
 CHUNK_BYTES = 16 * 2**20
+#: Channel groups of ``group_norm`` (fewer when the width is not a multiple).
+GROUPS = 8
 
 
 class DnCNN(nn.Module):
@@ -63,6 +69,7 @@ class DnCNN(nn.Module):
         kernel_size: int = 3,
         bias: bool = True,
         batch_norm: bool = False,
+        group_norm: bool = False,
         spectral_norm: bool = False,
         sn_target: float = 1.0,
         sn_mode: Literal["clip", "normalize"] = "clip",
@@ -81,6 +88,9 @@ class DnCNN(nn.Module):
             raise ConfigError(f"kernel_size must be odd (for 'same' padding), got {kernel_size}")
         check_bool("bias", bias, error=ConfigError)
         self.batch_norm = check_bool("batch_norm", batch_norm, error=ConfigError)
+        self.group_norm = check_bool("group_norm", group_norm, error=ConfigError)
+        if batch_norm and group_norm:
+            raise ConfigError("batch_norm and group_norm: choose one normalisation")
         self.spectral_norm = check_bool("spectral_norm", spectral_norm, error=ConfigError)
         sn_target = check_positive("sn_target", sn_target, error=ConfigError)
         check_choice("sn_mode", sn_mode, ("clip", "normalize"), error=ConfigError)
@@ -104,6 +114,8 @@ class DnCNN(nn.Module):
             layers.append(conv)
             if batch_norm and i > 0:
                 layers.append(nn.BatchNorm2d(width))
+            if group_norm and i > 0:
+                layers.append(nn.GroupNorm(math.gcd(GROUPS, width), width))
             layers.append(make_activation(activation)[0])
             channels = width
         final = nn.Conv2d(width, self.out_channels, kernel_size, padding=pad, bias=bias)
@@ -117,7 +129,8 @@ class DnCNN(nn.Module):
 
     @property
     def receptive_radius(self) -> int:
-        """How many pixels away an output pixel sees: depth x (kernel_size // 2)."""
+        """How many pixels away an output pixel sees: depth x (kernel_size // 2) (with
+        ``group_norm``, the statistics see the whole image besides)."""
         return self.depth * (self.kernel_size // 2)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -165,8 +178,8 @@ class DnCNN(nn.Module):
         n, _, h, w = x.shape
         out = x.new_empty(n, self.out_channels, h, w)
         per_sample = self._map_bytes(x) * h * w
-        if per_sample <= self.chunk_bytes:  # groups of whole samples
-            k = self.chunk_bytes // per_sample
+        if per_sample <= self.chunk_bytes or self.group_norm:  # groups of whole samples
+            k = max(1, self.chunk_bytes // per_sample)
             for i in range(0, n, k):
                 v = self._body_in_place(x[i : i + k])
                 out[i : i + k] = x[i : i + k] - v if self.residual else v
@@ -191,7 +204,11 @@ class DnCNN(nn.Module):
         Conv norms are :func:`conv_operator_norm` on ``shape`` inputs (zero padding: the norm on
         smaller images is no larger).  BatchNorm enters with its eval-mode (running-statistics)
         affine scale: in train mode BatchNorm is not a per-sample map and no such bound exists.
+        GroupNorm divides by its input's statistics: no bound exists (ValueError).
         """
+        if self.group_norm:
+            raise ValueError("a DnCNN with group_norm has no Lipschitz bound (GroupNorm divides "
+                             "by its input's standard deviation)")
         bound = 1.0
         for m in self.body:
             if isinstance(m, nn.Conv2d):

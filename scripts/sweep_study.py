@@ -1,0 +1,206 @@
+"""Sensitivity and architecture sweeps (issue 21, questions 4 and 10).
+
+One-at-a-time changes around the project's best CPU recipe, DE-ADMM + JFB on celeba-gauss5
+(``configs/cpu-deadmm.toml``: R a 7-layer, 32-channel residual DnCNN, pre-trained as a blind
+denoiser for 450 steps, then JFB), each run **from scratch on the same budget of training
+CPU-minutes** (pre-training counted, validation not; one thread), with a constant learning rate
+after the warm-up (a cosine schedule cut by the budget would favour the runs whose steps are
+cheap) and one validation on val[:50] when the budget is spent. The base recipe runs with three
+seeds; their spread is drawn beside every factor's range in the tornado chart, so a reader sees
+which effects are larger than the seed's.
+
+    python scripts/sweep_study.py run --shard 0/2      # nohup two shards, one per core
+    python scripts/sweep_study.py run --shard 1/2
+    python scripts/sweep_study.py run NAME...          # given runs only
+    python scripts/sweep_study.py command NAME         # the jfb train command of one run
+    python scripts/sweep_study.py collect              # tables + docs/questions/sweeps.png
+
+A finished run (a ``done`` file beside its records) is skipped; an interrupted one resumes
+(``--resume``: the budget counts all resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BUDGET_CPU_MINUTES = 5
+CONFIG = "configs/cpu-deadmm.toml"
+COMMON = ["train.schedule=constant", "train.steps=100000",
+          f"train.max_cpu_minutes={BUDGET_CPU_MINUTES}", "train.val_every=100000",
+          "train.log_every=25", "data.max_val_images=50"]
+OUT = Path("runs/sweep")
+
+
+@dataclass(frozen=True)
+class Run:
+    question: str  # "Q4" or "Q10"
+    factor: str  # the row of the tornado chart ("" for the base recipe)
+    value: str  # the value as a reader reads it
+    overrides: tuple[str, ...] = ()
+    seed: int = 0
+
+
+BASE_VALUES = {"learning rate": "1e-3", "batch size": "8", "rho init": "0.03",
+               "Anderson memory": "5", "training tolerance": "1e-3", "Jacobian penalty": "1e-3",
+               "pre-training steps": "450", "width": "32", "depth": "7", "activation": "relu",
+               "residual R": "on", "normalisation": "none"}
+
+
+def _factor(question: str, factor: str, key: str, values: dict[str, str]) -> dict[str, Run]:
+    return {f"{key.rsplit('.', 1)[-1]}={label}": Run(question, factor, label, (f"{key}={v}",))
+            for label, v in values.items()}
+
+
+RUNS: dict[str, Run] = {
+    **{f"base-s{s}": Run("base", "", "", (f"train.seed={s}",), seed=s) for s in (0, 1, 2)},
+    **_factor("Q4", "learning rate", "train.lr", {"3e-4": "3e-4", "3e-3": "3e-3"}),
+    **_factor("Q4", "batch size", "data.batch_size", {"4": "4", "16": "16"}),
+    **_factor("Q4", "rho init", "model.rho", {"0.01": "0.01", "0.1": "0.1"}),
+    **_factor("Q4", "Anderson memory", "model.solver.m", {"2": "2", "10": "10"}),
+    **_factor("Q4", "training tolerance", "model.solver.tol", {"1e-2": "1e-2", "1e-4": "1e-4"}),
+    **_factor("Q4", "Jacobian penalty", "train.jacobian_penalty", {"0": "0", "1e-2": "1e-2"}),
+    **_factor("Q4", "pre-training steps", "train.pretrain_steps", {"0": "0", "1500": "1500"}),
+    **_factor("Q4", "width", "model.net.width", {"16": "16", "64": "64"}),
+    **_factor("Q10", "depth", "model.net.depth", {"3": "3", "5": "5", "11": "11", "17": "17"}),
+    **_factor("Q10", "activation", "model.net.activation",
+              {"gelu": "gelu", "silu": "silu", "leaky_relu": "leaky_relu"}),
+    **_factor("Q10", "residual R", "model.net.residual", {"off": "false"}),
+    "norm=group": Run("Q10", "normalisation", "GroupNorm", ("model.net.group_norm=true",)),
+    "norm=spectral": Run("Q10", "normalisation", "spectral", ("model.net.spectral_norm=true",)),
+}
+
+
+def command(name: str) -> list[str]:
+    run = RUNS[name]
+    sets = [a for kv in COMMON + list(run.overrides) for a in ("--set", kv)]
+    return [sys.executable, "-m", "jfb", "train", "--config", CONFIG, "--threads", "1",
+            "--quiet", *sets, "--out", str(OUT / name)]
+
+
+def records(name: str) -> list[dict]:
+    path = OUT / name / "metrics.jsonl"
+    return [json.loads(line) for line in path.open()] if path.is_file() else []
+
+
+def summary(name: str) -> dict | None:
+    """The run's final validation and its last training record (None: not finished)."""
+    rows = records(name)
+    vals = [r for r in rows if r.get("kind") == "val"]
+    train = [r for r in rows if r.get("kind") == "train" and r.get("phase") == "train"]
+    events = [r for r in rows if r.get("kind") == "event"]
+    if not vals or not (OUT / name / "done").is_file():
+        return None
+    last = vals[-1]
+    return {"psnr": last["psnr"], "iters": last.get("iters"), "converged": last.get("converged"),
+            "steps": last["step"], "cpu_s": last.get("cpu_seconds"),
+            "contraction": train[-1].get("contraction_max") if train else None,
+            "events": sorted({str(e.get("event", e.get("name", "?"))) for e in events})}
+
+
+def run(names: list[str]) -> None:
+    for name in names:
+        if (OUT / name / "done").is_file():
+            continue
+        cmd = command(name)
+        if (OUT / name / "last.safetensors").is_file():
+            cmd.append("--resume")
+        print(" ".join(cmd), flush=True)
+        if subprocess.run(cmd, check=False).returncode == 0:
+            (OUT / name / "done").touch()
+
+
+def collect() -> None:
+    import numpy as np
+
+    rows = {name: summary(name) for name in RUNS}
+    base = [r["psnr"] for n, r in rows.items() if n.startswith("base") and r]
+    if not base:
+        sys.exit("no base run has finished")
+    mean, lo, hi = float(np.mean(base)), min(base), max(base)
+    print(f"base recipe, {len(base)} seeds: {', '.join(f'{p:.2f}' for p in base)} dB "
+          f"(mean {mean:.2f}, range {hi - lo:.2f})\n")
+    print("| question | factor | value | val[:50] PSNR | vs base mean | steps | CPU s | "
+          "val iterations | converged | max ||J_T|| (last log) | events |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        run_ = RUNS[name]
+        if r is None:
+            print(f"| {run_.question} | {run_.factor} | {run_.value} | not run | | | | | | | |")
+            continue
+        factor = run_.factor or "base"
+        value = run_.value or f"seed {run_.seed}"
+        gamma = "-" if r["contraction"] is None else f"{r['contraction']:.3f}"
+        print(f"| {run_.question} | {factor} | {value} | {r['psnr']:.2f} | "
+              f"{r['psnr'] - mean:+.2f} | {r['steps']} | {r['cpu_s']:.0f} | {r['iters']:.1f} | "
+              f"{r['converged']:.2f} | {gamma} | {', '.join(r['events']) or '-'} |")
+    _tornado(rows, base, mean)
+
+
+def _tornado(rows: dict[str, dict | None], base: list[float], mean: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    factors: dict[str, list[tuple[str, float]]] = {}
+    for name, r in rows.items():
+        if r is not None and RUNS[name].factor:
+            factors.setdefault(RUNS[name].factor, []).append((RUNS[name].value, r["psnr"]))
+    # every factor's range includes the base recipe (its seed-0 run is the factor's base value)
+    seed0 = rows["base-s0"]["psnr"] if rows.get("base-s0") else mean
+    spans = {f: (min([p for _, p in v] + [seed0]), max([p for _, p in v] + [seed0]), v)
+             for f, v in factors.items()}
+    order = sorted(spans, key=lambda f: spans[f][1] - spans[f][0])
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(order) + 2))
+    for i, f in enumerate(order):
+        lo, hi, values = spans[f]
+        ax.barh(i, hi - lo, left=lo - mean, color="tab:blue", alpha=0.6)
+        for label, p in values:
+            ax.annotate(label, (p - mean, i), fontsize=7, ha="center", va="bottom",
+                        xytext=(0, 5), textcoords="offset points")
+            ax.plot(p - mean, i, "k|", ms=10)
+        ax.plot(seed0 - mean, i, "o", color="tab:orange", ms=4)
+    ax.axvspan(min(base) - mean, max(base) - mean, color="grey", alpha=0.25,
+               label=f"seed-to-seed range of the base recipe ({len(base)} seeds)")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(order)), [f"{f} (base {BASE_VALUES[f]})" for f in order])
+    ax.set_xlabel("val[:50] PSNR minus the base recipe's mean over seeds (dB)")
+    ax.set_title(f"DE-ADMM + JFB on celeba-gauss5, one factor at a time, "
+                 f"{BUDGET_CPU_MINUTES} training CPU-min each\n"
+                 f"(orange: the base value, seed 0; ticks: the other values)", fontsize=10)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    out = Path("docs/questions/sweeps.png")
+    fig.savefig(out, dpi=110)
+    print(f"\nwrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--shard", default="0/1", help="I/N: every N-th run from the I-th")
+    c = sub.add_parser("command")
+    c.add_argument("name", choices=list(RUNS))
+    sub.add_parser("collect")
+    args = parser.parse_args()
+    if args.what == "run":
+        unknown = sorted(set(args.names) - set(RUNS))
+        if unknown:
+            parser.error(f"unknown runs {unknown}; choose from {list(RUNS)}")
+        i, n = (int(v) for v in args.shard.split("/"))
+        run(args.names or list(RUNS)[i::n])
+    elif args.what == "command":
+        print(" ".join(command(args.name)))
+    else:
+        collect()
+
+
+if __name__ == "__main__":
+    main()
