@@ -2,10 +2,13 @@
 
 A photo of each size is a mosaic of scikit-image's own photos (three rows, each photo
 scaled to its row's height: a 12-megapixel mosaic has them about 2x larger; nothing is
-downloaded), 4:3, blurred and noised as the model's task says (the
-default model: the protocol's 5x5 Gaussian, sigma 5, zero padding, noise 0.005; seeded) and
-rounded to 8 bits as a file would be. Each size is restored by :func:`jfb.deblur.restore_tensor`,
-the path of ``jfb deblur`` (whole or in tiles, as the memory budget says), in a fresh process
+downloaded), 4:3, blurred and noised (seeded) as the model's task says, or, for a model trained
+across blurs (the default model of ``jfb deblur``), as :data:`PHOTO_TASK` says (the protocol's
+5x5 Gaussian, sigma 5, zero padding, noise 0.005), and rounded to 8 bits as a file would be.
+Each size is restored by :func:`jfb.deblur.restore_tensor`, the path of ``jfb deblur`` (whole
+or in tiles, as the memory budget says; a model trained across blurs is told the blur, as
+``jfb deblur --kernel gaussian:5:5 --padding zeros`` tells it, and its noise is estimated), in
+a fresh process
 of its own (spawned), so that its peak resident memory is its own; the allocator is tuned
 there as ``jfb deblur`` tunes it (unless ``--malloc default``) and torch gets the parent's
 thread count (``--threads``).
@@ -34,6 +37,8 @@ from jfb.bench.common import Context
 #: Nominal fp32 peak of one core of this project's CPU (AMD EPYC, Zen 4: AVX-512 on two 256-bit
 #: FMA pipes, 32 FLOP per cycle at about 3 GHz): the issue's "near 190 GFLOP/s for 2 cores".
 PEAK_GFLOPS_PER_CORE = 95.0
+#: The photos' blur and noise for a model trained across blurs (told this blur).
+PHOTO_TASK = "celeba-gauss5"
 #: scikit-image's colour photos (and one grey one) that tile the mosaic, in order.
 MOSAIC_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left",
                  "immunohistochemistry", "camera", "hubble_deep_field")
@@ -83,17 +88,20 @@ def _measure(megapixels: float, checkpoint: str | None, threads: int, tune: bool
              seed: int) -> dict[str, Any]:
     """One size, in the current (fresh) process: the row of :func:`scenario_photo`."""
     from jfb import cpu_malloc
-    from jfb.deblur import restore_tensor, shipped_checkpoint
+    from jfb.deblur import default_checkpoint, restore_tensor
     from jfb.metrics import psnr
-    from jfb.pipeline import load_model
+    from jfb.pipeline import load_model, replace_blur
     from jfb.tasks import get_task
 
     if tune:
         cpu_malloc.tune_cpu_malloc()
     torch.set_num_threads(threads)
-    path = checkpoint or str(shipped_checkpoint("faces"))
+    path = checkpoint or str(default_checkpoint())
     model, cfg, _ = load_model(path)
     task = get_task(cfg.task)
+    if task.is_family:  # told the photos' blur, as jfb deblur --kernel tells it
+        task = get_task(PHOTO_TASK)
+        model, cfg, _ = load_model(path, op=replace_blur(task.kernel, task.padding))
     h, w = photo_shape(megapixels)
     clean = mosaic(h, w)
     with torch.no_grad():
@@ -187,7 +195,8 @@ def scenario_photo(ctx: Context) -> dict[str, Any]:
         "skipped": False,
         "model": ctx.checkpoint or "the default model (jfb deblur without --checkpoint)",
         "photos": "4:3 mosaic of scikit-image photos in 3 rows, blurred and noised by the "
-        "model's task (seeded), rounded to 8 bits",
+        f"model's task or, for a model trained across blurs, {PHOTO_TASK}'s (seeded), "
+        "rounded to 8 bits",
         "threads": threads,
         "allocator": "tuned as jfb deblur tunes it" if tune else "glibc's defaults",
         "rows": rows,
