@@ -2,12 +2,14 @@
 
 One-at-a-time changes around the project's best CPU recipe, DE-ADMM + JFB on celeba-gauss5
 (``configs/cpu-deadmm.toml``: R a 7-layer, 32-channel residual DnCNN, pre-trained as a blind
-denoiser for 450 steps, then JFB), each run **from scratch on the same budget of training
+denoiser for 450 steps, then JFB), and a few around the paper's model, DE-GRAD
+(``configs/cpu-degrad.toml``: a spectrally normalised 7x32 DnCNN, 50 steps of pre-training),
+each run **from scratch on the same budget of training
 CPU-minutes** (pre-training counted, validation not; one thread), with a constant learning rate
 after the warm-up (a cosine schedule cut by the budget would favour the runs whose steps are
-cheap) and one validation on val[:50] when the budget is spent. The base recipe runs with three
-seeds; their spread is drawn beside every factor's range in the tornado chart, so a reader sees
-which effects are larger than the seed's.
+cheap) and one validation on val[:50] when the budget is spent. The base recipes run with
+three seeds (DE-ADMM) and two (DE-GRAD); their spread is drawn beside every factor's range in
+the tornado chart, so a reader sees which effects are larger than the seed's.
 
     python scripts/sweep_study.py run --shard 0/2      # nohup two shards, one per core
     python scripts/sweep_study.py run --shard 1/2
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BUDGET_CPU_MINUTES = 5
-CONFIG = "configs/cpu-deadmm.toml"
+CONFIGS = {"DE-ADMM": "configs/cpu-deadmm.toml", "DE-GRAD": "configs/cpu-degrad.toml"}
 COMMON = ["train.schedule=constant", "train.steps=100000",
           f"train.max_cpu_minutes={BUDGET_CPU_MINUTES}", "train.val_every=100000",
           "train.log_every=25", "data.max_val_images=50"]
@@ -43,6 +45,7 @@ class Run:
     value: str  # the value as a reader reads it
     overrides: tuple[str, ...] = ()
     seed: int = 0
+    model: str = "DE-ADMM"  # a key of CONFIGS
 
 
 BASE_VALUES = {"learning rate": "1e-3", "batch size": "8", "rho init": "0.03",
@@ -51,8 +54,11 @@ BASE_VALUES = {"learning rate": "1e-3", "batch size": "8", "rho init": "0.03",
                "residual R": "on", "normalisation": "none"}
 
 
-def _factor(question: str, factor: str, key: str, values: dict[str, str]) -> dict[str, Run]:
-    return {f"{key.rsplit('.', 1)[-1]}={label}": Run(question, factor, label, (f"{key}={v}",))
+def _factor(question: str, factor: str, key: str, values: dict[str, str],
+            model: str = "DE-ADMM") -> dict[str, Run]:
+    prefix = "" if model == "DE-ADMM" else "degrad-"
+    return {f"{prefix}{key.rsplit('.', 1)[-1]}={label}":
+            Run(question, factor, label, (f"{key}={v}",), model=model)
             for label, v in values.items()}
 
 
@@ -72,13 +78,19 @@ RUNS: dict[str, Run] = {
     **_factor("Q10", "residual R", "model.net.residual", {"off": "false"}),
     "norm=group": Run("Q10", "normalisation", "GroupNorm", ("model.net.group_norm=true",)),
     "norm=spectral": Run("Q10", "normalisation", "spectral", ("model.net.spectral_norm=true",)),
+    **{f"degrad-base-s{s}": Run("base", "", "", (f"train.seed={s}",), seed=s, model="DE-GRAD")
+       for s in (0, 1)},
+    **_factor("Q10", "depth", "model.net.depth", {"3": "3", "11": "11"}, model="DE-GRAD"),
+    **_factor("Q10", "normalisation", "model.net.spectral_norm", {"none": "false"},
+              model="DE-GRAD"),
 }
+DEGRAD_BASE_VALUES = {"depth": "7", "normalisation": "spectral"}
 
 
 def command(name: str) -> list[str]:
     run = RUNS[name]
     sets = [a for kv in COMMON + list(run.overrides) for a in ("--set", kv)]
-    return [sys.executable, "-m", "jfb", "train", "--config", CONFIG, "--threads", "1",
+    return [sys.executable, "-m", "jfb", "train", "--config", CONFIGS[run.model], "--threads", "1",
             "--quiet", *sets, "--out", str(OUT / name)]
 
 
@@ -115,48 +127,77 @@ def run(names: list[str]) -> None:
 
 
 def collect() -> None:
-    import numpy as np
-
     rows = {name: summary(name) for name in RUNS}
-    base = [r["psnr"] for n, r in rows.items() if n.startswith("base") and r]
-    if not base:
-        sys.exit("no base run has finished")
-    mean, lo, hi = float(np.mean(base)), min(base), max(base)
-    print(f"base recipe, {len(base)} seeds: {', '.join(f'{p:.2f}' for p in base)} dB "
-          f"(mean {mean:.2f}, range {hi - lo:.2f})\n")
-    print("| question | factor | value | val[:50] PSNR | vs base mean | steps | CPU s | "
+    print("| model | question | factor | value | val[:50] PSNR | vs base mean | steps | CPU s | "
           "val iterations | converged | max ||J_T|| (last log) | events |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        run_ = RUNS[name]
-        if r is None:
-            print(f"| {run_.question} | {run_.factor} | {run_.value} | not run | | | | | | | |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    bases = {}
+    for model in CONFIGS:
+        base = [r["psnr"] for n, r in rows.items() if r and RUNS[n].model == model
+                and RUNS[n].question == "base"]
+        if not base:
             continue
-        factor = run_.factor or "base"
-        value = run_.value or f"seed {run_.seed}"
-        gamma = "-" if r["contraction"] is None else f"{r['contraction']:.3f}"
-        print(f"| {run_.question} | {factor} | {value} | {r['psnr']:.2f} | "
-              f"{r['psnr'] - mean:+.2f} | {r['steps']} | {r['cpu_s']:.0f} | {r['iters']:.1f} | "
-              f"{r['converged']:.2f} | {gamma} | {', '.join(r['events']) or '-'} |")
-    _tornado(rows, base, mean)
+        bases[model] = base
+        mean = sum(base) / len(base)
+        for name, r in rows.items():
+            if RUNS[name].model == model:
+                print(_row(RUNS[name], r, mean))
+    for model, base in bases.items():
+        print(f"\n{model} base recipe, {len(base)} seeds: "
+              f"{', '.join(f'{p:.2f}' for p in base)} dB (mean {sum(base) / len(base):.2f}, "
+              f"range {max(base) - min(base):.2f})")
+    if bases:
+        _tornado(rows, bases)
 
 
-def _tornado(rows: dict[str, dict | None], base: list[float], mean: float) -> None:
+def _row(run_: Run, r: dict | None, mean: float) -> str:
+    factor, value = run_.factor or "base", run_.value or f"seed {run_.seed}"
+    if r is None:
+        return f"| {run_.model} | {run_.question} | {factor} | {value} | not run |" + " |" * 7
+    gamma = "-" if r["contraction"] is None else f"{r['contraction']:.3f}"
+    return (f"| {run_.model} | {run_.question} | {factor} | {value} | {r['psnr']:.2f} | "
+            f"{r['psnr'] - mean:+.2f} | {r['steps']} | {r['cpu_s']:.0f} | {r['iters']:.1f} | "
+            f"{r['converged']:.2f} | {gamma} | {', '.join(r['events']) or '-'} |")
+
+
+def _tornado(rows: dict[str, dict | None], bases: dict[str, list[float]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    factors: dict[str, list[tuple[str, float]]] = {}
-    for name, r in rows.items():
-        if r is not None and RUNS[name].factor:
-            factors.setdefault(RUNS[name].factor, []).append((RUNS[name].value, r["psnr"]))
-    # every factor's range includes the base recipe (its seed-0 run is the factor's base value)
-    seed0 = rows["base-s0"]["psnr"] if rows.get("base-s0") else mean
+    charts = []
+    for model, base in bases.items():
+        factors: dict[str, list[tuple[str, float]]] = {}
+        for name, r in rows.items():
+            if r is not None and RUNS[name].factor and RUNS[name].model == model:
+                factors.setdefault(RUNS[name].factor, []).append((RUNS[name].value, r["psnr"]))
+        if factors:
+            charts.append((model, base, factors))
+    heights = [len(f) + 1.5 for _, _, f in charts]
+    fig, axes = plt.subplots(len(charts), 1, figsize=(9, 0.42 * sum(heights) + 1.2),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (model, base, factors) in zip(axes[:, 0], charts, strict=True):
+        _tornado_panel(ax, model, base, factors, rows)
+    axes[-1, 0].set_xlabel("val[:50] PSNR minus the base recipe's mean over seeds (dB)")
+    fig.suptitle(f"One factor at a time on celeba-gauss5, {BUDGET_CPU_MINUTES} training CPU-min "
+                 "each, from scratch\n(orange: the base value, seed 0; ticks: the other values)",
+                 fontsize=10)
+    fig.tight_layout()
+    out = Path("docs/questions/sweeps.png")
+    fig.savefig(out, dpi=110)
+    print(f"\nwrote {out}")
+
+
+def _tornado_panel(ax, model: str, base: list[float], factors: dict, rows: dict) -> None:
+    mean = sum(base) / len(base)
+    seed0_name = "base-s0" if model == "DE-ADMM" else "degrad-base-s0"
+    seed0 = rows[seed0_name]["psnr"] if rows.get(seed0_name) else mean
+    base_values = BASE_VALUES if model == "DE-ADMM" else DEGRAD_BASE_VALUES
+    # every factor's range includes the base recipe (seed 0 is the factor's base value)
     spans = {f: (min([p for _, p in v] + [seed0]), max([p for _, p in v] + [seed0]), v)
              for f, v in factors.items()}
     order = sorted(spans, key=lambda f: spans[f][1] - spans[f][0])
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(order) + 2))
     for i, f in enumerate(order):
         lo, hi, values = spans[f]
         ax.barh(i, hi - lo, left=lo - mean, color="tab:blue", alpha=0.6)
@@ -168,16 +209,9 @@ def _tornado(rows: dict[str, dict | None], base: list[float], mean: float) -> No
     ax.axvspan(min(base) - mean, max(base) - mean, color="grey", alpha=0.25,
                label=f"seed-to-seed range of the base recipe ({len(base)} seeds)")
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(order)), [f"{f} (base {BASE_VALUES[f]})" for f in order])
-    ax.set_xlabel("val[:50] PSNR minus the base recipe's mean over seeds (dB)")
-    ax.set_title(f"DE-ADMM + JFB on celeba-gauss5, one factor at a time, "
-                 f"{BUDGET_CPU_MINUTES} training CPU-min each\n"
-                 f"(orange: the base value, seed 0; ticks: the other values)", fontsize=10)
+    ax.set_yticks(range(len(order)), [f"{f} (base {base_values[f]})" for f in order])
+    ax.set_title(f"{model} (base: {mean:.2f} dB, mean of {len(base)} seeds)", fontsize=9)
     ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    out = Path("docs/questions/sweeps.png")
-    fig.savefig(out, dpi=110)
-    print(f"\nwrote {out}")
 
 
 def main() -> None:
