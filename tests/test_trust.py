@@ -122,6 +122,24 @@ def test_a_much_noisier_input_is_flagged_with_the_noise_to_give(default_model, p
     assert not any("noise std looks like" in s for s in told), told
 
 
+def test_the_noise_is_read_once_when_estimated(default_model, photo, monkeypatch):
+    """--noise auto reads the input's noise once: the trust check reuses it (an FFT of the whole
+    image), and without auto the check still reads it."""
+    import jfb.diagnose
+
+    model, cfg = default_model
+    y = _measure(photo, GAUSS5, 0.03)
+    calls = []
+    real = jfb.diagnose.estimate_noise_std
+    monkeypatch.setattr(jfb.diagnose, "estimate_noise_std",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    told = []
+    restore_tensor(model, cfg, y, noise="auto", warn=told.append)
+    assert len(calls) == 1 and told == []
+    restore_tensor(model, cfg, y, warn=told.append)
+    assert len(calls) == 2 and any("noise std looks like" in s for s in told), told
+
+
 def test_a_wrong_kernel_shows_in_the_data_misfit(default_model, photo):
     model, cfg = default_model
     sharp = _eight_bit(GaussianNoise(0.005)(photo[None], generator=torch.Generator()

@@ -245,7 +245,7 @@ def restore_tensor(
                         "image")
     step = quantisation_step(y)
     told = noise is not None
-    sigma = _noise_level(model, cfg, op, y, noise, step, jpeg_quality, report)
+    sigma, seen = _noise_level(model, cfg, op, y, noise, step, jpeg_quality, report)
     grey = y.shape[0] == 1
     y = (y.expand(CHANNELS, -1, -1) if grey else y).to(dev)[None]
     observed = None if mask is None else (mask.reshape(1, 1, *y.shape[-2:]) != 0).to(y)
@@ -271,7 +271,7 @@ def restore_tensor(
     measured = op if observed is None else Mask(observed)
     for line in trust_warnings(measured, x, y, sigma=sigma, step=step, border=reach,
                                noise_told=told, can_adapt=takes_noise(model),
-                               jpeg_quality=jpeg_quality,
+                               jpeg_quality=jpeg_quality, seen=seen,
                                solves=[s for s in solves if s is not None]):
         if warn is not None:
             warn(line)
@@ -283,10 +283,11 @@ def restore_tensor(
 
 def _noise_level(model: torch.nn.Module, cfg: Config, op: LinearOperator, y: torch.Tensor,
                  noise: float | str | None, step: float, jpeg_quality: float | None,
-                 report: Callable[[str], None] | None) -> float:
-    """The noise std the model is to assume: ``noise``, estimated for ``"auto"`` (a JPEG's
-    compression error included), else the one it was trained at or told when loaded (a model
-    trained across noise levels is told the estimate unless given one)."""
+                 report: Callable[[str], None] | None) -> tuple[float, float | None]:
+    """(the noise std the model is to assume, the input's noise as read or None): ``noise``,
+    estimated for ``"auto"`` (a JPEG's compression error included,
+    :func:`jfb.diagnose.input_noise`), else the one it was trained at or told when loaded (a
+    model trained across noise levels is told the estimate unless given one)."""
     if noise is None and get_task(cfg.task).is_family:
         noise = "auto"
     if noise == "auto":
@@ -294,8 +295,8 @@ def _noise_level(model: torch.nn.Module, cfg: Config, op: LinearOperator, y: tor
             raise DataError(f"--noise auto estimates the noise of blurred or noisy images; this "
                             f"model measures with {type(op).__name__}: give the value")
         seen = input_noise(op, y[None], step)  # one estimate (an FFT of the whole image)
-        noise = max(seen if jpeg_quality is None else jpeg_noise_std(seen, jpeg_quality),
-                    NOISE_FLOOR)
+        read = seen if jpeg_quality is None else jpeg_noise_std(seen, jpeg_quality)
+        noise = max(read, NOISE_FLOOR)
         if report is not None:
             rounding = {1 / 255: " (8-bit rounding taken out)",
                         1 / 65535: " (16-bit rounding taken out)"}.get(step, "")
@@ -304,8 +305,16 @@ def _noise_level(model: torch.nn.Module, cfg: Config, op: LinearOperator, y: tor
                             f"counted as noise (the noise alone reads "
                             f"{max(seen, NOISE_FLOOR):.3g}{rounding})")
             report(f"estimated noise std: {noise:.4g}{rounding}")
+        return _noise_told(model, cfg, noise), read
     if noise is None:  # what it was trained at, or was told when loaded (rho_factor = ratio^2)
-        return get_task(cfg.task).noise_sigma * math.sqrt(getattr(model, "rho_factor", 1.0))
+        return (get_task(cfg.task).noise_sigma * math.sqrt(getattr(model, "rho_factor", 1.0)),
+                None)
+    return _noise_told(model, cfg, noise), None
+
+
+def _noise_told(model: torch.nn.Module, cfg: Config, noise: float | str) -> float:
+    """``noise``, checked: a positive number (or 0 for a model with a noise floor), for a
+    model that can be told it."""
     if isinstance(noise, str):
         raise DataError(f"noise must be a number or 'auto', got {noise!r}")
     if not noise > 0 and not float(getattr(model, "noise_floor", lambda: 0.0)()) > 0:

@@ -104,6 +104,7 @@ def trust_warnings(
     can_adapt: bool = True,
     jpeg_quality: float | None = None,
     solves: Sequence[Any] = (),
+    seen: float | None = None,
 ) -> list[str]:
     """One-line warnings about the result x of y (both (1, C, H, W)) from a model that assumes
     noise std ``sigma`` (``step``: the file's quantisation step; ``border``: the operator's
@@ -112,7 +113,8 @@ def trust_warnings(
     estimated; ``can_adapt``: the model can be told another noise level (DE-ADMM). ``solves``:
     the statistics (:class:`jfb.deq.SolverStats`) of the solves that made x (one per tile), of
     which any stopped by its iteration cap short of its tolerance is said
-    (:func:`unconverged_warning`)."""
+    (:func:`unconverged_warning`). ``seen``: the input's noise as :func:`input_noise` reads it,
+    when the caller has it already (one FFT of the whole image fewer)."""
     said = [] if (line := unconverged_warning(solves)) is None else [line]
     expected = math.sqrt(sigma * sigma + step * step / 12)
     misfit = data_misfit(op, x, y, border=border, observed=observed)
@@ -126,7 +128,8 @@ def trust_warnings(
             "(--kernel) and the noise level (--noise auto)"
         )
     if noise_estimable(op):
-        seen = input_noise(op, y, step, jpeg_quality)
+        if seen is None:
+            seen = input_noise(op, y, step, jpeg_quality)
         far = seen > NOISE_RATIO * sigma or seen < sigma / NOISE_RATIO
         if far and abs(seen - sigma) > step:
             if not can_adapt:
