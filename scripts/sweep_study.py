@@ -104,14 +104,14 @@ def summary(name: str) -> dict | None:
     rows = records(name)
     vals = [r for r in rows if r.get("kind") == "val"]
     train = [r for r in rows if r.get("kind") == "train" and r.get("phase") == "train"]
-    events = [r for r in rows if r.get("kind") == "event"]
-    if not vals or not (OUT / name / "done").is_file():
+    ends = [r for r in rows if r.get("kind") == "summary"]
+    if not vals or not ends or not (OUT / name / "done").is_file():
         return None
-    last = vals[-1]
+    last, end = vals[-1], ends[-1]
     return {"psnr": last["psnr"], "iters": last.get("iters"), "converged": last.get("converged"),
-            "steps": last["step"], "cpu_s": last.get("cpu_seconds"),
+            "steps": end["steps"], "cpu_s": last.get("cpu_seconds"),
             "contraction": train[-1].get("contraction_max") if train else None,
-            "events": sorted({str(e.get("event", e.get("name", "?"))) for e in events})}
+            "skipped": end.get("skipped_steps", 0), "rollbacks": end.get("rollbacks", 0)}
 
 
 def run(names: list[str]) -> None:
@@ -128,8 +128,8 @@ def run(names: list[str]) -> None:
 
 def collect() -> None:
     rows = {name: summary(name) for name in RUNS}
-    print("| model | question | factor | value | val[:50] PSNR | vs base mean | steps | CPU s | "
-          "val iterations | converged | max ||J_T|| (last log) | events |")
+    print("| model | question | factor | value | val[:50] PSNR | vs base mean | JFB steps | CPU s | "
+          "val iterations | converged | max ||J_T|| (last log) | skipped steps, rollbacks |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     bases = {}
     for model in CONFIGS:
@@ -157,7 +157,7 @@ def _row(run_: Run, r: dict | None, mean: float) -> str:
     gamma = "-" if r["contraction"] is None else f"{r['contraction']:.3f}"
     return (f"| {run_.model} | {run_.question} | {factor} | {value} | {r['psnr']:.2f} | "
             f"{r['psnr'] - mean:+.2f} | {r['steps']} | {r['cpu_s']:.0f} | {r['iters']:.1f} | "
-            f"{r['converged']:.2f} | {gamma} | {', '.join(r['events']) or '-'} |")
+            f"{r['converged']:.2f} | {gamma} | {r['skipped']}, {r['rollbacks']} |")
 
 
 def _tornado(rows: dict[str, dict | None], bases: dict[str, list[float]]) -> None:
