@@ -11,6 +11,9 @@ and prints the table of ``docs/QUESTIONS.md``, Q7.
     python scripts/gradient_study.py run [NAME...]     # in turn (nohup it: ~1 hour); without
                                                        # names, the start's evaluation first
     python scripts/gradient_study.py collect
+    python scripts/gradient_study.py run jfb jfb5 --seed 1   # another data order (train.seed):
+                                                            # runs/q7/seed1/NAME, in collect's
+                                                            # seed table
 """
 
 from __future__ import annotations
@@ -37,10 +40,15 @@ COMMON = ["train.pretrain_steps=0", "train.init_net=runs/nat-denoiser/pretrained
 OUT = Path("runs/q7")
 
 
-def command(name: str) -> list[str]:
-    sets = [a for kv in COMMON + RUNS[name] for a in ("--set", kv)]
+def out_dir(name: str, seed: int = 0) -> Path:
+    """Seed 0 (the data order of the figure) in runs/q7/NAME, another in runs/q7/seedS/NAME."""
+    return OUT / name if seed == 0 else OUT / f"seed{seed}" / name
+
+
+def command(name: str, seed: int = 0) -> list[str]:
+    sets = [a for kv in COMMON + RUNS[name] + [f"train.seed={seed}"] for a in ("--set", kv)]
     return [sys.executable, "-m", "jfb", "train", "--config", "configs/cost/deadmm-jfb.toml",
-            "--threads", "1", "--quiet", *sets, "--out", str(OUT / name)]
+            "--threads", "1", "--quiet", *sets, "--out", str(out_dir(name, seed))]
 
 
 def start_command() -> list[str]:
@@ -51,8 +59,8 @@ def start_command() -> list[str]:
             str(OUT / "start")]
 
 
-def records(name: str) -> tuple[list[dict], list[dict]]:
-    rows = [json.loads(line) for line in (OUT / name / "metrics.jsonl").open()]
+def records(name: str, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    rows = [json.loads(line) for line in (out_dir(name, seed) / "metrics.jsonl").open()]
     return ([r for r in rows if r.get("kind") == "train"],
             [r for r in rows if r.get("kind") == "val"])
 
@@ -110,24 +118,36 @@ def collect() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     print(f"written: {out}")
+    seeds = sorted(int(d.name[4:]) for d in OUT.glob("seed*") if d.name[4:].isdigit())
+    if seeds:
+        print("\n| backward | " + " | ".join(f"seed {s}" for s in [0, *seeds]) + " |")
+        print("|---|" + "---|" * (len(seeds) + 1))
+        for name in RUNS:
+            finals = []
+            for s in [0, *seeds]:
+                done = (out_dir(name, s) / "metrics.jsonl").is_file()
+                val = records(name, s)[1] if done else []
+                finals.append(f"{val[-1]['psnr']:.2f}" if val else "-")
+            print(f"| {name} | " + " | ".join(finals) + " |")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("action", choices=["run", "collect", "command"])
     p.add_argument("names", nargs="*")
+    p.add_argument("--seed", type=int, default=0, help="train.seed: the data order (default 0)")
     args = p.parse_args()
     names = args.names or list(RUNS)
     if args.action == "collect":
         collect()
-    if args.action == "run" and not args.names:
+    if args.action == "run" and not args.names and args.seed == 0:
         subprocess.run(start_command(), check=False)
     for name in names if args.action != "collect" else ():
         if args.action == "command":
-            print(" ".join(command(name)))
+            print(" ".join(command(name, args.seed)))
             continue
         print(f"=== {name}", flush=True)
-        subprocess.run(command(name), check=False)
+        subprocess.run(command(name, args.seed), check=False)
     return 0
 
 
