@@ -200,7 +200,7 @@ def _tornado_panel(ax, model: str, base: list[float], factors: dict, rows: dict)
     order = sorted(spans, key=lambda f: spans[f][1] - spans[f][0])
     for i, f in enumerate(order):
         lo, hi, values = spans[f]
-        ax.barh(i, hi - lo, left=lo - mean, color="tab:blue", alpha=0.6)
+        ax.barh(i, hi - lo, left=lo - mean, height=0.5, color="tab:blue", alpha=0.6)
         for label, p in values:
             ax.annotate(label, (p - mean, i), fontsize=7, ha="center", va="bottom",
                         xytext=(0, 5), textcoords="offset points")
@@ -211,7 +211,8 @@ def _tornado_panel(ax, model: str, base: list[float], factors: dict, rows: dict)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(order)), [f"{f} (base {base_values[f]})" for f in order])
     ax.set_title(f"{model} (base: {mean:.2f} dB, mean of {len(base)} seeds)", fontsize=9)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.margins(x=0.08)
+    ax.legend(loc="best", fontsize=8)
 
 
 def main() -> None:
