@@ -34,7 +34,7 @@ BUDGET_CPU_MINUTES = 5
 CONFIGS = {"DE-ADMM": "configs/cpu-deadmm.toml", "DE-GRAD": "configs/cpu-degrad.toml"}
 COMMON = ["train.schedule=constant", "train.steps=100000",
           f"train.max_cpu_minutes={BUDGET_CPU_MINUTES}", "train.val_every=100000",
-          "train.log_every=25", "data.max_val_images=50"]
+          "train.log_every=25", "data.max_val_images=50", "model.solver.eval_tol=1e-3"]
 OUT = Path("runs/sweep")
 
 
