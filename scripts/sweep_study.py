@@ -15,6 +15,8 @@ the tornado chart, so a reader sees which effects are larger than the seed's.
     python scripts/sweep_study.py run --shard 1/2
     python scripts/sweep_study.py run NAME...          # given runs only
     python scripts/sweep_study.py command NAME         # the jfb train command of one run
+    python scripts/sweep_study.py equilibrium          # each finished run at tol 1e-3 and
+                                                       # 1e-5 (val[:20]): is it a fixed point?
     python scripts/sweep_study.py collect              # tables + docs/questions/sweeps.png
 
 A finished run (a ``done`` file beside its records) is skipped; an interrupted one resumes
@@ -36,6 +38,8 @@ COMMON = ["train.schedule=constant", "train.steps=100000",
           f"train.max_cpu_minutes={BUDGET_CPU_MINUTES}", "train.val_every=100000",
           "train.log_every=25", "data.max_val_images=50", "model.solver.eval_tol=1e-3"]
 OUT = Path("runs/sweep")
+#: The equilibrium check: val[:20] solved to each tolerance, at most 300 iterations.
+EQUILIBRIUM_TOLS = ("1e-3", "1e-5")
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,26 @@ def summary(name: str) -> dict | None:
             "skipped": end.get("skipped_steps", 0), "rollbacks": end.get("rollbacks", 0)}
 
 
+def eval_command(name: str, tol: str) -> list[str]:
+    return [sys.executable, "-m", "jfb", "eval", str(OUT / name / "last.safetensors"),
+            "--max-images", "20", "--eval-tol", tol, "--eval-max-iter", "300", "--threads", "1",
+            "--quiet", "--out", str(OUT / name / f"eval-tol{tol}")]
+
+
+def equilibrium(names: list[str]) -> None:
+    """``jfb eval`` of each finished run at the :data:`EQUILIBRIUM_TOLS` (once each)."""
+    for name in names:
+        for tol in EQUILIBRIUM_TOLS:
+            if summary(name) is not None and not (OUT / name / f"eval-tol{tol}" /
+                                                  "results.json").is_file():
+                subprocess.run(eval_command(name, tol), check=False, stdout=subprocess.DEVNULL)
+
+
+def evaluated(name: str, tol: str) -> dict | None:
+    path = OUT / name / f"eval-tol{tol}" / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def run(names: list[str]) -> None:
     for name in names:
         if (OUT / name / "done").is_file():
@@ -128,8 +152,9 @@ def run(names: list[str]) -> None:
 
 def collect() -> None:
     rows = {name: summary(name) for name in RUNS}
-    print("| model | question | factor | value | val[:50] PSNR | vs base mean | JFB steps | CPU s | "
-          "val iterations | converged | max ||J_T|| (last log) | skipped steps, rollbacks |")
+    print("| model | question | factor | value | val[:50] PSNR | vs base mean | JFB steps | "
+          "val iterations | max ||J_T|| (last training log) | val[:20]: tol 1e-5 minus 1e-3 | "
+          "iterations to 1e-5 | skipped steps, rollbacks |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     bases = {}
     for model in CONFIGS:
@@ -141,7 +166,7 @@ def collect() -> None:
         mean = sum(base) / len(base)
         for name, r in rows.items():
             if RUNS[name].model == model:
-                print(_row(RUNS[name], r, mean))
+                print(_row(name, r, mean))
     for model, base in bases.items():
         print(f"\n{model} base recipe, {len(base)} seeds: "
               f"{', '.join(f'{p:.2f}' for p in base)} dB (mean {sum(base) / len(base):.2f}, "
@@ -150,14 +175,21 @@ def collect() -> None:
         _tornado(rows, bases)
 
 
-def _row(run_: Run, r: dict | None, mean: float) -> str:
+def _row(name: str, r: dict | None, mean: float) -> str:
+    run_ = RUNS[name]
     factor, value = run_.factor or "base", run_.value or f"seed {run_.seed}"
     if r is None:
         return f"| {run_.model} | {run_.question} | {factor} | {value} | not run |" + " |" * 7
     gamma = "-" if r["contraction"] is None else f"{r['contraction']:.3f}"
+    loose, tight = (evaluated(name, tol) for tol in EQUILIBRIUM_TOLS)
+    if loose and tight:
+        gap = f"{tight['psnr'] - loose['psnr']:+.2f}"
+        its = f"{tight['mean_solver_iters']:.0f}"
+    else:
+        gap = its = "-"
     return (f"| {run_.model} | {run_.question} | {factor} | {value} | {r['psnr']:.2f} | "
-            f"{r['psnr'] - mean:+.2f} | {r['steps']} | {r['cpu_s']:.0f} | {r['iters']:.1f} | "
-            f"{r['converged']:.2f} | {gamma} | {r['skipped']}, {r['rollbacks']} |")
+            f"{r['psnr'] - mean:+.2f} | {r['steps']} | {r['iters']:.1f} | {gamma} | {gap} | "
+            f"{its} | {r['skipped']}, {r['rollbacks']} |")
 
 
 def _tornado(rows: dict[str, dict | None], bases: dict[str, list[float]]) -> None:
@@ -224,6 +256,8 @@ def main() -> None:
     c = sub.add_parser("command")
     c.add_argument("name", choices=list(RUNS))
     sub.add_parser("collect")
+    e = sub.add_parser("equilibrium")
+    e.add_argument("names", nargs="*", metavar="NAME")
     args = parser.parse_args()
     if args.what == "run":
         unknown = sorted(set(args.names) - set(RUNS))
@@ -231,6 +265,8 @@ def main() -> None:
             parser.error(f"unknown runs {unknown}; choose from {list(RUNS)}")
         i, n = (int(v) for v in args.shard.split("/"))
         run(args.names or list(RUNS)[i::n])
+    elif args.what == "equilibrium":
+        equilibrium(args.names or list(RUNS))
     elif args.what == "command":
         print(" ".join(command(args.name)))
     else:
