@@ -84,7 +84,7 @@ RUNS: dict[str, Run] = {
     "norm=spectral": Run("Q10", "normalisation", "spectral", ("model.net.spectral_norm=true",)),
     **{f"degrad-base-s{s}": Run("base", "", "", (f"train.seed={s}",), seed=s, model="DE-GRAD")
        for s in (0, 1)},
-    **_factor("Q10", "depth", "model.net.depth", {"3": "3", "11": "11"}, model="DE-GRAD"),
+    **_factor("Q10", "depth", "model.net.depth", {"3": "3"}, model="DE-GRAD"),
     **_factor("Q10", "normalisation", "model.net.spectral_norm", {"none": "false"},
               model="DE-GRAD"),
 }
@@ -207,7 +207,7 @@ def _tornado(rows: dict[str, dict | None], bases: dict[str, list[float]]) -> Non
         if factors:
             charts.append((model, base, factors))
     heights = [len(f) + 1.5 for _, _, f in charts]
-    fig, axes = plt.subplots(len(charts), 1, figsize=(9, 0.42 * sum(heights) + 1.2),
+    fig, axes = plt.subplots(len(charts), 1, figsize=(9, 0.5 * sum(heights) + 1.2),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, (model, base, factors) in zip(axes[:, 0], charts, strict=True):
         _tornado_panel(ax, model, base, factors, rows)
@@ -233,9 +233,10 @@ def _tornado_panel(ax, model: str, base: list[float], factors: dict, rows: dict)
     for i, f in enumerate(order):
         lo, hi, values = spans[f]
         ax.barh(i, hi - lo, left=lo - mean, height=0.5, color="tab:blue", alpha=0.6)
-        for label, p in values:
-            ax.annotate(label, (p - mean, i), fontsize=7, ha="center", va="bottom",
-                        xytext=(0, 5), textcoords="offset points")
+        for j, (label, p) in enumerate(sorted(values, key=lambda v: v[1])):
+            ax.annotate(label, (p - mean, i), fontsize=7, ha="center",  # alternately above
+                        va="bottom" if j % 2 == 0 else "top",  # and below the bar
+                        xytext=(0, 6 if j % 2 == 0 else -6), textcoords="offset points")
             ax.plot(p - mean, i, "k|", ms=10)
         ax.plot(seed0 - mean, i, "o", color="tab:orange", ms=4)
     ax.axvspan(min(base) - mean, max(base) - mean, color="grey", alpha=0.25,
