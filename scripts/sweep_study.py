@@ -153,9 +153,9 @@ def run(names: list[str]) -> None:
 def collect() -> None:
     rows = {name: summary(name) for name in RUNS}
     print("| model | question | factor | value | val[:50] PSNR | vs base mean | JFB steps | "
-          "val iterations | max ||J_T|| (last training log) | val[:20]: tol 1e-5 minus 1e-3 | "
-          "iterations to 1e-5 | skipped steps, rollbacks |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "val iterations | max ||J_T|| (last training log) | val[:20] at tol 1e-5 | "
+          "minus at 1e-3 | iterations to 1e-5 | skipped steps, rollbacks |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     bases = {}
     for model in CONFIGS:
         base = [r["psnr"] for n, r in rows.items() if r and RUNS[n].model == model
@@ -179,16 +179,17 @@ def _row(name: str, r: dict | None, mean: float) -> str:
     run_ = RUNS[name]
     factor, value = run_.factor or "base", run_.value or f"seed {run_.seed}"
     if r is None:
-        return f"| {run_.model} | {run_.question} | {factor} | {value} | not run |" + " |" * 7
+        return f"| {run_.model} | {run_.question} | {factor} | {value} | not run |" + " |" * 8
     gamma = "-" if r["contraction"] is None else f"{r['contraction']:.3f}"
     loose, tight = (evaluated(name, tol) for tol in EQUILIBRIUM_TOLS)
     if loose and tight:
+        at = f"{tight['psnr']:.2f}"
         gap = f"{tight['psnr'] - loose['psnr']:+.2f}"
         its = f"{tight['mean_solver_iters']:.0f}"
     else:
-        gap = its = "-"
+        at = gap = its = "-"
     return (f"| {run_.model} | {run_.question} | {factor} | {value} | {r['psnr']:.2f} | "
-            f"{r['psnr'] - mean:+.2f} | {r['steps']} | {r['iters']:.1f} | {gamma} | {gap} | "
+            f"{r['psnr'] - mean:+.2f} | {r['steps']} | {r['iters']:.1f} | {gamma} | {at} | {gap} | "
             f"{its} | {r['skipped']}, {r['rollbacks']} |")
 
 
