@@ -153,7 +153,7 @@ def run(names: list[str]) -> None:
 def collect() -> None:
     rows = {name: summary(name) for name in RUNS}
     print("| model | question | factor | value | val[:50] PSNR | vs base mean | JFB steps | "
-          "val iterations | max ||J_T|| (last training log) | val[:20] at tol 1e-5 | "
+          "val iterations | largest norm of J_T (last training log) | val[:20] at tol 1e-5 | "
           "minus at 1e-3 | iterations to 1e-5 | skipped steps, rollbacks |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     bases = {}
