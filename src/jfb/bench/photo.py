@@ -90,18 +90,19 @@ def _measure(megapixels: float, checkpoint: str | None, threads: int, tune: bool
     from jfb import cpu_malloc
     from jfb.deblur import default_checkpoint, restore_tensor
     from jfb.metrics import psnr
-    from jfb.pipeline import load_model, replace_blur
+    from jfb.pipeline import load_model, read_config, replace_blur
     from jfb.tasks import get_task
 
     if tune:
         cpu_malloc.tune_cpu_malloc()
     torch.set_num_threads(threads)
     path = checkpoint or str(default_checkpoint())
-    model, cfg, _ = load_model(path)
-    task = get_task(cfg.task)
+    task = get_task(read_config(path).task)
+    op = None
     if task.is_family:  # told the photos' blur, as jfb deblur --kernel tells it
         task = get_task(PHOTO_TASK)
-        model, cfg, _ = load_model(path, op=replace_blur(task.kernel, task.padding))
+        op = replace_blur(task.kernel, task.padding)
+    model, cfg, _ = load_model(path, op=op)
     h, w = photo_shape(megapixels)
     clean = mosaic(h, w)
     with torch.no_grad():
