@@ -333,8 +333,10 @@ def test_group_norm_is_per_sample_but_sees_the_whole_image() -> None:
         far = x.clone()
         far[:, :, -1, -1] += 1
         assert not torch.allclose(net(far)[:, :, 0, 0], full[:, :, 0, 0], atol=1e-6)
+        big = torch.rand(2, 2, 48, 48)  # spatial chunks (16 px) would see part of the image
+        whole = net(big)
         net.chunk_bytes = 64  # pieces take whole samples: the same as the whole batch
-        torch.testing.assert_close(net(x), full)
+        torch.testing.assert_close(net(big), whole)
     with pytest.raises(ValueError, match="no Lipschitz bound"):
         net.lipschitz_bound()
     with pytest.raises(ConfigError, match="choose one"):
